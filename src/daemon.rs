@@ -1,0 +1,269 @@
+//! Mount and daemon life: checks the configuration, mounts, detaches into the background
+//! once the mount is up (so that mount(8) returns), and unmounts on SIGTERM/SIGINT/SIGHUP.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::thread;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use log::{error, info, warn};
+use parking_lot::Mutex;
+
+use crate::fuse::{FuseSettings, HfCacheFs};
+use crate::options::{GroupSpec, MountOptions, Passthrough};
+use crate::policy::Policy;
+use crate::store::Store;
+use crate::sys;
+
+/// Why the daemon could not start.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad configuration: exit status 2.
+    Usage(String),
+    /// Could not mount or serve: exit status 1.
+    Runtime(String),
+}
+
+/// Where log lines go: stderr until the daemon detaches, then its log file.
+static LOG_FILE: Mutex<Option<File>> = Mutex::new(None);
+
+struct LogSink;
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut *LOG_FILE.lock() {
+            Some(f) => f.write(buf),
+            None => io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut *LOG_FILE.lock() {
+            Some(f) => f.flush(),
+            None => io::stderr().flush(),
+        }
+    }
+}
+
+fn init_logging(debug: bool) {
+    let level = if debug { "debug" } else { "info" };
+    let env = env_logger::Env::default().default_filter_or(level);
+    env_logger::Builder::from_env(env)
+        .target(env_logger::Target::Pipe(Box::new(LogSink)))
+        .init();
+}
+
+fn resolve_group(spec: &GroupSpec) -> Result<u32, Failure> {
+    let lookup_failed =
+        |e: io::Error| Failure::Runtime(format!("cannot read the group database: {e}"));
+    match spec {
+        GroupSpec::Name(name) => sys::group_gid(name).map_err(lookup_failed)?.ok_or_else(|| {
+            Failure::Usage(format!(
+                "group '{name}' does not exist (create it with: groupadd {name})"
+            ))
+        }),
+        GroupSpec::Id(gid) => match sys::gid_exists(*gid).map_err(lookup_failed)? {
+            true => Ok(*gid),
+            false => Err(Failure::Usage(format!("group id {gid} does not exist"))),
+        },
+    }
+}
+
+/// Checks the store, creating the default one (root-only) if it is missing.
+fn prepare_store(o: &MountOptions) -> Result<(), Failure> {
+    let path = &o.store;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && o.default_store => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| {
+                    Failure::Runtime(format!("cannot create store {}: {e}", path.display()))
+                })?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(
+                |e| Failure::Runtime(format!("cannot set mode of store {}: {e}", path.display())),
+            )?;
+            info!("created store {} (mode 0700, root only)", path.display());
+            std::fs::metadata(path)
+                .map_err(|e| Failure::Runtime(format!("store {}: {e}", path.display())))?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Failure::Usage(format!(
+                "store {} does not exist",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Failure::Usage(format!("store {}: {e}", path.display()))),
+    };
+    if !meta.is_dir() {
+        return Err(Failure::Usage(format!(
+            "store {} is not a directory",
+            path.display()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        warn!(
+            "store {} is group- or world-writable (mode {:o}): users could bypass hfcachefs; \
+             make it root-only with: chmod 0700 {}",
+            path.display(),
+            meta.mode() & 0o7777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn check_mountpoint(path: &Path) -> Result<(), Failure> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Failure::Usage(format!(
+            "mountpoint {} is not a directory",
+            path.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Failure::Usage(format!(
+            "mountpoint {} does not exist",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::Usage(format!(
+            "mountpoint {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn fuse_config(o: &MountOptions) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(o.store.to_string_lossy().into_owned()),
+        // fuser passes Subtype only through fusermount; as a raw option the kernel takes it.
+        MountOption::CUSTOM("subtype=hfcachefs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if o.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
+    if o.noexec {
+        config.mount_options.push(MountOption::NoExec);
+    }
+    if o.noatime {
+        config.mount_options.push(MountOption::NoAtime);
+    }
+    config.acl = SessionACL::All;
+    config.n_threads = Some(o.threads);
+    config.clone_fd = true;
+    config
+}
+
+/// Mounts and serves until unmounted.
+pub fn run(o: &MountOptions) -> Result<(), Failure> {
+    init_logging(o.debug);
+    if !sys::is_root() {
+        return Err(Failure::Usage(
+            "hfcachefs must run as root (it sets owners in the store)".into(),
+        ));
+    }
+    let gid = resolve_group(&o.group)?;
+    prepare_store(o)?;
+    check_mountpoint(&o.mountpoint)?;
+
+    let store_c = CString::new(o.store.as_os_str().as_bytes())
+        .map_err(|_| Failure::Usage("store path contains a NUL byte".into()))?;
+    let root = sys::open_root(&store_c).map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot open store {}: {}",
+            o.store.display(),
+            io::Error::from_raw_os_error(e)
+        ))
+    })?;
+    let policy = Policy {
+        gid,
+        others: o.others,
+    };
+    let store = Store::new(root, policy).map_err(|e| {
+        Failure::Runtime(format!(
+            "store {}: {}",
+            o.store.display(),
+            io::Error::from_raw_os_error(e)
+        ))
+    })?;
+    match sys::raise_nofile_limit() {
+        Ok(n) => info!("open file limit {n}"),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
+    let settings = FuseSettings {
+        entry_ttl: o.entry_timeout,
+        attr_ttl: o.attr_timeout,
+        passthrough: o.passthrough == Passthrough::Auto,
+    };
+    let fs = HfCacheFs::new(store, settings);
+
+    let mut session = Session::new(fs, &o.mountpoint, &fuse_config(o)).map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot mount {} on {}: {e}",
+            o.store.display(),
+            o.mountpoint.display()
+        ))
+    })?;
+    info!(
+        "mounted {} on {} (group {gid}, others {:?})",
+        o.store.display(),
+        o.mountpoint.display(),
+        o.others
+    );
+
+    if !o.foreground {
+        detach(o)?;
+    }
+
+    // Stop signals go to one thread, which unmounts; the request threads never see them.
+    sys::block_stop_signals();
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = CString::new(o.mountpoint.as_os_str().as_bytes()).expect("checked above");
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = sys::wait_stop_signal();
+            info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                warn!("unmount failed ({e}); detaching the mount lazily");
+                if let Err(e) = sys::umount_detach(&mountpoint) {
+                    error!("lazy unmount failed: {}", io::Error::from_raw_os_error(e));
+                }
+            }
+        })
+        .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
+
+    session
+        .run()
+        .map_err(|e| Failure::Runtime(format!("session ended with an error: {e}")))?;
+    info!("{} unmounted, exiting", o.mountpoint.display());
+    Ok(())
+}
+
+/// Forks into the background now that the mount is up: the parent exits 0 so that
+/// mount(8) returns; the child loses its terminal and logs to the log file.
+fn detach(o: &MountOptions) -> Result<(), Failure> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(&o.logfile)
+        .map_err(|e| {
+            Failure::Runtime(format!("cannot open log file {}: {e}", o.logfile.display()))
+        })?;
+    match sys::fork().map_err(|e| Failure::Runtime(format!("cannot fork: {e}")))? {
+        // Exit without destructors: dropping the session here would unmount it.
+        sys::Forked::Parent => sys::exit_now(0),
+        sys::Forked::Child => {}
+    }
+    *LOG_FILE.lock() = Some(log);
+    sys::detach().map_err(|e| Failure::Runtime(format!("cannot detach: {e}")))
+}

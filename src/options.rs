@@ -1,0 +1,370 @@
+//! Command line and `-o` option parsing, in the forms mount(8) and mount.fuse produce.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::policy::Others;
+
+/// Where the store lives when no store is named (`mount -t fuse hfcachefs /huggingface`).
+pub const DEFAULT_STORE: &str = "/var/lib/hfcachefs/store";
+/// The group that shares the cache when none is named.
+pub const DEFAULT_GROUP: &str = "hf-users";
+/// Where a detached daemon writes its log when no `logfile=` is given.
+pub const DEFAULT_LOGFILE: &str = "/var/log/hfcachefs.log";
+
+/// The group, as the administrator named it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupSpec {
+    Name(String),
+    Id(u32),
+}
+
+/// Whether reads and writes of regular files go through kernel passthrough.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Passthrough {
+    /// Use it when the kernel and the store allow it, else serve I/O from the daemon.
+    Auto,
+    /// Always serve I/O from the daemon.
+    Off,
+}
+
+/// Everything a mount needs to know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MountOptions {
+    pub store: PathBuf,
+    /// True when the store is the default one, which is created if missing.
+    pub default_store: bool,
+    pub mountpoint: PathBuf,
+    pub group: GroupSpec,
+    pub others: Others,
+    pub foreground: bool,
+    pub debug: bool,
+    pub threads: usize,
+    pub logfile: PathBuf,
+    pub entry_timeout: Duration,
+    pub attr_timeout: Duration,
+    pub passthrough: Passthrough,
+    pub read_only: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Mount(Box<MountOptions>),
+    Help,
+    Version,
+}
+
+/// A usage error, reported as one line with exit status 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// Options that mount(8), mount.fuse or fstab pass along and that need no action of ours
+/// (nodev and nosuid are always in force; allow_other and default_permissions always on).
+const IGNORED: &[&str] = &[
+    "rw",
+    "dev",
+    "suid",
+    "nodev",
+    "nosuid",
+    "atime",
+    "relatime",
+    "strictatime",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "nofail",
+    "_netdev",
+    "allow_other",
+    "default_permissions",
+    "async",
+];
+
+pub const HELP: &str = "\
+hfcachefs - one shared Hugging Face cache for every member of a group
+
+Usage:
+  hfcachefs [STORE] MOUNTPOINT [-o OPTION[,OPTION...]] [-f] [-d]
+  mount -t fuse hfcachefs /huggingface
+  mount -t fuse.hfcachefs /srv/hfstore /huggingface -o group=hf-users
+
+Everything created through the mount is stored in STORE owned by the caller, with the
+configured group and the owner's permission bits copied to the group, whatever the
+caller's umask or primary group. Members then never get EACCES on each other's blobs or
+lock files; people outside the group get nothing. Users set HF_HOME=MOUNTPOINT.
+
+Options:
+  store=PATH          backing store (default /var/lib/hfcachefs/store, created 0700 if
+                      missing); a STORE argument does the same
+  group=NAME|GID      group that shares the cache (default hf-users)
+  others=none|read    what non-members get: nothing (default) or read-only access
+  passthrough=auto|off  kernel passthrough for file I/O (default auto)
+  entry_timeout=SECS  how long the kernel caches names (default 1)
+  attr_timeout=SECS   how long the kernel caches attributes (default 1)
+  threads=N           request threads (default 8)
+  logfile=PATH        log of the detached daemon (default /var/log/hfcachefs.log)
+  ro, noexec, noatime honoured; rw, dev, suid, nodev, nosuid, exec, atime, relatime,
+                      defaults, auto, noauto, user, nofail, _netdev, allow_other,
+                      default_permissions and x-* are accepted and need nothing
+  foreground, -f      stay in the foreground (log to stderr)
+  debug, -d           log every request (implies foreground)
+  -h, --help          this text
+  -V, --version       version
+
+Logging: RUST_LOG=info|debug|trace overrides the level.
+
+fstab:
+  /srv/hfstore  /huggingface  fuse.hfcachefs  group=hf-users,nofail  0 0
+
+Unmount with `umount /huggingface`; SIGTERM or SIGINT unmounts too.
+";
+
+fn parse_seconds(key: &str, value: &str) -> Result<Duration, UsageError> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => err(format!(
+            "{key}={value}: expected a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I, S>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut positional: Vec<String> = Vec::new();
+    let mut opts: Vec<String> = Vec::new();
+    let mut args = args.into_iter().map(|a| a.as_ref().to_owned());
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-f" => opts.push("foreground".into()),
+            "-d" => opts.push("debug".into()),
+            "-o" => match args.next() {
+                Some(o) => opts.push(o),
+                None => return err("-o needs a comma-separated option list"),
+            },
+            a if a.starts_with("-o") => opts.push(a[2..].to_owned()),
+            a if a.starts_with('-') && a.len() > 1 => return err(format!("unknown flag {a}")),
+            _ => positional.push(arg),
+        }
+    }
+
+    let (store_arg, mountpoint) = match positional.len() {
+        1 => (None, positional.remove(0)),
+        2 => {
+            let m = positional.remove(1);
+            (Some(positional.remove(0)), m)
+        }
+        0 => return err("missing MOUNTPOINT (see --help)"),
+        _ => return err(format!("too many arguments: {}", positional.join(" "))),
+    };
+    // fstab's `hfcachefs#/srv/store` form can reach us with the prefix left on.
+    let store_arg = store_arg.map(|s| s.strip_prefix("hfcachefs#").map(str::to_owned).unwrap_or(s));
+
+    let mut o = MountOptions {
+        store: PathBuf::from(DEFAULT_STORE),
+        default_store: true,
+        mountpoint: PathBuf::from(mountpoint),
+        group: GroupSpec::Name(DEFAULT_GROUP.into()),
+        others: Others::None,
+        foreground: false,
+        debug: false,
+        threads: 8,
+        logfile: PathBuf::from(DEFAULT_LOGFILE),
+        entry_timeout: Duration::from_secs(1),
+        attr_timeout: Duration::from_secs(1),
+        passthrough: Passthrough::Auto,
+        read_only: false,
+        noexec: false,
+        noatime: false,
+    };
+    if let Some(s) = store_arg {
+        o.store = PathBuf::from(s);
+        o.default_store = false;
+    }
+
+    for opt in opts
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, value) {
+            ("store", Some(v)) if !v.is_empty() => {
+                o.store = PathBuf::from(v);
+                o.default_store = false;
+            }
+            ("group", Some(v)) if !v.is_empty() => {
+                o.group = match v.parse::<u32>() {
+                    Ok(gid) => GroupSpec::Id(gid),
+                    Err(_) => GroupSpec::Name(v.to_owned()),
+                }
+            }
+            ("others", Some("none")) => o.others = Others::None,
+            ("others", Some("read")) => o.others = Others::Read,
+            ("others", Some(v)) => return err(format!("others={v}: expected none or read")),
+            ("passthrough", Some("auto")) => o.passthrough = Passthrough::Auto,
+            ("passthrough", Some("off")) => o.passthrough = Passthrough::Off,
+            ("passthrough", Some(v)) => {
+                return err(format!("passthrough={v}: expected auto or off"));
+            }
+            ("threads", Some(v)) => match v.parse::<usize>() {
+                Ok(n) if (1..=256).contains(&n) => o.threads = n,
+                _ => return err(format!("threads={v}: expected a number from 1 to 256")),
+            },
+            ("logfile", Some(v)) if !v.is_empty() => o.logfile = PathBuf::from(v),
+            ("entry_timeout", Some(v)) => o.entry_timeout = parse_seconds(key, v)?,
+            ("attr_timeout", Some(v)) => o.attr_timeout = parse_seconds(key, v)?,
+            ("foreground", None) => o.foreground = true,
+            ("debug", None) => {
+                o.debug = true;
+                o.foreground = true;
+            }
+            ("ro", None) => o.read_only = true,
+            ("noexec", None) => o.noexec = true,
+            ("exec", None) => o.noexec = false,
+            ("noatime", None) => o.noatime = true,
+            (k, None) if IGNORED.contains(&k) => {}
+            (k, _) if k.starts_with("x-") || k == "comment" => {}
+            (k, Some(v)) => return err(format!("unknown or invalid option {k}={v}")),
+            (k, None) => return err(format!("unknown option {k}")),
+        }
+    }
+    Ok(Command::Mount(Box::new(o)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(args: &[&str]) -> MountOptions {
+        match parse(args) {
+            Ok(Command::Mount(o)) => *o,
+            other => panic!("expected a mount, got {other:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match parse(args) {
+            Err(UsageError(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mount_t_fuse_form_uses_defaults() {
+        let o = mount(&["/huggingface", "-o", "rw,dev,suid"]);
+        assert_eq!(o.mountpoint, PathBuf::from("/huggingface"));
+        assert_eq!(o.store, PathBuf::from(DEFAULT_STORE));
+        assert!(o.default_store);
+        assert_eq!(o.group, GroupSpec::Name("hf-users".into()));
+        assert_eq!(o.others, Others::None);
+        assert!(!o.foreground);
+    }
+
+    #[test]
+    fn fstab_form_with_store_and_group() {
+        let o = mount(&[
+            "/srv/hfstore",
+            "/huggingface",
+            "-o",
+            "group=hf-users,allow_other,nodev,nosuid",
+        ]);
+        assert_eq!(o.store, PathBuf::from("/srv/hfstore"));
+        assert!(!o.default_store);
+        assert_eq!(o.mountpoint, PathBuf::from("/huggingface"));
+        assert_eq!(o.group, GroupSpec::Name("hf-users".into()));
+    }
+
+    #[test]
+    fn hash_prefixed_source_is_stripped() {
+        let o = mount(&["hfcachefs#/srv/hfstore", "/huggingface"]);
+        assert_eq!(o.store, PathBuf::from("/srv/hfstore"));
+    }
+
+    #[test]
+    fn foreground_by_hand_and_numeric_group() {
+        let o = mount(&["/srv/s", "/mnt", "-f", "-ogroup=4242,others=read"]);
+        assert!(o.foreground);
+        assert_eq!(o.group, GroupSpec::Id(4242));
+        assert_eq!(o.others, Others::Read);
+    }
+
+    #[test]
+    fn store_option_and_repeated_o() {
+        let o = mount(&["/mnt", "-o", "store=/data/s", "-o", "debug,threads=3"]);
+        assert_eq!(o.store, PathBuf::from("/data/s"));
+        assert!(!o.default_store);
+        assert!(o.debug && o.foreground);
+        assert_eq!(o.threads, 3);
+    }
+
+    #[test]
+    fn generic_mount_options_are_accepted() {
+        let o = mount(&[
+            "/mnt",
+            "-o",
+            "rw,dev,suid,nodev,nosuid,exec,atime,relatime,defaults,auto,noauto,user,nofail,_netdev,allow_other,default_permissions,x-systemd.requires-mounts-for=/srv",
+        ]);
+        assert!(!o.read_only && !o.noexec && !o.noatime);
+        let o = mount(&["/mnt", "-o", "ro,noexec,noatime"]);
+        assert!(o.read_only && o.noexec && o.noatime);
+    }
+
+    #[test]
+    fn timeouts_and_passthrough() {
+        let o = mount(&[
+            "/mnt",
+            "-o",
+            "entry_timeout=0.5,attr_timeout=0,passthrough=off",
+        ]);
+        assert_eq!(o.entry_timeout, Duration::from_millis(500));
+        assert_eq!(o.attr_timeout, Duration::ZERO);
+        assert_eq!(o.passthrough, Passthrough::Off);
+        assert!(usage(&["/mnt", "-o", "attr_timeout=-1"]).contains("attr_timeout"));
+        assert!(usage(&["/mnt", "-o", "passthrough=yes"]).contains("passthrough"));
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_usage_error() {
+        assert!(usage(&[]).contains("MOUNTPOINT"));
+        assert!(usage(&["a", "b", "c"]).contains("too many"));
+        assert!(usage(&["/mnt", "-o", "bogus"]).contains("unknown option bogus"));
+        assert!(usage(&["/mnt", "-o", "others=all"]).contains("others=all"));
+        assert!(usage(&["/mnt", "-o", "threads=0"]).contains("threads"));
+        assert!(usage(&["/mnt", "-o"]).contains("-o needs"));
+        assert!(usage(&["/mnt", "--frobnicate"]).contains("unknown flag"));
+        assert!(usage(&["/mnt", "-o", "group="]).contains("group="));
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(["--help"]), Ok(Command::Help));
+        assert_eq!(parse(["/mnt", "-h"]), Ok(Command::Help));
+        assert_eq!(parse(["-V"]), Ok(Command::Version));
+        assert!(HELP.contains("fuse.hfcachefs"));
+    }
+}

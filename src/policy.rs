@@ -1,0 +1,161 @@
+//! The ownership and mode policy: the heart of hfcachefs, kept pure so it can be tested alone.
+//!
+//! Everything in the shared store belongs to one group and gives that group what its owner
+//! has, whatever umask, primary group or chmod the caller used. That is what lets every member
+//! open every lock file and blob, which the setgid-plus-umask recipe cannot guarantee.
+
+/// What people outside the group may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Others {
+    /// Nothing at all (the default).
+    None,
+    /// Read and traverse, never write.
+    Read,
+}
+
+/// The policy in force for one mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub gid: u32,
+    pub others: Others,
+}
+
+const S_IFMT: u32 = libc::S_IFMT;
+const S_IFDIR: u32 = libc::S_IFDIR;
+const S_IFLNK: u32 = libc::S_IFLNK;
+
+impl Policy {
+    /// Permission bits to store (and report) for an inode of type `kind` (`S_IF*`) whose
+    /// owner asked for `mode`: group bits copy the owner bits, others are cleared or
+    /// capped at r-x, setuid/sticky are dropped, and directories get setgid so that
+    /// anything created in the store by other means inherits the group.
+    pub fn mode(&self, kind: u32, mode: u32) -> u32 {
+        let kind = kind & S_IFMT;
+        if kind == S_IFLNK {
+            return 0o777;
+        }
+        let owner = mode & 0o700;
+        let group = owner >> 3;
+        let others = match self.others {
+            Others::None => 0,
+            Others::Read => mode & 0o005,
+        };
+        let setgid = if kind == S_IFDIR { libc::S_ISGID } else { 0 };
+        owner | group | others | setgid
+    }
+
+    /// Mode for a new inode created with `mode` under `umask` (the owner's own bits keep the
+    /// umask; only the group and others bits are decided by the policy).
+    pub fn create_mode(&self, kind: u32, mode: u32, umask: u32) -> u32 {
+        self.mode(kind, mode & !umask & 0o7777)
+    }
+
+    /// The attributes reported to the kernel for an on-disk `st_mode`: the same rule as on
+    /// creation, so entries made outside the mount (an old umask-022 cache, 0644 lock files
+    /// of old filelock versions) are usable by every member at once.
+    pub fn report_mode(&self, st_mode: u32) -> u32 {
+        let kind = st_mode & S_IFMT;
+        kind | self.mode(kind, st_mode)
+    }
+
+    /// Whether a chown/chgrp request may pass: the group can only be ours.
+    pub fn group_allowed(&self, gid: Option<u32>) -> bool {
+        gid.is_none_or(|g| g == self.gid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REG: u32 = libc::S_IFREG;
+    const DIR: u32 = libc::S_IFDIR;
+    const LNK: u32 = libc::S_IFLNK;
+    const FIFO: u32 = libc::S_IFIFO;
+
+    fn none() -> Policy {
+        Policy {
+            gid: 1234,
+            others: Others::None,
+        }
+    }
+
+    fn read() -> Policy {
+        Policy {
+            gid: 1234,
+            others: Others::Read,
+        }
+    }
+
+    #[test]
+    fn umask_022_file_gets_group_write() {
+        assert_eq!(none().create_mode(REG, 0o666, 0o022), 0o660);
+        assert_eq!(none().create_mode(REG, 0o644, 0o000), 0o660);
+    }
+
+    #[test]
+    fn umask_077_file_still_shared_with_group() {
+        assert_eq!(none().create_mode(REG, 0o666, 0o077), 0o660);
+        assert_eq!(none().create_mode(REG, 0o600, 0o000), 0o660);
+    }
+
+    #[test]
+    fn dirs_get_setgid_and_group_rwx() {
+        assert_eq!(none().create_mode(DIR, 0o777, 0o022), 0o2770);
+        assert_eq!(none().create_mode(DIR, 0o755, 0o000), 0o2770);
+        assert_eq!(none().create_mode(DIR, 0o700, 0o000), 0o2770);
+    }
+
+    #[test]
+    fn others_read_caps_at_r_x() {
+        assert_eq!(read().create_mode(REG, 0o666, 0o022), 0o664);
+        assert_eq!(read().create_mode(REG, 0o666, 0o077), 0o660);
+        assert_eq!(read().create_mode(DIR, 0o777, 0o002), 0o2775);
+        assert_eq!(read().mode(REG, 0o777), 0o775);
+    }
+
+    #[test]
+    fn setuid_setgid_sticky_never_stored_on_files() {
+        assert_eq!(none().mode(REG, 0o4755), 0o770);
+        assert_eq!(none().mode(REG, 0o2755), 0o770);
+        assert_eq!(none().mode(REG, 0o1644), 0o660);
+        assert_eq!(none().mode(FIFO, 0o6666), 0o660);
+    }
+
+    #[test]
+    fn sticky_dropped_on_dirs() {
+        assert_eq!(none().mode(DIR, 0o1777), 0o2770);
+    }
+
+    #[test]
+    fn chmod_cannot_take_group_access_away() {
+        assert_eq!(none().mode(REG, 0o600), 0o660);
+        assert_eq!(none().mode(REG, 0o400), 0o440);
+        assert_eq!(none().mode(DIR, 0o700), 0o2770);
+        assert_eq!(none().mode(REG, 0o000), 0o000);
+    }
+
+    #[test]
+    fn symlinks_are_always_0777() {
+        assert_eq!(none().mode(LNK, 0o700), 0o777);
+        assert_eq!(none().report_mode(LNK | 0o777), LNK | 0o777);
+    }
+
+    #[test]
+    fn existing_entries_are_reported_by_the_same_rule() {
+        // An old filelock lock file and a umask-022 directory, made outside the mount.
+        assert_eq!(none().report_mode(REG | 0o644), REG | 0o660);
+        assert_eq!(none().report_mode(DIR | 0o755), DIR | 0o2770);
+        assert_eq!(read().report_mode(REG | 0o644), REG | 0o664);
+        // The 0700 store root is shown to members as a shared directory.
+        assert_eq!(none().report_mode(DIR | 0o700), DIR | 0o2770);
+    }
+
+    #[test]
+    fn group_changes_only_to_the_configured_group() {
+        assert!(none().group_allowed(None));
+        assert!(none().group_allowed(Some(1234)));
+        assert!(!none().group_allowed(Some(0)));
+        assert!(!none().group_allowed(Some(1235)));
+    }
+}

@@ -1,0 +1,634 @@
+//! The filesystem logic: every FUSE operation as an operation on the store, with the
+//! ownership policy applied. Knows nothing of the FUSE wire protocol (see `fuse.rs`).
+//!
+//! Every store access is an `*at()` call relative to an O_PATH handle from the inode
+//! table, on a validated single-component name, never following a final symlink.
+//! Ownership and modes are set on the handle just created, never by path afterwards.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::inodes::{Inode, InodeTable, ROOT_ID};
+use crate::policy::Policy;
+use crate::sys::{self, Name, Stat, SysResult, TimeSet};
+
+/// A store inode as the kernel sees it: its node id and its attributes under the policy.
+pub struct Entry {
+    pub inode: Arc<Inode>,
+    pub st: Stat,
+}
+
+/// Who is asking: the credentials FUSE gives with each request.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// An open regular file. Each open gets its own store descriptor, so that flock locks
+/// taken through two opens exclude each other as they would on a local filesystem.
+pub struct OpenFile {
+    pub fd: Arc<OwnedFd>,
+}
+
+/// An open directory stream and the position the kernel last asked for.
+pub struct OpenDir {
+    pub inode: Arc<Inode>,
+    stream: Mutex<(sys::DirStream, i64)>,
+}
+
+/// One directory entry for readdir; `entry` is set (and counted as a lookup) for readdirplus.
+pub struct DirItem {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: u32,
+    pub next: i64,
+    pub entry: Option<Entry>,
+}
+
+/// Attribute changes of a setattr request.
+#[derive(Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// Extended attribute namespaces members may use. security.* (capabilities, SELinux),
+/// trusted.* and system.* (ACLs that would bypass the policy) are refused.
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+}
+
+pub struct Store {
+    pub policy: Policy,
+    inodes: InodeTable,
+    files: DashMap<u64, Arc<OpenFile>>,
+    dirs: DashMap<u64, Arc<OpenDir>>,
+    next_handle: AtomicU64,
+}
+
+fn kind_of(st: &Stat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+impl Store {
+    /// Serves the store whose root directory handle is `root`.
+    pub fn new(root: OwnedFd, policy: Policy) -> SysResult<Store> {
+        let st = sys::fstat(root.as_fd())?;
+        if kind_of(&st) != libc::S_IFDIR {
+            return Err(libc::ENOTDIR);
+        }
+        Ok(Store {
+            policy,
+            inodes: InodeTable::new(root, &st),
+            files: DashMap::new(),
+            dirs: DashMap::new(),
+            next_handle: AtomicU64::new(1),
+        })
+    }
+
+    fn inode(&self, id: u64) -> SysResult<Arc<Inode>> {
+        self.inodes.get(id).ok_or(libc::ESTALE)
+    }
+
+    fn dir(&self, id: u64) -> SysResult<Arc<Inode>> {
+        let inode = self.inode(id)?;
+        if inode.is_dir() {
+            Ok(inode)
+        } else {
+            Err(libc::ENOTDIR)
+        }
+    }
+
+    /// The attributes of `st` as members see them.
+    fn report(&self, mut st: Stat) -> Stat {
+        st.st_mode = self.policy.report_mode(st.st_mode);
+        st.st_gid = self.policy.gid;
+        st
+    }
+
+    /// Looks `name` up in `parent` and counts one kernel reference on the result.
+    fn lookup_handle(&self, handle: OwnedFd) -> SysResult<Entry> {
+        let st = sys::fstat(handle.as_fd())?;
+        let inode = self.inodes.lookup(handle, &st);
+        Ok(Entry {
+            inode,
+            st: self.report(st),
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Entry> {
+        let dir = self.dir(parent)?;
+        let name = Name::new(name).map_err(|e| if e == libc::EINVAL { libc::ENOENT } else { e })?;
+        self.lookup_handle(sys::open_path(dir.fd(), &name)?)
+    }
+
+    pub fn forget(&self, id: u64, n: u64) {
+        if id != ROOT_ID {
+            self.inodes.forget(id, n);
+        }
+    }
+
+    pub fn getattr(&self, id: u64) -> SysResult<Stat> {
+        let inode = self.inode(id)?;
+        Ok(self.report(sys::fstat(inode.fd())?))
+    }
+
+    /// Applies owner, group and mode to a handle we just created: never by path.
+    fn claim(&self, handle: &OwnedFd, kind: u32, caller: Caller, mode: u32) -> SysResult<()> {
+        sys::chown(handle.as_fd(), Some(caller.uid), Some(self.policy.gid))?;
+        if kind != libc::S_IFLNK {
+            // After chown, which may clear setgid on some filesystems.
+            sys::chmod(handle.as_fd(), mode)?;
+        }
+        Ok(())
+    }
+
+    /// Creates something with `make`, then claims the new handle for the caller. If claiming
+    /// fails, the half-made entry is removed again so that nothing root-owned is left behind.
+    fn make(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        caller: Caller,
+        kind: u32,
+        mode: u32,
+        make: impl FnOnce(&Arc<Inode>, &Name) -> SysResult<()>,
+    ) -> SysResult<Entry> {
+        let dir = self.dir(parent)?;
+        let name = Name::new(name)?;
+        make(&dir, &name)?;
+        let result = sys::open_path(dir.fd(), &name).and_then(|handle| {
+            let st = sys::fstat(handle.as_fd())?;
+            if kind_of(&st) != kind {
+                return Err(libc::EIO);
+            }
+            self.claim(&handle, kind, caller, mode)?;
+            self.lookup_handle(handle)
+        });
+        if result.is_err() {
+            let _ = sys::unlink_at(dir.fd(), &name, kind == libc::S_IFDIR);
+        }
+        result
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> SysResult<Entry> {
+        let mode = self.policy.create_mode(libc::S_IFDIR, mode, umask);
+        self.make(parent, name, caller, libc::S_IFDIR, mode, |dir, name| {
+            sys::mkdir_at(dir.fd(), name, mode & 0o777)
+        })
+    }
+
+    /// Regular files and FIFOs only: device nodes and sockets in a shared cache are refused.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> SysResult<Entry> {
+        let kind = mode & libc::S_IFMT;
+        let kind = if kind == 0 { libc::S_IFREG } else { kind };
+        if kind != libc::S_IFREG && kind != libc::S_IFIFO {
+            return Err(libc::EPERM);
+        }
+        let mode = self.policy.create_mode(kind, mode, umask);
+        self.make(parent, name, caller, kind, mode, |dir, name| {
+            sys::mknod_at(dir.fd(), name, kind | (mode & 0o777))
+        })
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+        caller: Caller,
+    ) -> SysResult<Entry> {
+        let target = CString::new(target.as_bytes()).map_err(|_| libc::EINVAL)?;
+        self.make(parent, name, caller, libc::S_IFLNK, 0o777, |dir, name| {
+            sys::symlink_at(&target, dir.fd(), name)
+        })
+    }
+
+    /// A hard link shares its target's inode, so it keeps the target's owner and mode.
+    pub fn link(&self, id: u64, parent: u64, name: &OsStr) -> SysResult<Entry> {
+        let inode = self.inode(id)?;
+        if inode.is_dir() {
+            return Err(libc::EPERM);
+        }
+        let dir = self.dir(parent)?;
+        let name = Name::new(name)?;
+        sys::link_at(inode.fd(), dir.fd(), &name)?;
+        self.lookup_handle(sys::open_path(dir.fd(), &name)?)
+    }
+
+    /// Creates and opens a regular file. If it appeared meanwhile (another host, another
+    /// daemon) and O_EXCL was not asked for, the existing file is opened as open(2) would.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> SysResult<(Entry, u64)> {
+        let dir = self.dir(parent)?;
+        let name_c = Name::new(name)?;
+        let mode = self.policy.create_mode(libc::S_IFREG, mode, umask);
+        let io_flags = open_flags(flags);
+        match sys::open_at(
+            dir.fd(),
+            &name_c,
+            io_flags | libc::O_CREAT | libc::O_EXCL,
+            mode & 0o777,
+        ) {
+            Ok(fd) => {
+                let claimed = sys::reopen(fd.as_fd(), libc::O_PATH).and_then(|handle| {
+                    self.claim(&handle, libc::S_IFREG, caller, mode)?;
+                    self.lookup_handle(handle)
+                });
+                match claimed {
+                    Ok(entry) => {
+                        let fh = self.add_file(fd);
+                        Ok((entry, fh))
+                    }
+                    Err(e) => {
+                        let _ = sys::unlink_at(dir.fd(), &name_c, false);
+                        Err(e)
+                    }
+                }
+            }
+            Err(libc::EEXIST) if flags & libc::O_EXCL == 0 => {
+                let entry = self.lookup_handle(sys::open_path(dir.fd(), &name_c)?)?;
+                let opened = self
+                    .check_access(&entry.st, caller, flags)
+                    .and_then(|()| self.open(entry.inode.id, flags));
+                match opened {
+                    Ok(fh) => Ok((entry, fh)),
+                    Err(e) => {
+                        self.forget(entry.inode.id, 1);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The kernel checks permissions from our attributes (default_permissions) everywhere
+    /// except on the rare create that found an existing file: check that one like it would.
+    fn check_access(&self, st: &Stat, caller: Caller, flags: i32) -> SysResult<()> {
+        if caller.uid == 0 {
+            return Ok(());
+        }
+        let want = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => 0o4,
+            libc::O_WRONLY => 0o2,
+            _ => 0o6,
+        };
+        let bits = if caller.uid == st.st_uid {
+            st.st_mode >> 6
+        } else if caller.gid == self.policy.gid
+            || sys::process_in_group(caller.pid, self.policy.gid)
+        {
+            st.st_mode >> 3
+        } else {
+            st.st_mode
+        } & 0o7;
+        if bits & want == want {
+            Ok(())
+        } else {
+            Err(libc::EACCES)
+        }
+    }
+
+    fn add_file(&self, fd: OwnedFd) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .insert(fh, Arc::new(OpenFile { fd: Arc::new(fd) }));
+        fh
+    }
+
+    pub fn open(&self, id: u64, flags: i32) -> SysResult<u64> {
+        let inode = self.inode(id)?;
+        if !inode.is_regular() {
+            return Err(if inode.is_dir() {
+                libc::EISDIR
+            } else {
+                libc::EINVAL
+            });
+        }
+        let fd = sys::reopen(inode.fd(), open_flags(flags))?;
+        Ok(self.add_file(fd))
+    }
+
+    pub fn file(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
+        self.files
+            .get(&fh)
+            .map(|f| Arc::clone(&f))
+            .ok_or(libc::EBADF)
+    }
+
+    /// Closes an open file; its store descriptor, and so any flock held through it, goes
+    /// with the last user.
+    pub fn release(&self, fh: u64) {
+        self.files.remove(&fh);
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
+        let file = self.file(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = sys::pread(file.fd.as_fd(), &mut buf, offset)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> SysResult<usize> {
+        let file = self.file(fh)?;
+        sys::pwrite(file.fd.as_fd(), data, offset)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
+        sys::fsync(self.file(fh)?.fd.as_fd(), datasync)
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> SysResult<()> {
+        sys::fallocate(self.file(fh)?.fd.as_fd(), mode, offset, len)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> SysResult<i64> {
+        sys::lseek(self.file(fh)?.fd.as_fd(), offset, whence)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> SysResult<usize> {
+        let (a, b) = (self.file(fh_in)?, self.file(fh_out)?);
+        let len = len.min(1 << 30) as usize;
+        sys::copy_file_range(a.fd.as_fd(), off_in, b.fd.as_fd(), off_out, len)
+    }
+
+    pub fn setattr(&self, id: u64, fh: Option<u64>, set: SetAttr) -> SysResult<Stat> {
+        let inode = self.inode(id)?;
+        if !self.policy.group_allowed(set.gid) {
+            return Err(libc::EPERM);
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            // The kernel has already applied chown's rules (only root changes owners).
+            sys::chown(inode.fd(), set.uid, set.gid)?;
+        }
+        if let Some(mode) = set.mode {
+            if !inode.is_symlink() {
+                sys::chmod(inode.fd(), self.policy.mode(inode.kind, mode))?;
+            }
+        } else if set.uid.is_some() && !inode.is_symlink() {
+            // chown clears setgid on some filesystems: put the policy's mode back.
+            let st = sys::fstat(inode.fd())?;
+            sys::chmod(inode.fd(), self.policy.mode(inode.kind, st.st_mode))?;
+        }
+        if let Some(size) = set.size {
+            if !inode.is_regular() {
+                return Err(if inode.is_dir() {
+                    libc::EISDIR
+                } else {
+                    libc::EINVAL
+                });
+            }
+            match fh.and_then(|fh| self.files.get(&fh).map(|f| Arc::clone(&f.fd))) {
+                Some(fd) if sys::ftruncate(fd.as_fd(), size).is_ok() => {}
+                _ => sys::ftruncate(sys::reopen(inode.fd(), libc::O_WRONLY)?.as_fd(), size)?,
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            sys::utimens(
+                inode.fd(),
+                set.atime.unwrap_or(TimeSet::Omit),
+                set.mtime.unwrap_or(TimeSet::Omit),
+            )?;
+        }
+        Ok(self.report(sys::fstat(inode.fd())?))
+    }
+
+    pub fn readlink(&self, id: u64) -> SysResult<Vec<u8>> {
+        let inode = self.inode(id)?;
+        if !inode.is_symlink() {
+            return Err(libc::EINVAL);
+        }
+        sys::readlink(inode.fd())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> SysResult<()> {
+        let dir = self.dir(parent)?;
+        sys::unlink_at(dir.fd(), &Name::new(name)?, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> SysResult<()> {
+        let dir = self.dir(parent)?;
+        sys::unlink_at(dir.fd(), &Name::new(name)?, true)
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> SysResult<()> {
+        if flags & libc::RENAME_WHITEOUT != 0 {
+            return Err(libc::EINVAL);
+        }
+        let (old_dir, new_dir) = (self.dir(parent)?, self.dir(newparent)?);
+        sys::rename_at(
+            old_dir.fd(),
+            &Name::new(name)?,
+            new_dir.fd(),
+            &Name::new(newname)?,
+            flags,
+        )
+    }
+
+    pub fn opendir(&self, id: u64) -> SysResult<u64> {
+        let inode = self.dir(id)?;
+        let stream = sys::DirStream::new(sys::open_dir(inode.fd())?)?;
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.dirs.insert(
+            fh,
+            Arc::new(OpenDir {
+                inode,
+                stream: Mutex::new((stream, 0)),
+            }),
+        );
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+
+    pub fn fsyncdir(&self, fh: u64, datasync: bool) -> SysResult<()> {
+        let dir = self
+            .dirs
+            .get(&fh)
+            .map(|d| Arc::clone(&d))
+            .ok_or(libc::EBADF)?;
+        let stream = dir.stream.lock();
+        sys::fsync(stream.0.fd(), datasync)
+    }
+
+    /// Reads entries from `offset` on, handing each to `add` until it reports a full buffer.
+    /// With `plus`, each entry but `.` and `..` is looked up; an entry that did not fit is
+    /// forgotten again so the kernel's reference count stays exact.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: i64,
+        plus: bool,
+        mut add: impl FnMut(&DirItem) -> bool,
+    ) -> SysResult<()> {
+        let dir = self
+            .dirs
+            .get(&fh)
+            .map(|d| Arc::clone(&d))
+            .ok_or(libc::EBADF)?;
+        let mut guard = dir.stream.lock();
+        let (stream, pos) = &mut *guard;
+        if *pos != offset {
+            stream.seek(offset);
+        }
+        *pos = offset;
+        while let Some(ent) = stream.next_entry()? {
+            let dot = ent.name == b"." || ent.name == b"..";
+            let entry = if plus && !dot {
+                let name = OsStr::from_bytes(&ent.name);
+                match self.lookup(dir.inode.id, name) {
+                    Ok(e) => Some(e),
+                    // Gone since the directory was read: skip it.
+                    Err(libc::ENOENT) => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            let kind = match &entry {
+                Some(e) => kind_of(&e.st),
+                None => u32::from(ent.kind) << 12,
+            };
+            let ino = if ent.name == b"." {
+                dir.inode.id
+            } else {
+                ent.ino
+            };
+            let item = DirItem {
+                name: ent.name,
+                ino,
+                kind,
+                next: ent.offset,
+                entry,
+            };
+            if add(&item) {
+                if let Some(e) = &item.entry {
+                    self.forget(e.inode.id, 1);
+                }
+                // The stream moved past an entry the kernel did not take.
+                *pos = -1;
+                return Ok(());
+            }
+            *pos = item.next;
+        }
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> SysResult<libc::statvfs> {
+        sys::fstatvfs(self.inode(ROOT_ID)?.fd())
+    }
+
+    /// The inode whose attribute `name` a member may change (EPERM for refused namespaces
+    /// and for symlinks, which cannot carry user.* attributes).
+    fn xattr_target(&self, id: u64, name: &OsStr) -> SysResult<Arc<Inode>> {
+        let inode = self.inode(id)?;
+        if !xattr_allowed(name.as_bytes()) || inode.is_symlink() {
+            return Err(libc::EPERM);
+        }
+        Ok(inode)
+    }
+
+    pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+        let inode = self.xattr_target(id, name)?;
+        sys::xattr::set(inode.fd(), &xattr_name(name)?, value, flags)
+    }
+
+    /// Reads an attribute into a buffer of `size` bytes (0: just report the size).
+    pub fn getxattr(&self, id: u64, name: &OsStr, size: u32) -> SysResult<Vec<u8>> {
+        let inode = self.inode(id)?;
+        if !xattr_allowed(name.as_bytes()) || inode.is_symlink() {
+            return Err(libc::ENODATA);
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = sys::xattr::get(inode.fd(), &xattr_name(name)?, &mut buf)?;
+        buf.truncate(n);
+        Ok(if size == 0 { vec![0u8; n] } else { buf })
+    }
+
+    /// Lists the attribute names members may see (user.* only).
+    pub fn listxattr(&self, id: u64) -> SysResult<Vec<u8>> {
+        let inode = self.inode(id)?;
+        if inode.is_symlink() {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = sys::xattr::list(inode.fd(), &mut buf)?;
+        let mut out = Vec::new();
+        for name in buf[..n].split(|&b| b == 0).filter(|n| xattr_allowed(n)) {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&self, id: u64, name: &OsStr) -> SysResult<()> {
+        let inode = self.xattr_target(id, name)?;
+        sys::xattr::remove(inode.fd(), &xattr_name(name)?)
+    }
+
+    /// Number of inodes the kernel currently holds.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+}
+
+fn xattr_name(name: &OsStr) -> SysResult<CString> {
+    CString::new(name.as_bytes()).map_err(|_| libc::EINVAL)
+}
+
+/// Flags for the store descriptor of an open: creation is ours to do, and O_TRUNC
+/// arrives as a separate setattr.
+fn open_flags(flags: i32) -> i32 {
+    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC)
+}

@@ -1,0 +1,721 @@
+//! Safe wrappers around the raw syscalls hfcachefs needs. All `unsafe` lives here.
+//!
+//! Store access goes through `*at()` calls relative to O_PATH handles, with
+//! `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW` everywhere: the daemon runs as root and
+//! must never be steered outside its store by a symlink. Names passed in are
+//! single path components (checked by [`Name`]). Reopening an O_PATH handle for
+//! I/O goes through `/proc/self/fd/N`, which names that exact inode.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use libc::stat as Stat;
+
+/// Result of a syscall: the errno on failure.
+pub type SysResult<T> = Result<T, i32>;
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
+    if ret < 0 { Err(errno()) } else { Ok(ret) }
+}
+
+fn check_size(ret: isize) -> SysResult<usize> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Retries a call interrupted by a signal.
+fn retry<T>(mut f: impl FnMut() -> SysResult<T>) -> SysResult<T> {
+    loop {
+        match f() {
+            Err(libc::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// A single, validated path component: never empty, `.`, `..`, or containing `/` or NUL.
+pub struct Name(CString);
+
+impl Name {
+    pub fn new(name: &OsStr) -> SysResult<Name> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+            return Err(libc::EINVAL);
+        }
+        if bytes.len() > 255 {
+            return Err(libc::ENAMETOOLONG);
+        }
+        CString::new(bytes).map(Name).map_err(|_| libc::EINVAL)
+    }
+
+    pub fn as_cstr(&self) -> &CStr {
+        &self.0
+    }
+}
+
+const EMPTY: &CStr = c"";
+
+fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+fn owned(fd: libc::c_int) -> SysResult<OwnedFd> {
+    // SAFETY: `fd` was just returned by a successful syscall and is owned by nobody else.
+    check(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An all-zero `stat`, for entries whose attributes the kernel ignores.
+pub fn empty_stat() -> Stat {
+    // SAFETY: `stat` is a plain C struct of integers; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Opens an O_PATH handle on `name` in `dir` without following a final symlink.
+pub fn open_path(dir: BorrowedFd<'_>, name: &Name) -> SysResult<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid fd and NUL-terminated name.
+    owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_cstr().as_ptr(), flags) })
+}
+
+/// Opens the store root given by the administrator (a trusted path).
+pub fn open_root(path: &CStr) -> SysResult<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated path.
+    owned(unsafe { libc::open(path.as_ptr(), flags) })
+}
+
+/// Opens `name` in `dir` for I/O, never following a symlink; `mode` is used with O_CREAT.
+pub fn open_at(dir: BorrowedFd<'_>, name: &Name, flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid fd and NUL-terminated name.
+    retry(|| {
+        owned(unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_cstr().as_ptr(),
+                flags,
+                mode as libc::c_uint,
+            )
+        })
+    })
+}
+
+/// Opens the inode behind an O_PATH handle for I/O (the handle must not be a symlink).
+pub fn reopen(handle: BorrowedFd<'_>, flags: i32) -> SysResult<OwnedFd> {
+    let path = proc_fd_path(handle);
+    let flags = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)) | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated path.
+    retry(|| owned(unsafe { libc::open(path.as_ptr(), flags) }))
+}
+
+/// Opens a directory handle for reading entries (`"."` relative to the handle).
+pub fn open_dir(handle: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: valid fd, static name.
+    owned(unsafe { libc::openat(handle.as_raw_fd(), c".".as_ptr(), flags) })
+}
+
+/// `fstat` on any handle, O_PATH symlinks included.
+pub fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
+    let mut st = std::mem::MaybeUninit::<Stat>::uninit();
+    let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
+    // SAFETY: `st` is a valid out pointer, filled on success.
+    check(unsafe { libc::fstatat(fd.as_raw_fd(), EMPTY.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &Name, mode: u32) -> SysResult<()> {
+    // SAFETY: valid fd and name.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_cstr().as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknod_at(dir: BorrowedFd<'_>, name: &Name, mode: u32) -> SysResult<()> {
+    // SAFETY: valid fd and name; only FIFOs and regular files reach here (rdev 0).
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_cstr().as_ptr(), mode, 0) }).map(drop)
+}
+
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &Name) -> SysResult<()> {
+    // SAFETY: NUL-terminated strings, valid fd.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_cstr().as_ptr()) })
+        .map(drop)
+}
+
+/// Hard-links the inode behind `handle` as `name` in `dir` (needs CAP_DAC_READ_SEARCH).
+pub fn link_at(handle: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &Name) -> SysResult<()> {
+    // SAFETY: valid fds and names.
+    check(unsafe {
+        libc::linkat(
+            handle.as_raw_fd(),
+            EMPTY.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_cstr().as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &Name, is_dir: bool) -> SysResult<()> {
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid fd and name.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_cstr().as_ptr(), flags) }).map(drop)
+}
+
+pub fn rename_at(
+    old_dir: BorrowedFd<'_>,
+    old: &Name,
+    new_dir: BorrowedFd<'_>,
+    new: &Name,
+    flags: u32,
+) -> SysResult<()> {
+    // SAFETY: valid fds and names.
+    check(unsafe {
+        libc::renameat2(
+            old_dir.as_raw_fd(),
+            old.as_cstr().as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_cstr().as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// Reads the target of the symlink behind an O_PATH handle.
+pub fn readlink(handle: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buffer is valid for its length.
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            handle.as_raw_fd(),
+            EMPTY.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Changes owner and/or group of the inode behind any handle (symlinks themselves included).
+pub fn chown(handle: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> SysResult<()> {
+    let uid = uid.unwrap_or(u32::MAX);
+    let gid = gid.unwrap_or(u32::MAX);
+    let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
+    // SAFETY: valid fd, empty path.
+    check(unsafe { libc::fchownat(handle.as_raw_fd(), EMPTY.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+/// Changes the mode of the inode behind any non-symlink handle, O_PATH included.
+pub fn chmod(handle: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    // fchmod refuses O_PATH handles; the /proc magic link names the same inode.
+    let path = proc_fd_path(handle);
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::chmod(path.as_ptr(), mode) }).map(drop)
+}
+
+/// A timestamp change for [`utimens`].
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSet {
+    Omit,
+    Now,
+    At(SystemTime),
+}
+
+fn timespec(t: TimeSet) -> libc::timespec {
+    match t {
+        TimeSet::Omit => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        TimeSet::Now => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        TimeSet::At(t) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    if d.subsec_nanos() == 0 {
+                        (-(d.as_secs() as i64), 0)
+                    } else {
+                        (
+                            -(d.as_secs() as i64) - 1,
+                            1_000_000_000 - d.subsec_nanos() as i64,
+                        )
+                    }
+                }
+            };
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            }
+        }
+    }
+}
+
+/// Sets atime/mtime on the inode behind any handle (symlinks themselves included).
+pub fn utimens(handle: BorrowedFd<'_>, atime: TimeSet, mtime: TimeSet) -> SysResult<()> {
+    let times = [timespec(atime), timespec(mtime)];
+    let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
+    // SAFETY: valid fd, two timespecs.
+    check(unsafe { libc::utimensat(handle.as_raw_fd(), EMPTY.as_ptr(), times.as_ptr(), flags) })
+        .map(drop)
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    // SAFETY: plain fd syscall.
+    retry(|| check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) })).map(drop)
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the slice is valid for writes of its length.
+        let n = retry(|| {
+            check_size(unsafe {
+                libc::pread(
+                    fd.as_raw_fd(),
+                    buf[done..].as_mut_ptr().cast(),
+                    buf.len() - done,
+                    (offset + done as u64) as libc::off_t,
+                )
+            })
+        })?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> SysResult<usize> {
+    // SAFETY: the slice is valid for reads of its length.
+    retry(|| {
+        check_size(unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        })
+    })
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
+    // SAFETY: plain fd syscalls.
+    let r = unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    };
+    check(r).map(drop)
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> SysResult<()> {
+    // SAFETY: plain fd syscall.
+    retry(|| {
+        check(unsafe {
+            libc::fallocate(
+                fd.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        })
+    })
+    .map(drop)
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> SysResult<i64> {
+    // SAFETY: plain fd syscall.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 { Err(errno()) } else { Ok(r as i64) }
+}
+
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+) -> SysResult<usize> {
+    let mut off_in = off_in as libc::loff_t;
+    let mut off_out = off_out as libc::loff_t;
+    // SAFETY: offsets are valid in/out pointers.
+    check_size(unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut off_in,
+            fd_out.as_raw_fd(),
+            &mut off_out,
+            len,
+            0,
+        )
+    })
+}
+
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> SysResult<libc::statvfs> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: valid out pointer.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `flock(2)`; with `LOCK_NB` a held lock gives `EWOULDBLOCK`.
+pub fn flock(fd: BorrowedFd<'_>, op: i32) -> SysResult<()> {
+    // SAFETY: plain fd syscall.
+    check(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+}
+
+/// Extended attributes of the inode behind a non-symlink handle.
+pub mod xattr {
+    use super::*;
+
+    pub fn get(handle: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> SysResult<usize> {
+        let path = proc_fd_path(handle);
+        // SAFETY: valid strings and buffer.
+        check_size(unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        })
+    }
+
+    pub fn set(handle: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> SysResult<()> {
+        let path = proc_fd_path(handle);
+        // SAFETY: valid strings and buffer.
+        check(unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        })
+        .map(drop)
+    }
+
+    pub fn list(handle: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
+        let path = proc_fd_path(handle);
+        // SAFETY: valid string and buffer.
+        check_size(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+    }
+
+    pub fn remove(handle: BorrowedFd<'_>, name: &CStr) -> SysResult<()> {
+        let path = proc_fd_path(handle);
+        // SAFETY: valid strings.
+        check(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+    }
+}
+
+/// One directory entry as read from the store.
+pub struct DirEntry {
+    pub ino: u64,
+    pub offset: i64,
+    pub kind: u8,
+    pub name: Vec<u8>,
+}
+
+/// An open directory stream; positions are the filesystem's own `d_off` cookies.
+pub struct DirStream {
+    dir: *mut libc::DIR,
+}
+
+// SAFETY: the DIR* is only used through &mut self, behind a mutex.
+unsafe impl Send for DirStream {}
+
+impl DirStream {
+    pub fn new(fd: OwnedFd) -> SysResult<DirStream> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: fdopendir takes ownership of the fd on success.
+        let dir = unsafe { libc::fdopendir(raw) };
+        if dir.is_null() {
+            return Err(errno());
+        }
+        std::mem::forget(fd);
+        Ok(DirStream { dir })
+    }
+
+    pub fn seek(&mut self, offset: i64) {
+        // SAFETY: valid DIR*.
+        unsafe { libc::seekdir(self.dir, offset as libc::c_long) }
+    }
+
+    pub fn next_entry(&mut self) -> SysResult<Option<DirEntry>> {
+        // readdir reports errors only through errno.
+        // SAFETY: __errno_location is always valid for the calling thread.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: valid DIR*.
+        let ent = unsafe { libc::readdir64(self.dir) };
+        if ent.is_null() {
+            return match errno() {
+                0 => Ok(None),
+                e => Err(e),
+            };
+        }
+        // SAFETY: readdir64 returned a valid entry that lives until the next call.
+        let ent = unsafe { &*ent };
+        // SAFETY: d_name is NUL-terminated.
+        let name = unsafe { CStr::from_ptr(ent.d_name.as_ptr()) };
+        Ok(Some(DirEntry {
+            ino: ent.d_ino,
+            offset: ent.d_off,
+            kind: ent.d_type,
+            name: name.to_bytes().to_vec(),
+        }))
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the DIR* owns this fd for as long as self lives.
+        unsafe { BorrowedFd::borrow_raw(libc::dirfd(self.dir)) }
+    }
+}
+
+impl Drop for DirStream {
+    fn drop(&mut self) {
+        // SAFETY: valid DIR*, closed once.
+        unsafe { libc::closedir(self.dir) };
+    }
+}
+
+/// Looks up a group by name; `Ok(None)` if there is none.
+pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: all pointers valid for the given sizes.
+        let r = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                grp.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < (1 << 24) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: getgrnam_r filled `grp`.
+        return Ok(Some(unsafe { grp.assume_init() }.gr_gid));
+    }
+}
+
+/// Whether a group with this id exists.
+pub fn gid_exists(gid: u32) -> io::Result<bool> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: all pointers valid for the given sizes.
+        let r = unsafe {
+            libc::getgrgid_r(
+                gid,
+                grp.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < (1 << 24) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        return Ok(!result.is_null());
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit: every cached inode holds an O_PATH fd.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: valid in pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What `fork` returned to this process.
+pub enum Forked {
+    Parent,
+    Child,
+}
+
+/// Forks. Must be called while the process has a single thread.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller guarantees no other threads exist, so the child is consistent.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// Ends the process at once, without running destructors (a forked parent must not unmount).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Detaches from the terminal: new session, cwd `/`, stdio on /dev/null.
+pub fn detach() -> io::Result<()> {
+    // SAFETY: plain syscalls on valid arguments.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::chdir(c"/".as_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        if null > 2 {
+            libc::close(null);
+        }
+    }
+    Ok(())
+}
+
+/// The termination signals the daemon handles by unmounting.
+const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn stop_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the stop signals in this thread (and threads it spawns later), so that
+/// only [`wait_stop_signal`] sees them.
+pub fn block_stop_signals() {
+    let set = stop_sigset();
+    // SAFETY: valid set pointer.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for one of the stop signals and returns its number.
+pub fn wait_stop_signal() -> i32 {
+    let set = stop_sigset();
+    let mut sig = 0;
+    loop {
+        // SAFETY: valid set and out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            return sig;
+        }
+    }
+}
+
+/// Lazily detaches a mount (used when a plain unmount reports EBUSY at shutdown).
+pub fn umount_detach(path: &CStr) -> SysResult<()> {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
+/// The state of a process that waits on us, read from `/proc/PID/status`.
+///
+/// Returns true when the process is gone or has a signal pending that it neither
+/// blocks nor ignores: a FUSE request it waits on should then be abandoned.
+pub fn process_interrupted(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    if status
+        .lines()
+        .any(|l| l.starts_with("State:") && (l.contains("zombie") || l.contains("dead")))
+    {
+        return true;
+    }
+    let pending = field("SigPnd:") | field("ShdPnd:");
+    pending & !field("SigBlk:") & !field("SigIgn:") != 0
+}
+
+/// Whether process `pid` has `gid` among its supplementary groups (FUSE sends only the
+/// primary group with a request).
+pub fn process_in_group(pid: u32, gid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|g| g.parse() == Ok(gid)))
+}
+
+/// Converts a `stat` time pair to a `SystemTime`.
+pub fn system_time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::from_nanos(nsec as u64)
+    }
+}
