@@ -127,6 +127,7 @@ mod tests {
         Arc::new(
             std::fs::OpenOptions::new()
                 .create(true)
+                .truncate(false)
                 .write(true)
                 .open(path)
                 .unwrap()
