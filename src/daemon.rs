@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -28,8 +29,10 @@ pub enum Failure {
     Runtime(String),
 }
 
-/// Where log lines go: stderr until the daemon detaches, then its log file.
+/// Where log lines go: the log file of a background daemon, else stderr.
 static LOG_FILE: Mutex<Option<File>> = Mutex::new(None);
+/// Until a background daemon detaches, its warnings are shown on stderr too.
+static ECHO_WARNINGS: AtomicBool = AtomicBool::new(false);
 
 struct LogSink;
 
@@ -54,7 +57,35 @@ fn init_logging(debug: bool) {
     let env = env_logger::Env::default().default_filter_or(level);
     env_logger::Builder::from_env(env)
         .target(env_logger::Target::Pipe(Box::new(LogSink)))
+        .format(|buf, record| {
+            if record.level() <= log::Level::Warn && ECHO_WARNINGS.load(Ordering::Relaxed) {
+                eprintln!("hfcachefs: {}", record.args());
+            }
+            writeln!(
+                buf,
+                "[{} {:5} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .init();
+}
+
+/// A background daemon logs to its log file from the start.
+fn open_log(o: &MountOptions) -> Result<(), Failure> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(&o.logfile)
+        .map_err(|e| {
+            Failure::Runtime(format!("cannot open log file {}: {e}", o.logfile.display()))
+        })?;
+    *LOG_FILE.lock() = Some(log);
+    ECHO_WARNINGS.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 fn resolve_group(spec: &GroupSpec) -> Result<u32, Failure> {
@@ -165,6 +196,9 @@ fn fuse_config(o: &MountOptions) -> Config {
 /// Mounts and serves until unmounted.
 pub fn run(o: &MountOptions) -> Result<(), Failure> {
     init_logging(o.debug);
+    if !o.foreground {
+        open_log(o)?;
+    }
     if !sys::is_root() {
         return Err(Failure::Usage(
             "hfcachefs must run as root (it sets owners in the store)".into(),
@@ -220,7 +254,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
     );
 
     if !o.foreground {
-        detach(o)?;
+        detach()?;
     }
 
     // Stop signals go to one thread, which unmounts; the request threads never see them.
@@ -249,21 +283,13 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
 }
 
 /// Forks into the background now that the mount is up: the parent exits 0 so that
-/// mount(8) returns; the child loses its terminal and logs to the log file.
-fn detach(o: &MountOptions) -> Result<(), Failure> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(&o.logfile)
-        .map_err(|e| {
-            Failure::Runtime(format!("cannot open log file {}: {e}", o.logfile.display()))
-        })?;
+/// mount(8) returns; the child loses its terminal.
+fn detach() -> Result<(), Failure> {
     match sys::fork().map_err(|e| Failure::Runtime(format!("cannot fork: {e}")))? {
         // Exit without destructors: dropping the session here would unmount it.
         sys::Forked::Parent => sys::exit_now(0),
         sys::Forked::Child => {}
     }
-    *LOG_FILE.lock() = Some(log);
+    ECHO_WARNINGS.store(false, Ordering::Relaxed);
     sys::detach().map_err(|e| Failure::Runtime(format!("cannot detach: {e}")))
 }
