@@ -169,18 +169,19 @@ impl Store {
         let dir = self.dir(parent)?;
         let name = Name::new(name)?;
         make(&dir, &name)?;
-        let result = sys::open_path(dir.fd(), &name).and_then(|handle| {
-            let st = sys::fstat(handle.as_fd())?;
-            if kind_of(&st) != kind {
-                return Err(libc::EIO);
-            }
-            self.claim(&handle, kind, caller, mode)?;
-            self.lookup_handle(handle)
-        });
-        if result.is_err() {
-            let _ = sys::unlink_at(dir.fd(), &name, kind == libc::S_IFDIR);
+        let handle = sys::open_path(dir.fd(), &name)?;
+        let st = sys::fstat(handle.as_fd())?;
+        // Still the entry we just made (root's, of the right type), not something a
+        // concurrent rename put under that name: only ours may be handed over.
+        if kind_of(&st) != kind || st.st_uid != 0 {
+            return Err(libc::EIO);
         }
-        result
+        if let Err(e) = self.claim(&handle, kind, caller, mode) {
+            // Leave nothing root-owned behind.
+            let _ = sys::unlink_at(dir.fd(), &name, kind == libc::S_IFDIR);
+            return Err(e);
+        }
+        self.lookup_handle(handle)
     }
 
     pub fn mkdir(
