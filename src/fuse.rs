@@ -198,7 +198,21 @@ impl Filesystem for HfCacheFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(reply, self.store.lookup(parent.0, name));
+        match self.store.lookup(parent.0, name) {
+            // A negative entry (node id 0) lets the kernel remember the miss: the Hub
+            // libraries probe many names that do not exist (.no_exist, refs, locks).
+            Err(libc::ENOENT) if !self.settings.entry_ttl.is_zero() => {
+                let mut st = sys::empty_stat();
+                st.st_mode = libc::S_IFREG;
+                reply.entry_with_ttls(
+                    &Duration::ZERO,
+                    &self.settings.entry_ttl,
+                    &attr(0, &st),
+                    Generation(0),
+                )
+            }
+            r => self.reply_entry(reply, r),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
