@@ -20,7 +20,8 @@ Endpoints
 
 Every response body is paced at `--throttle` bytes/s per connection (0 = unlimited), so
 two clients downloading the same big file really overlap. Every request is logged
-(method, path, client user agent, start/end time, bytes sent); the log is readable at
+when it starts (method, path, client user agent, start time) and completed when it ends
+(status, end time, bytes sent); the log is readable at
 /_control/log so tests can tell who downloaded what and when.
 
 Spec (JSON, --spec FILE; a built-in default is used without it):
@@ -381,15 +382,19 @@ class Handler(BaseHTTPRequestHandler):
             "start": start,
         }
         status, sent = 500, 0
+        # logged when it starts (end/status None while in progress), completed when done
+        entry.update(status=None, bytes=None, end=None)
+        if not self.path.startswith("/_control/"):
+            self.state.add_log(entry)
         try:
             status, sent = self._route()
         except (BrokenPipeError, ConnectionResetError) as e:
-            entry["error"] = repr(e)
+            with self.state.lock:
+                entry["error"] = repr(e)
             self.close_connection = True
         finally:
-            entry.update(status=status, bytes=sent, end=time.time())
-            if not self.path.startswith("/_control/"):
-                self.state.add_log(entry)
+            with self.state.lock:
+                entry.update(status=status, bytes=sent, end=time.time())
 
     def _route(self):
         url = urlsplit(self.path)
@@ -413,8 +418,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, self._json(200, {"repos": [r.manifest() for r in st.repos.values()]})
         if path == "/_control/log":
             with st.lock:
-                log = list(st.log)
-            return 200, self._json(200, log)
+                body = json.dumps(st.log).encode()
+            return 200, self._send(200, body)
         if path == "/_control/reset-log" and self.command == "POST":
             with st.lock:
                 st.log.clear()

@@ -1,0 +1,325 @@
+"""End-to-end: real Hugging Face libraries, several Unix users, one HF_HOME.
+
+Matrix: backend x generation x umask
+  backend     plain      the blog's recipe: HF_HOME a setgid dir, root:GROUP 2770
+              hfcachefs  HF_HOME the mount point of hfcachefs over a fresh 0700 store
+  generation  new        huggingface_hub 1.x + filelock 4.x (+ datasets 5, transformers 5)
+              old        huggingface_hub 0.20.3 + filelock 3.13.1 (+ datasets 2.16, transformers 4.36)
+  umask       022        a user who never set `umask 002` (the common case)
+              002        the blog's advice
+
+Users A and B are members of the shared group (supplementary group only; their primary
+group is their own), O is not. Each runs real library code in its own process (setpriv).
+
+hfcachefs must pass every scenario. For `plain`, each test asserts what really happens
+(observed and explained below); where plain works legitimately the test asserts that too.
+What breaks `plain` (root causes, found on this machine):
+  * umask 022: every directory and file a user creates is 0755/0644 (setgid keeps the group
+    but gives no write bit), so the next user cannot add a lock file to
+    `hub/.locks/models--org--name/`, a blob to `blobs/`, rewrite `refs/main`, add a
+    `datasets/*.lock`, or unlink anything. hub swallows unlink errors in
+    `delete_revisions().execute()`, so there the failure is silent: nothing is deleted.
+  * old generation, any umask: filelock 3.13 fchmods every lock file to 0644, so a lock
+    file created by A can never be opened O_RDWR by B -> the blog's
+    `PermissionError: [Errno 13] ... .locks/models--.../<sha256>.lock` whenever B needs a
+    lock A has used (concurrent download of the same blob; datasets' builder lock).
+  * new generation with umask 002 works on plain (hub >= 1.4 asks filelock for 0o664).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+import e2e_lib as L
+from conftest import BIG_SIZE, REPO_BERT, REPO_BIG, REPO_FLAT, REPO_NESTED
+
+UMASKS = pytest.mark.parametrize("umask", ["022", "002"])
+
+
+def ok(r: L.Result) -> dict:
+    assert r.ok, "expected success, got:\n" + r.describe()
+    return r.data["result"]
+
+
+def failed_with_permission_error(r: L.Result) -> dict:
+    assert not r.ok, "expected a PermissionError, but it succeeded:\n" + r.describe()
+    pe = r.perm
+    assert pe is not None, "expected a PermissionError in the exception chain:\n" + r.describe()
+    assert pe["errno"] == 13, r.describe()
+    return pe
+
+
+def check_policy(ctx, root: Path | None = None):
+    """hfcachefs only: everything visible through the mount follows the group policy."""
+    if ctx.plain:
+        return
+    bad = L.policy_violations(root or ctx.hf_home, ctx.users.gid)
+    assert not bad, "entries violating the hfcachefs policy:\n" + "\n".join(bad[:50])
+
+
+def blob_names(ctx, repo_id) -> list[str]:
+    d = ctx.storage(repo_id) / "blobs"
+    return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def no_incomplete(ctx):
+    left = [p for p in L.walk(ctx.hf_home) if p.endswith(".incomplete") or "/tmp_" in p]
+    assert not left, f"leftover temporary files: {left}"
+
+
+# ----------------------------------------------------------------------------------------
+# 1. A downloads one file, then B snapshot_downloads the rest
+# ----------------------------------------------------------------------------------------
+@UMASKS
+def test_1_download_then_snapshot(make_ctx, umask):
+    ctx = make_ctx(umask)
+    man = ctx.hub.repo(REPO_FLAT)
+    a = ok(ctx.run(ctx.users.a, "download", REPO_FLAT, "config.json"))
+    assert a["sha256"] == man["files"]["config.json"]["sha256"]
+
+    rb = ctx.run(ctx.users.b, "snapshot", REPO_FLAT)
+
+    if ctx.plain and umask == "022":
+        pe = failed_with_permission_error(rb)
+        if ctx.generation == "new":
+            # hub 1.x: the storage folder exists (A's, 2755); B's first write is the lock file
+            # of a blob it still needs, in A's .locks/models--... directory: the blog's error.
+            missing = {f["etag"] for p, f in man["files"].items() if p != "config.json"}
+            m = re.fullmatch(re.escape(ctx.lock_path(REPO_FLAT, "")[: -len(".lock")]) + r"([0-9a-f]+)\.lock",
+                             pe["filename"] or "")
+            assert m and m.group(1) in missing, rb.describe()
+        else:
+            # hub 0.20 snapshot_download rewrites refs/main (A's file, 0644) before any download.
+            assert pe["filename"] == str(ctx.storage(REPO_FLAT) / "refs" / "main"), rb.describe()
+        # A's file is intact, nothing else got in
+        assert blob_names(ctx, REPO_FLAT) == [man["files"]["config.json"]["etag"]]
+        return
+
+    # hfcachefs (any umask), plain with umask 002 (legitimately works for both generations)
+    b = ok(rb)
+    assert b["files"] == {p: f["sha256"] for p, f in man["files"].items()}
+    assert Path(b["folder"]) == ctx.storage(REPO_FLAT) / "snapshots" / man["sha"]
+    assert blob_names(ctx, REPO_FLAT) == sorted(f["etag"] for f in man["files"].values())
+    assert (ctx.storage(REPO_FLAT) / "refs" / "main").read_text() == man["sha"]
+    no_incomplete(ctx)
+    check_policy(ctx)
+
+
+# ----------------------------------------------------------------------------------------
+# 2. A and B download the same large file at the same moment
+# ----------------------------------------------------------------------------------------
+def big_log(ctx):
+    return [e for e in ctx.hub.log() if e["path"].endswith("/big.bin")]
+
+
+def check_single_download(ctx, ra, rb):
+    """Both succeeded, with one blob, one GET, and B's request during A's download."""
+    man = ctx.hub.repo(REPO_BIG)["files"]["big.bin"]
+    blob = ctx.storage(REPO_BIG) / "blobs" / man["etag"]
+    a, b = ok(ra), ok(rb)
+    assert a["sha256"] == b["sha256"] == man["sha256"]
+    assert a["realpath"] == b["realpath"] == str(blob)
+    assert blob_names(ctx, REPO_BIG) == [man["etag"]], "exactly one blob, no temporary file"
+    assert os.stat(blob).st_size == BIG_SIZE
+    assert L.sha256_path(blob) == man["sha256"]
+    log = big_log(ctx)
+    heads = [e for e in log if e["method"] == "HEAD"]
+    gets = [e for e in log if e["method"] == "GET"]
+    # Both asked for the file while it was being downloaded...
+    assert len(heads) == 2 and gets, log
+    assert max(h["start"] for h in heads) < min(g["end"] for g in gets), f"no overlap: {log}"
+    # ...and the lock made the second one wait for the first instead of downloading again.
+    assert len(gets) == 1 and gets[0]["bytes"] == BIG_SIZE, f"expected exactly one GET: {log}"
+    no_incomplete(ctx)
+    check_policy(ctx)
+
+
+@UMASKS
+def test_2_concurrent_same_large_file(make_ctx, umask):
+    """B asks for the file while A is downloading it (A holds the lock): the blog's test."""
+    ctx = make_ctx(umask)
+    man = ctx.hub.repo(REPO_BIG)["files"]["big.bin"]
+    pa = ctx.start(ctx.users.a, "download", REPO_BIG, "big.bin")
+    # A takes the lock before its GET: once the GET is under way, start B.
+    ctx.hub.wait_for(lambda e: e["method"] == "GET" and e["path"].endswith("/big.bin")
+                             and ctx.users.a.name in e["ua"], procs=[pa])
+    pb = ctx.start(ctx.users.b, "download", REPO_BIG, "big.bin")
+    ra, rb = pa.wait(), pb.wait()
+    log = big_log(ctx)
+    b_head = [e for e in log if e["method"] == "HEAD" and ctx.users.b.name in e["ua"]]
+    a_get = [e for e in log if e["method"] == "GET" and ctx.users.a.name in e["ua"]][0]
+    assert b_head and b_head[0]["start"] < a_get["end"], f"B did not ask during A's download: {log}"
+
+    if ctx.plain and ctx.generation == "old":
+        # filelock 3.13 made A's lock file 0644 (whatever the umask): B cannot open it
+        # O_RDWR. Exactly the seed's error; A's download is unaffected.
+        pe = failed_with_permission_error(rb)
+        assert pe["filename"] == ctx.lock_path(REPO_BIG, man["etag"]), rb.describe()
+        assert ok(ra)["sha256"] == man["sha256"]
+        assert L.sha256_path(ctx.storage(REPO_BIG) / "blobs" / man["etag"]) == man["sha256"]
+        return
+    # hfcachefs (any generation, any umask). On plain, hub 1.x + filelock 4.x also get
+    # through, even with umask 022: A already made every directory, and B (which only
+    # needs to wait on A's lock, then finds the file) never writes.
+    check_single_download(ctx, ra, rb)
+
+
+@pytest.mark.parametrize("umask", ["022"])
+def test_2b_simultaneous_start(make_ctx, umask):
+    """A and B start at the very same moment into an empty cache: they race on mkdir too."""
+    ctx = make_ctx(umask)
+    man = ctx.hub.repo(REPO_BIG)["files"]["big.bin"]
+    pa = ctx.start(ctx.users.a, "download", REPO_BIG, "big.bin")
+    pb = ctx.start(ctx.users.b, "download", REPO_BIG, "big.bin")
+    ra, rb = pa.wait(), pb.wait()
+    if ctx.plain:
+        # Race-dependent: whoever creates hub/, the repo folder or .locks/... first owns it
+        # 0755, and the other one fails on its first mkdir/create there (or, old generation,
+        # on A's 0644 lock file). With hub 1.x the second one may also get through, when the
+        # first already made every directory it needs. Never both fail; the blob is right.
+        results = [ra, rb]
+        winners = [r for r in results if r.ok]
+        assert winners, "\n\n".join(r.describe() for r in results)
+        for r in results:
+            if not r.ok:
+                pe = failed_with_permission_error(r)
+                assert (pe["filename"] or "").startswith(str(ctx.hub_cache) + "/"), r.describe()
+        if ctx.generation == "old":
+            assert len(winners) == 1, "\n\n".join(r.describe() for r in results)
+        for w in winners:
+            assert ok(w)["sha256"] == man["sha256"]
+        return
+    check_single_download(ctx, ra, rb)
+
+
+# ----------------------------------------------------------------------------------------
+# 3. B deletes the revisions A downloaded
+# ----------------------------------------------------------------------------------------
+@UMASKS
+def test_3_delete_revisions_of_another_user(make_ctx, umask):
+    ctx = make_ctx(umask)
+    man = ctx.hub.repo(REPO_NESTED)
+    a = ok(ctx.run(ctx.users.a, "snapshot", REPO_NESTED))
+    assert a["files"] == {p: f["sha256"] for p, f in man["files"].items()}
+    assert "data/sub/deep.txt" in a["files"]
+    snap = ctx.storage(REPO_NESTED) / "snapshots" / man["sha"]
+    assert snap.is_dir()
+    check_policy(ctx)
+
+    rb = ctx.run(ctx.users.b, "delete-revisions", REPO_NESTED)
+    # scan_cache_dir/delete_revisions().execute() log and swallow OSErrors: B's call
+    # "succeeds" in every case; what matters is what is left on disk.
+    b = ok(rb)
+    assert b["deleted"] == [man["sha"]]
+
+    if ctx.plain and umask == "022":
+        # Documented silent failure: A's 0755 directories -> B can unlink nothing.
+        assert b["revisions_left"] == [man["sha"]], rb.describe()
+        assert snap.is_dir()
+        assert blob_names(ctx, REPO_NESTED) == sorted(f["etag"] for f in man["files"].values())
+        return
+
+    assert b["revisions_left"] == [], rb.describe()
+    assert not snap.exists()
+    assert blob_names(ctx, REPO_NESTED) == []
+    assert not (ctx.storage(REPO_NESTED) / "refs" / "main").exists()
+    check_policy(ctx)
+
+
+# ----------------------------------------------------------------------------------------
+# 4. The outsider is refused and writes nothing
+# ----------------------------------------------------------------------------------------
+def test_4_outsider_is_refused(make_ctx):
+    ctx = make_ctx("022")
+    man = ctx.hub.repo(REPO_FLAT)
+    a = ok(ctx.run(ctx.users.a, "download", REPO_FLAT, "config.json"))
+    before = {p: (st.st_uid, st.st_gid, st.st_mode) for p, st in L.walk(ctx.hf_home).items()}
+
+    ro = ctx.run(ctx.users.outsider, "download", REPO_FLAT, "README.md")
+    pe = failed_with_permission_error(ro)
+    assert (pe["filename"] or "").startswith(str(ctx.hf_home)), ro.describe()
+    rr = ctx.run(ctx.users.outsider, "read", a["realpath"])
+    failed_with_permission_error(rr)
+
+    after = {p: (st.st_uid, st.st_gid, st.st_mode) for p, st in L.walk(ctx.hf_home).items()}
+    assert after == before, "the outsider changed the cache"
+    roots = [ctx.hf_home] + ([ctx.backend.store] if not ctx.plain else [])
+    for root in roots:
+        owned = [p for p, st in L.walk(root).items() if st.st_uid == ctx.users.outsider.uid]
+        assert not owned, f"entries owned by the outsider under {root}: {owned}"
+    # and the member's file is still there and right
+    assert L.sha256_path(a["realpath"]) == man["files"]["config.json"]["sha256"]
+    check_policy(ctx)
+
+
+# ----------------------------------------------------------------------------------------
+# 5. datasets: A builds a cache from local JSON, B loads it and builds another
+# ----------------------------------------------------------------------------------------
+@UMASKS
+def test_5_datasets_cache_shared(make_ctx, umask, data_files):
+    ctx = make_ctx(umask)
+    a = ok(ctx.run(ctx.users.a, "dataset", data_files["train"]))
+    assert a["num_rows"] == 100 and a["first"] == {"text": "row 0", "label": 0}
+    assert all(p.startswith(str(ctx.hf_home / "datasets") + "/") for p in a["cache_files"]), a
+
+    rb1 = ctx.run(ctx.users.b, "dataset", data_files["train"])
+    rb2 = ctx.run(ctx.users.b, "dataset", data_files["other"])
+
+    # datasets takes a builder lock `$HF_HOME/datasets/<escaped cache dir>.lock` first.
+    def is_datasets_lock(r):
+        pe = failed_with_permission_error(r)
+        f = pe["filename"] or ""
+        assert f.startswith(str(ctx.hf_home / "datasets") + "/_") and f.endswith(".lock"), r.describe()
+        assert "/" not in f[len(str(ctx.hf_home / "datasets")) + 1:], r.describe()
+
+    if ctx.plain and (umask == "022" or ctx.generation == "old"):
+        # Loading A's dataset: A's builder lock is 0644 (umask 022; or filelock 3.13 forces it).
+        is_datasets_lock(rb1)
+    else:
+        b1 = ok(rb1)
+        assert b1["num_rows"] == 100
+        assert b1["cache_files"] == a["cache_files"], "B should reuse A's arrow files"
+
+    if ctx.plain and umask == "022":
+        # Building a new one: A's datasets/ directory is 2755, B cannot create its lock there.
+        is_datasets_lock(rb2)
+    else:
+        b2 = ok(rb2)
+        assert b2["num_rows"] == 50 and b2["first"] == {"text": "other 0", "n": 0}
+        assert b2["cache_files"] != a["cache_files"]
+    check_policy(ctx)
+
+
+# ----------------------------------------------------------------------------------------
+# 6. transformers Auto*.from_pretrained and safetensors safe_open (mmap) through the cache
+# ----------------------------------------------------------------------------------------
+@UMASKS
+def test_6_transformers_and_safetensors(make_ctx, umask, safetensors_asset, tiny_bert_vocab):
+    ctx = make_ctx(umask)
+    _, expected = safetensors_asset
+    man = ctx.hub.repo(REPO_BERT)
+    a = ok(ctx.run(ctx.users.a, "transformers", REPO_BERT, "--what", "config"))
+    assert a["config"] == {"model_type": "bert", "hidden_size": 32, "vocab_size": len(tiny_bert_vocab)}
+    sa = ok(ctx.run(ctx.users.a, "safe-open", REPO_BERT, "model.safetensors"))
+    assert sa["tensors"] == expected
+    # B reads (mmaps) A's blob: needs no write, fine on every backend.
+    sb = ok(ctx.run(ctx.users.b, "safe-open", REPO_BERT, "model.safetensors"))
+    assert sb["tensors"] == expected
+    assert os.path.realpath(sb["path"]) == str(ctx.storage(REPO_BERT) / "blobs" / man["files"]["model.safetensors"]["etag"])
+
+    rt = ctx.run(ctx.users.b, "transformers", REPO_BERT, "--what", "tokenizer")
+    if ctx.plain and umask == "022":
+        # The tokenizer's first download (tokenizer_config.json) needs a lock file in A's
+        # .locks/models--hfe2e--tiny-bert (2755). transformers 5 wraps it in an OSError.
+        pe = failed_with_permission_error(rt)
+        assert pe["filename"] == ctx.lock_path(REPO_BERT, man["files"]["tokenizer_config.json"]["etag"]), rt.describe()
+        return
+    t = ok(rt)
+    words = ["[CLS]", "hello", "shared", "cache", "world", "[SEP]"]
+    assert t["tokenizer"]["ids"] == [tiny_bert_vocab.index(w) for w in words]
+    check_policy(ctx)
