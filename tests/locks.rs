@@ -110,6 +110,46 @@ fn flock_survives_closing_a_dup_and_is_released_on_last_close() {
 }
 
 #[test]
+fn flock_released_on_close_while_the_file_is_open_elsewhere() {
+    // The holder opened the file first; another open of the same file exists when the holder
+    // closes. The close must release the lock (for the mount and in the store).
+    let m = Mount::new();
+    let p = m.p("f");
+    let holder = rw(&p);
+    flock(holder.as_raw_fd(), libc::LOCK_EX).unwrap();
+    let other = rw(&p);
+    drop(holder);
+    let sfd = open(&m.s("f"), libc::O_RDONLY, 0).unwrap();
+    let sraw = sfd.as_raw_fd();
+    let store_free = wait_until(Duration::from_secs(5), || {
+        let ok = flock(sraw, libc::LOCK_EX | libc::LOCK_NB).is_ok();
+        if ok {
+            flock(sraw, libc::LOCK_UN).unwrap();
+        }
+        ok
+    });
+    assert!(store_free, "the store file is still flock()ed 5 s after the holder closed its only fd");
+    eventually_lock(&other, "another open of the file after the holder closed");
+}
+
+#[test]
+fn blocked_waiter_gets_the_lock_when_the_holder_closes() {
+    let m = Mount::new();
+    let p = m.p("f");
+    let holder = rw(&p);
+    flock(holder.as_raw_fd(), libc::LOCK_EX).unwrap();
+    let marker = m.base.fresh("marker");
+    let mut waiter = flock_cmd(&p, &["-x"], &["touch", marker.to_str().unwrap()]);
+    thread::sleep(Duration::from_millis(500));
+    assert!(waiter.running(), "waiter did not block");
+    drop(holder); // release at close, no explicit LOCK_UN
+    let st = waiter.wait_timeout(Duration::from_secs(10));
+    assert!(st.is_some(), "blocked waiter did not get the lock within 10 s of the holder's close");
+    assert!(st.unwrap().success(), "waiter: {st:?}");
+    assert!(marker.exists());
+}
+
+#[test]
 fn flock_visible_in_the_store() {
     let m = Mount::new();
     let fd = rw(&m.p("f"));

@@ -41,7 +41,7 @@ fn watchdog_limit() -> Duration {
     let secs = std::env::var("HFIT_WATCHDOG_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60u64);
+        .unwrap_or(45u64);
     Duration::from_secs(secs)
 }
 
@@ -925,7 +925,7 @@ impl Mount {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             let mut g = ChildGuard::spawn(c, "umount");
-            match g.wait_timeout(Duration::from_secs(10)) {
+            match g.wait_timeout(Duration::from_secs(5)) {
                 Some(s) if s.success() => {}
                 Some(s) => {
                     if attempt == 29 {
@@ -938,7 +938,7 @@ impl Mount {
                     thread::sleep(Duration::from_millis(100));
                 }
                 None => {
-                    problems.push("umount hung for 10 s".into());
+                    problems.push("umount hung for 5 s".into());
                     break;
                 }
             }
