@@ -1188,3 +1188,81 @@ fn concurrent_operations_from_many_threads() {
         }
     });
 }
+
+// ------------------------------------------------------------------ one inode, many opens
+
+#[test]
+fn mixed_access_modes_on_one_inode() {
+    let m = Mount::new();
+    // read-only open first, then writers
+    write_file(&m.p("f"), b"hello").unwrap();
+    let r = open(&m.p("f"), libc::O_RDONLY, 0).unwrap();
+    assert_eq!(pread_fd(r.as_raw_fd(), 100, 0).unwrap(), b"hello");
+    let w = open(&m.p("f"), libc::O_WRONLY, 0).ctx("O_WRONLY while an O_RDONLY open exists");
+    pwrite_fd(w.as_raw_fd(), b"HE", 0).ctx("write on the O_WRONLY open");
+    let a = open(&m.p("f"), libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
+    write_fd(a.as_raw_fd(), b"!").ctx("write on the O_APPEND open");
+    let rw = open(&m.p("f"), libc::O_RDWR, 0).unwrap();
+    assert_eq!(pread_fd(rw.as_raw_fd(), 100, 0).unwrap(), b"HEllo!");
+    assert_eq!(pread_fd(r.as_raw_fd(), 100, 0).unwrap(), b"HEllo!", "the read-only open sees the writes");
+    assert_errno(write_fd(r.as_raw_fd(), b"x"), &[libc::EBADF], "write on an O_RDONLY fd");
+    drop((r, w, a, rw));
+    assert_eq!(fs::read(m.s("f")).unwrap(), b"HEllo!");
+
+    // write-only open first, then a reader
+    let w = open(&m.p("g"), libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap();
+    write_fd(w.as_raw_fd(), b"written first").unwrap();
+    let r = open(&m.p("g"), libc::O_RDONLY, 0).ctx("O_RDONLY while an O_WRONLY open exists");
+    assert_eq!(pread_fd(r.as_raw_fd(), 100, 0).ctx("read while a write-only open exists"), b"written first");
+    assert_errno(pread_fd(w.as_raw_fd(), 10, 0), &[libc::EBADF], "read on an O_WRONLY fd");
+    // O_TRUNC by a second open while the others are live
+    let t = open(&m.p("g"), libc::O_WRONLY | libc::O_TRUNC, 0).unwrap();
+    assert_eq!(fst(r.as_raw_fd()).unwrap().size, 0);
+    write_fd(t.as_raw_fd(), b"new").unwrap();
+    assert_eq!(pread_fd(r.as_raw_fd(), 100, 0).unwrap(), b"new");
+    drop((w, r, t));
+
+    // Different users on one inode: A reads, B writes, A sees B's data.
+    let u = m.users;
+    let p = m.p("shared");
+    as_user(&u.a, 0o022, move || write_file(&p, b"aaaa").unwrap());
+    let p = m.p("shared");
+    let ra = as_user(&u.a, 0o022, move || open(&p, libc::O_RDONLY, 0).unwrap());
+    let p = m.p("shared");
+    as_user(&u.b, 0o077, move || {
+        let fd = open(&p, libc::O_RDWR, 0).ctx("B opens A's file O_RDWR");
+        pwrite_fd(fd.as_raw_fd(), b"bb", 1).ctx("B writes");
+    });
+    assert_eq!(pread_fd(ra.as_raw_fd(), 10, 0).unwrap(), b"abba");
+}
+
+#[test]
+fn two_daemons_close_to_open_consistency() {
+    let m1 = Mount::new();
+    let m2 = m1.second();
+    write_file(&m1.p("f"), b"version-1").unwrap();
+    assert_eq!(fs::read(m2.p("f")).unwrap(), b"version-1");
+    // same size, new content, written through the other daemon
+    write_file(&m1.p("f"), b"version-2").unwrap();
+    assert_eq!(fs::read(m2.p("f")).unwrap(), b"version-2", "re-open through mount 2 after a write through mount 1");
+    // grows: the new size shows within the attribute timeout
+    write_file(&m1.p("f"), b"version-3 is longer").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read(m2.p("f")).map(|d| d == b"version-3 is longer").unwrap_or(false)),
+        "mount 2 never saw the longer content"
+    );
+    // rename-over (how huggingface_hub publishes a blob) is seen by the other daemon
+    write_file(&m1.p("f.incomplete"), b"final").unwrap();
+    rename(&m1.p("f.incomplete"), &m1.p("f")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || fs::read(m2.p("f")).map(|d| d == b"final").unwrap_or(false)),
+        "mount 2 never saw the renamed-over file"
+    );
+    // an entry deleted through one daemon disappears from the other
+    unlink(&m1.p("f")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || lst(&m2.p("f")).is_err()), "mount 2 still sees a deleted file");
+    // an entry created through one daemon appears in the other (negative entries expire)
+    assert!(lst(&m2.p("late")).is_err());
+    write_file(&m1.p("late"), b"late").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || lst(&m2.p("late")).is_ok()), "mount 2 never saw a new file");
+}
