@@ -21,20 +21,27 @@ fn rw(p: &Path) -> OwnedFd {
 #[track_caller]
 fn eventually_lock(fd: &OwnedFd, what: &str) {
     let mut last = None;
-    let ok = wait_until(Duration::from_secs(5), || match flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => true,
-        Err(e) => {
-            last = Some(e);
-            false
+    let ok = wait_until(Duration::from_secs(5), || {
+        match flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => true,
+            Err(e) => {
+                last = Some(e);
+                false
+            }
         }
     });
-    assert!(ok, "{what}: lock still not available after 5 s (last error: {last:?})");
+    assert!(
+        ok,
+        "{what}: lock still not available after 5 s (last error: {last:?})"
+    );
 }
 
 #[track_caller]
 fn assert_blocked(fd: &OwnedFd, op: i32, what: &str) {
     let fdn = fd.as_raw_fd();
-    let r = in_thread(Duration::from_secs(10), what, move || flock(fdn, op | libc::LOCK_NB));
+    let r = in_thread(Duration::from_secs(10), what, move || {
+        flock(fdn, op | libc::LOCK_NB)
+    });
     assert_errno(r, &[EWOULDBLOCK], what);
 }
 
@@ -51,7 +58,8 @@ fn mount_still_responsive(m: &Mount, tag: &str) {
         fs::remove_file(&p).ctx("unlink while a waiter is blocked");
         // a lock on another file works too
         let o = rw(&mnt.join(format!("other-{tag}")));
-        flock(o.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).ctx("flock another file while a waiter is blocked");
+        flock(o.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
+            .ctx("flock another file while a waiter is blocked");
     });
 }
 
@@ -59,7 +67,9 @@ fn mount_still_responsive(m: &Mount, tag: &str) {
 fn flock_cmd(path: &Path, extra: &[&str], cmd: &[&str]) -> ChildGuard {
     let mut c = Command::new("flock");
     c.args(extra).arg(path).args(cmd);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     ChildGuard::spawn(c, "flock waiter")
 }
 
@@ -70,8 +80,16 @@ fn flock_excludes_two_opens_in_one_mount() {
     let fd1 = rw(&p);
     let fd2 = rw(&p);
     flock(fd1.as_raw_fd(), libc::LOCK_EX).ctx("LOCK_EX fd1");
-    assert_blocked(&fd2, libc::LOCK_EX, "LOCK_EX|LOCK_NB fd2 while fd1 holds LOCK_EX");
-    assert_blocked(&fd2, libc::LOCK_SH, "LOCK_SH|LOCK_NB fd2 while fd1 holds LOCK_EX");
+    assert_blocked(
+        &fd2,
+        libc::LOCK_EX,
+        "LOCK_EX|LOCK_NB fd2 while fd1 holds LOCK_EX",
+    );
+    assert_blocked(
+        &fd2,
+        libc::LOCK_SH,
+        "LOCK_SH|LOCK_NB fd2 while fd1 holds LOCK_EX",
+    );
     flock(fd1.as_raw_fd(), libc::LOCK_UN).ctx("LOCK_UN fd1");
     flock(fd2.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).ctx("fd2 after fd1 unlocked");
     assert_blocked(&fd1, libc::LOCK_EX, "fd1 while fd2 holds");
@@ -104,7 +122,11 @@ fn flock_survives_closing_a_dup_and_is_released_on_last_close() {
     let dup = fd1.try_clone().unwrap();
     drop(fd1); // FLUSH only: the open file description (and its lock) lives on in `dup`
     thread::sleep(Duration::from_millis(300));
-    assert_blocked(&other, libc::LOCK_EX, "lock must survive closing one of two dup'ed fds");
+    assert_blocked(
+        &other,
+        libc::LOCK_EX,
+        "lock must survive closing one of two dup'ed fds",
+    );
     drop(dup);
     eventually_lock(&other, "after the last fd of the holder was closed");
 }
@@ -128,7 +150,10 @@ fn flock_released_on_close_while_the_file_is_open_elsewhere() {
         }
         ok
     });
-    assert!(store_free, "the store file is still flock()ed 5 s after the holder closed its only fd");
+    assert!(
+        store_free,
+        "the store file is still flock()ed 5 s after the holder closed its only fd"
+    );
     eventually_lock(&other, "another open of the file after the holder closed");
 }
 
@@ -144,7 +169,10 @@ fn blocked_waiter_gets_the_lock_when_the_holder_closes() {
     assert!(waiter.running(), "waiter did not block");
     drop(holder); // release at close, no explicit LOCK_UN
     let st = waiter.wait_timeout(Duration::from_secs(10));
-    assert!(st.is_some(), "blocked waiter did not get the lock within 10 s of the holder's close");
+    assert!(
+        st.is_some(),
+        "blocked waiter did not get the lock within 10 s of the holder's close"
+    );
     assert!(st.unwrap().success(), "waiter: {st:?}");
     assert!(marker.exists());
 }
@@ -155,11 +183,23 @@ fn flock_visible_in_the_store() {
     let fd = rw(&m.p("f"));
     flock(fd.as_raw_fd(), libc::LOCK_EX).unwrap();
     let sfd = open(&m.s("f"), libc::O_RDONLY, 0).unwrap();
-    assert_errno(flock(sfd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB), &[EWOULDBLOCK], "store flock while mount holds");
+    assert_errno(
+        flock(sfd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB),
+        &[EWOULDBLOCK],
+        "store flock while mount holds",
+    );
     flock(fd.as_raw_fd(), libc::LOCK_UN).unwrap();
     flock(sfd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).ctx("store flock after mount unlocked");
-    assert_blocked(&fd, libc::LOCK_EX, "mount flock while the store file is locked directly");
-    assert_blocked(&fd, libc::LOCK_SH, "mount LOCK_SH while the store file is locked directly");
+    assert_blocked(
+        &fd,
+        libc::LOCK_EX,
+        "mount flock while the store file is locked directly",
+    );
+    assert_blocked(
+        &fd,
+        libc::LOCK_SH,
+        "mount LOCK_SH while the store file is locked directly",
+    );
     drop(sfd);
     flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).ctx("mount flock after store lock closed");
 }
@@ -169,12 +209,23 @@ fn flock_between_two_daemons_over_the_same_store() {
     let m1 = Mount::new();
     let m2 = m1.second();
     fs::write(m1.p("f"), b"shared").unwrap();
-    assert_eq!(fs::read(m2.p("f")).ctx("second mount sees the file"), b"shared");
+    assert_eq!(
+        fs::read(m2.p("f")).ctx("second mount sees the file"),
+        b"shared"
+    );
     let fd1 = rw(&m1.p("f"));
     let fd2 = rw(&m2.p("f"));
     flock(fd1.as_raw_fd(), libc::LOCK_EX).ctx("LOCK_EX via mount 1");
-    assert_blocked(&fd2, libc::LOCK_EX, "LOCK_EX|LOCK_NB via mount 2 while mount 1 holds");
-    assert_blocked(&fd2, libc::LOCK_SH, "LOCK_SH|LOCK_NB via mount 2 while mount 1 holds");
+    assert_blocked(
+        &fd2,
+        libc::LOCK_EX,
+        "LOCK_EX|LOCK_NB via mount 2 while mount 1 holds",
+    );
+    assert_blocked(
+        &fd2,
+        libc::LOCK_SH,
+        "LOCK_SH|LOCK_NB via mount 2 while mount 1 holds",
+    );
     drop(fd1);
     eventually_lock(&fd2, "mount 2 after mount 1 closed its fd");
     let fd3 = rw(&m1.p("f"));
@@ -197,7 +248,10 @@ fn blocked_waiter_gets_the_lock_after_release() {
     mount_still_responsive(&m, "a");
     flock(holder.as_raw_fd(), libc::LOCK_UN).unwrap();
     let st = waiter.wait_timeout(Duration::from_secs(10));
-    assert!(st.is_some(), "blocked waiter did not get the lock within 10 s of the release");
+    assert!(
+        st.is_some(),
+        "blocked waiter did not get the lock within 10 s of the release"
+    );
     assert!(st.unwrap().success(), "waiter: {st:?}");
     assert!(marker.exists());
     eventually_lock(&holder, "after the waiter finished");
@@ -207,7 +261,11 @@ fn killed_waiter_case(m_hold: &Mount, m_wait: &Mount) {
     let holder = rw(&m_hold.p("f"));
     flock(holder.as_raw_fd(), libc::LOCK_EX).unwrap();
     let marker = m_wait.base.fresh("marker");
-    let mut waiter = flock_cmd(&m_wait.p("f"), &["-x"], &["touch", marker.to_str().unwrap()]);
+    let mut waiter = flock_cmd(
+        &m_wait.p("f"),
+        &["-x"],
+        &["touch", marker.to_str().unwrap()],
+    );
     thread::sleep(Duration::from_millis(500));
     assert!(waiter.running(), "waiter did not block");
     mount_still_responsive(m_wait, "during-wait");
@@ -216,23 +274,42 @@ fn killed_waiter_case(m_hold: &Mount, m_wait: &Mount) {
     let t = Instant::now();
     waiter.kill(libc::SIGKILL);
     let st = waiter.wait_timeout(Duration::from_secs(10));
-    assert!(st.is_some(), "SIGKILLed flock waiter still not gone after 10 s (stuck in the FUSE request)");
+    assert!(
+        st.is_some(),
+        "SIGKILLed flock waiter still not gone after 10 s (stuck in the FUSE request)"
+    );
     eprintln!("killed waiter gone after {:?}", t.elapsed());
-    assert!(!marker.exists(), "killed waiter must not have run its command");
+    assert!(
+        !marker.exists(),
+        "killed waiter must not have run its command"
+    );
     mount_still_responsive(m_wait, "after-kill");
 
     // The holder still holds; nobody else may have it.
     let other = rw(&m_wait.p("f"));
-    assert_blocked(&other, libc::LOCK_EX, "lock is still the holder's after the waiter died");
+    assert_blocked(
+        &other,
+        libc::LOCK_EX,
+        "lock is still the holder's after the waiter died",
+    );
     flock(holder.as_raw_fd(), libc::LOCK_UN).unwrap();
     // The dead waiter must not end up holding it.
-    eventually_lock(&other, "lock available to a third party after the holder released (dead waiter must hold nothing)");
-    assert_blocked(&holder, libc::LOCK_EX, "normal exclusion after the waiter episode");
+    eventually_lock(
+        &other,
+        "lock available to a third party after the holder released (dead waiter must hold nothing)",
+    );
+    assert_blocked(
+        &holder,
+        libc::LOCK_EX,
+        "normal exclusion after the waiter episode",
+    );
     flock(other.as_raw_fd(), libc::LOCK_UN).unwrap();
     // Nothing left at the store level either.
     let sfd = open(&m_wait.s("f"), libc::O_RDONLY, 0).unwrap();
     let sfd_raw = sfd.as_raw_fd();
-    let ok = wait_until(Duration::from_secs(5), || flock(sfd_raw, libc::LOCK_EX | libc::LOCK_NB).is_ok());
+    let ok = wait_until(Duration::from_secs(5), || {
+        flock(sfd_raw, libc::LOCK_EX | libc::LOCK_NB).is_ok()
+    });
     assert!(ok, "store file still locked after everyone released");
 }
 
@@ -267,13 +344,19 @@ fn many_blocked_waiters_do_not_stall_the_mount() {
         w.kill(libc::SIGKILL);
     }
     for w in waiters.iter_mut().take(4) {
-        assert!(w.wait_timeout(Duration::from_secs(10)).is_some(), "killed waiter stuck");
+        assert!(
+            w.wait_timeout(Duration::from_secs(10)).is_some(),
+            "killed waiter stuck"
+        );
     }
     mount_still_responsive(&m, "many-after-kill");
     flock(holder.as_raw_fd(), libc::LOCK_UN).unwrap();
     for (i, w) in waiters.iter_mut().enumerate().skip(4) {
         let st = w.wait_timeout(Duration::from_secs(20));
-        assert!(matches!(st, Some(s) if s.success()), "waiter {i} after release: {st:?}");
+        assert!(
+            matches!(st, Some(s) if s.success()),
+            "waiter {i} after release: {st:?}"
+        );
     }
     eventually_lock(&holder, "after all waiters finished");
 }
@@ -287,13 +370,22 @@ fn killed_holder_case(m_hold: &Mount, m_check: &Mount) {
         marker.display()
     );
     let mut c = Command::new("/bin/sh");
-    c.args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut holder = ChildGuard::spawn(c, "lock holder");
-    assert!(wait_until(Duration::from_secs(10), || marker.exists()), "holder never got the lock");
+    assert!(
+        wait_until(Duration::from_secs(10), || marker.exists()),
+        "holder never got the lock"
+    );
     let fd = rw(&m_check.p("f"));
     assert_blocked(&fd, libc::LOCK_EX, "while the holder process is alive");
     holder.kill(libc::SIGKILL);
-    assert!(holder.wait_timeout(Duration::from_secs(10)).is_some(), "killed holder did not exit");
+    assert!(
+        holder.wait_timeout(Duration::from_secs(10)).is_some(),
+        "killed holder did not exit"
+    );
     eventually_lock(&fd, "after the holder was killed");
 }
 
@@ -323,8 +415,14 @@ fn timed_flock_waiter_gives_up() {
     let st = waiter.wait_timeout(Duration::from_secs(10));
     let took = t.elapsed();
     flock(holder.as_raw_fd(), libc::LOCK_UN).unwrap();
-    let st = st.expect("`flock -w 1` still waiting after 10 s: the interrupted lock request was not abandoned");
-    assert_eq!(st.code(), Some(1), "`flock -w 1` should time out (exit 1), took {took:?}");
+    let st = st.expect(
+        "`flock -w 1` still waiting after 10 s: the interrupted lock request was not abandoned",
+    );
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "`flock -w 1` should time out (exit 1), took {took:?}"
+    );
     let other = rw(&p);
     eventually_lock(&other, "after the timed-out waiter");
     drop(holder);

@@ -1204,8 +1204,16 @@ fn mixed_access_modes_on_one_inode() {
     write_fd(a.as_raw_fd(), b"!").ctx("write on the O_APPEND open");
     let rw = open(&m.p("f"), libc::O_RDWR, 0).unwrap();
     assert_eq!(pread_fd(rw.as_raw_fd(), 100, 0).unwrap(), b"HEllo!");
-    assert_eq!(pread_fd(r.as_raw_fd(), 100, 0).unwrap(), b"HEllo!", "the read-only open sees the writes");
-    assert_errno(write_fd(r.as_raw_fd(), b"x"), &[libc::EBADF], "write on an O_RDONLY fd");
+    assert_eq!(
+        pread_fd(r.as_raw_fd(), 100, 0).unwrap(),
+        b"HEllo!",
+        "the read-only open sees the writes"
+    );
+    assert_errno(
+        write_fd(r.as_raw_fd(), b"x"),
+        &[libc::EBADF],
+        "write on an O_RDONLY fd",
+    );
     drop((r, w, a, rw));
     assert_eq!(fs::read(m.s("f")).unwrap(), b"HEllo!");
 
@@ -1213,8 +1221,15 @@ fn mixed_access_modes_on_one_inode() {
     let w = open(&m.p("g"), libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap();
     write_fd(w.as_raw_fd(), b"written first").unwrap();
     let r = open(&m.p("g"), libc::O_RDONLY, 0).ctx("O_RDONLY while an O_WRONLY open exists");
-    assert_eq!(pread_fd(r.as_raw_fd(), 100, 0).ctx("read while a write-only open exists"), b"written first");
-    assert_errno(pread_fd(w.as_raw_fd(), 10, 0), &[libc::EBADF], "read on an O_WRONLY fd");
+    assert_eq!(
+        pread_fd(r.as_raw_fd(), 100, 0).ctx("read while a write-only open exists"),
+        b"written first"
+    );
+    assert_errno(
+        pread_fd(w.as_raw_fd(), 10, 0),
+        &[libc::EBADF],
+        "read on an O_WRONLY fd",
+    );
     // O_TRUNC by a second open while the others are live
     let t = open(&m.p("g"), libc::O_WRONLY | libc::O_TRUNC, 0).unwrap();
     assert_eq!(fst(r.as_raw_fd()).unwrap().size, 0);
@@ -1244,25 +1259,39 @@ fn two_daemons_close_to_open_consistency() {
     assert_eq!(fs::read(m2.p("f")).unwrap(), b"version-1");
     // same size, new content, written through the other daemon
     write_file(&m1.p("f"), b"version-2").unwrap();
-    assert_eq!(fs::read(m2.p("f")).unwrap(), b"version-2", "re-open through mount 2 after a write through mount 1");
+    assert_eq!(
+        fs::read(m2.p("f")).unwrap(),
+        b"version-2",
+        "re-open through mount 2 after a write through mount 1"
+    );
     // grows: the new size shows within the attribute timeout
     write_file(&m1.p("f"), b"version-3 is longer").unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || fs::read(m2.p("f")).map(|d| d == b"version-3 is longer").unwrap_or(false)),
+        wait_until(Duration::from_secs(5), || fs::read(m2.p("f"))
+            .map(|d| d == b"version-3 is longer")
+            .unwrap_or(false)),
         "mount 2 never saw the longer content"
     );
     // rename-over (how huggingface_hub publishes a blob) is seen by the other daemon
     write_file(&m1.p("f.incomplete"), b"final").unwrap();
     rename(&m1.p("f.incomplete"), &m1.p("f")).unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || fs::read(m2.p("f")).map(|d| d == b"final").unwrap_or(false)),
+        wait_until(Duration::from_secs(5), || fs::read(m2.p("f"))
+            .map(|d| d == b"final")
+            .unwrap_or(false)),
         "mount 2 never saw the renamed-over file"
     );
     // an entry deleted through one daemon disappears from the other
     unlink(&m1.p("f")).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || lst(&m2.p("f")).is_err()), "mount 2 still sees a deleted file");
+    assert!(
+        wait_until(Duration::from_secs(5), || lst(&m2.p("f")).is_err()),
+        "mount 2 still sees a deleted file"
+    );
     // an entry created through one daemon appears in the other (negative entries expire)
     assert!(lst(&m2.p("late")).is_err());
     write_file(&m1.p("late"), b"late").unwrap();
-    assert!(wait_until(Duration::from_secs(5), || lst(&m2.p("late")).is_ok()), "mount 2 never saw a new file");
+    assert!(
+        wait_until(Duration::from_secs(5), || lst(&m2.p("late")).is_ok()),
+        "mount 2 never saw a new file"
+    );
 }

@@ -151,10 +151,7 @@ pub fn mountinfo() -> Vec<MountEntry> {
 }
 
 pub fn mount_entry(mnt: &Path) -> Option<MountEntry> {
-    mountinfo()
-        .into_iter()
-        .filter(|e| e.mountpoint == mnt)
-        .last()
+    mountinfo().into_iter().rfind(|e| e.mountpoint == mnt)
 }
 
 pub fn is_mounted(mnt: &Path) -> bool {
