@@ -25,26 +25,19 @@ umask 022
 
 # --- Debian packages -------------------------------------------------------------
 # python3-venv: venvs from the system python; util-linux: setpriv; passwd: useradd,
-# groupadd; mount: umount; procps: pkill-free process inspection in failures.
+# groupadd; mount: umount; coreutils: cp, timeout.
 need_pkgs=()
-for spec in python3:/usr/bin/python3 python3-venv: util-linux:/usr/bin/setpriv \
-            passwd:/usr/sbin/useradd mount:/usr/bin/umount; do
-    pkg="${spec%%:*}"
-    probe="${spec#*:}"
-    if [ "$pkg" = python3-venv ]; then
-        # the venv module exists without ensurepip on Debian unless python3-venv is there
-        if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then need_pkgs+=("$pkg"); fi
-        continue
+for pkg in python3 python3-venv util-linux passwd mount coreutils; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        need_pkgs+=("$pkg")
     fi
-    if [ ! -x "$probe" ] && ! dpkg -s "$pkg" >/dev/null 2>&1; then need_pkgs+=("$pkg"); fi
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "setup-e2e.sh: installing ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y --no-install-recommends "${need_pkgs[@]}"; then
-        apt-get update
-        apt-get install -y --no-install-recommends "${need_pkgs[@]}"
-    fi
+    # apt-get update once, only when something is missing.
+    apt-get update
+    apt-get install -y --no-install-recommends "${need_pkgs[@]}"
 fi
 
 # --- virtualenvs --------------------------------------------------------------------

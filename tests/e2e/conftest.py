@@ -21,6 +21,16 @@ BIG_SIZE = 64 << 20  # the big file two users download at the same moment
 THROTTLE = 16 << 20  # bytes/s per connection: the big file takes ~4 s, so the users overlap
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    if rep.failed:
+        be = item.funcargs.get("backend") if hasattr(item, "funcargs") else None
+        if be is not None and hasattr(be, "log_tail"):
+            rep.sections.append(("hfcachefs log", be.log_tail()))
+    return rep
+
+
 # ----------------------------------------------------------------------------------------
 # Session-wide
 # ----------------------------------------------------------------------------------------
@@ -143,7 +153,11 @@ def hub(workbase, safetensors_asset):
                 "preset": "tiny-bert",
                 "files": [{"path": "model.safetensors", "local": str(st_path), "lfs": True}],
             },
-            {"id": DATASET_REPO, "type": "dataset", "files": [{"path": "data/train.jsonl", "text": '{"a": 1}\n'}]},
+            {"id": DATASET_REPO, "type": "dataset", "files": [
+                {"path": "data/train.jsonl", "text": '{"a": 1}\n{"a": 2}\n'},
+                {"path": "data/test.jsonl", "text": '{"a": 3}\n'},
+                {"path": "README.md", "text": "---\nlicense: mit\n---\n"},
+            ]},
         ]
     }
     h = L.FakeHub(spec, workbase, THROTTLE)
@@ -154,8 +168,16 @@ def hub(workbase, safetensors_asset):
 # ----------------------------------------------------------------------------------------
 # Per test
 # ----------------------------------------------------------------------------------------
+@pytest.fixture
+def workdir(workbase):
+    wd = workbase / f"t-{secrets.token_hex(4)}"
+    wd.mkdir(mode=0o755)
+    os.chmod(wd, 0o755)
+    return wd
+
+
 @pytest.fixture(params=["plain", "hfcachefs"])
-def backend(request, tmp_path_factory, workbase, users):
+def backend(request, workbase, users):
     wd = workbase / f"t-{secrets.token_hex(4)}"
     wd.mkdir(mode=0o755)
     os.chmod(wd, 0o755)

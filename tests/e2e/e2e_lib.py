@@ -278,25 +278,15 @@ def hfcachefs_bin() -> Path:
     return Path(os.environ.get("HFCACHEFS_BIN") or REPO_ROOT / "target" / "debug" / "hfcachefs")
 
 
-def is_mountpoint(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4].encode().decode("unicode_escape") == target:
-                return True
-    return False
-
-
 def mount_fstype(path: Path) -> str | None:
+    """The filesystem type mounted on path (the last mount wins), or None."""
     target = os.path.realpath(path)
     found = None
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             if fields[4] == target:
-                sep = fields.index("-")
-                found = fields[sep + 1]
+                found = fields[fields.index("-") + 1]
     return found
 
 
@@ -316,32 +306,63 @@ class PlainBackend:
         pass
 
 
+def pids_with_arg(arg: str) -> list[int]:
+    """Processes whose command line contains `arg` (our unique store path: our daemon only)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if arg.encode() in argv:
+            out.append(int(d))
+    return out
+
+
 class HfcachefsBackend:
+    """HF_HOME is the mount point of hfcachefs over a fresh root-only store."""
+
     name = "hfcachefs"
 
-    def __init__(self, workdir: Path, users: Users, options: str | None = None):
+    def __init__(self, workdir: Path, users: Users, options: str | None = None, store: Path | None = None):
         binary = hfcachefs_bin()
         if not binary.is_file() or not os.access(binary, os.X_OK):
             raise E2EError(f"hfcachefs binary not found at {binary} (build it, or set HFCACHEFS_BIN)")
         if not os.path.exists("/dev/fuse"):
             raise E2EError("/dev/fuse is missing")
-        self.store = workdir / "store"
-        self.store.mkdir(mode=0o700)
+        self.store = store or workdir / "store"
+        if store is None:
+            self.store.mkdir(mode=0o700)
         os.chmod(self.store, 0o700)
         self.mnt = workdir / "mnt"
         self.mnt.mkdir(mode=0o755)
         self.hf_home = self.mnt
-        opts = options or f"group={users.group}"
         self.log_path = workdir / "hfcachefs.log"
-        with open(self.log_path, "w") as log:
-            cp = subprocess.run([str(binary), str(self.store), str(self.mnt), "-o", opts],
-                                stdout=log, stderr=subprocess.STDOUT, timeout=60,
-                                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+        opts = options or f"group={users.group}"
+        opts += f",logfile={self.log_path}"
+        cmd = [str(binary), str(self.store), str(self.mnt), "-o", opts]
+        with open(workdir / "hfcachefs.out", "w") as out:
+            # Without -f it daemonizes and exits 0 once the mount is up.
+            cp = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=60)
         if cp.returncode != 0:
-            raise E2EError(f"hfcachefs mount exited {cp.returncode}: {self.log_path.read_text()[-3000:]}")
-        if not is_mountpoint(self.mnt):
-            raise E2EError(f"hfcachefs exited 0 but {self.mnt} is not a mount point")
+            raise E2EError(f"{cmd} exited {cp.returncode}: {self.log_tail()}")
+        fstype = mount_fstype(self.mnt)
+        if fstype is None or not fstype.startswith("fuse"):
+            if fstype is not None:
+                subprocess.run(["umount", str(self.mnt)], capture_output=True)
+            raise E2EError(f"{cmd} exited 0 but {self.mnt} is not a FUSE mount ({fstype}): {self.log_tail()}")
         self.mounted = True
+        self.pids = pids_with_arg(str(self.store))
+
+    def log_tail(self, n: int = 3000) -> str:
+        text = ""
+        for p in (self.log_path, self.log_path.with_suffix(".out")):
+            if p.exists():
+                text += f"\n--- {p}:\n" + p.read_text(errors="replace")[-n:]
+        return text
 
     def stop(self) -> None:
         if not getattr(self, "mounted", False):
@@ -358,6 +379,13 @@ class HfcachefsBackend:
             self.mounted = False
             raise E2EError(f"umount {self.mnt} failed: {err}")
         self.mounted = False
+        # The daemon exits once unmounted.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in self.pids):
+            time.sleep(0.1)
+        alive = [p for p in self.pids if os.path.exists(f"/proc/{p}")]
+        if alive:
+            raise E2EError(f"hfcachefs daemon {alive} still running 15 s after umount {self.mnt}")
 
 
 # ----------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 import e2e_lib as L
-from conftest import BIG_SIZE, REPO_BERT, REPO_BIG, REPO_FLAT, REPO_NESTED
+from conftest import BIG_SIZE, DATASET_REPO, REPO_BERT, REPO_BIG, REPO_FLAT, REPO_NESTED, Ctx
 
 UMASKS = pytest.mark.parametrize("umask", ["022", "002"])
 
@@ -106,6 +106,12 @@ def test_1_download_then_snapshot(make_ctx, umask):
     assert Path(b["folder"]) == ctx.storage(REPO_FLAT) / "snapshots" / man["sha"]
     assert blob_names(ctx, REPO_FLAT) == sorted(f["etag"] for f in man["files"].values())
     assert (ctx.storage(REPO_FLAT) / "refs" / "main").read_text() == man["sha"]
+    # and a dataset repo (/datasets/... URLs, datasets--org--name folder) the same way
+    dman = ctx.hub.repo(DATASET_REPO, "dataset")
+    ok(ctx.run(ctx.users.a, "download", DATASET_REPO, "data/train.jsonl", "--repo-type", "dataset"))
+    d = ok(ctx.run(ctx.users.b, "snapshot", DATASET_REPO, "--repo-type", "dataset"))
+    assert d["files"] == {p: f["sha256"] for p, f in dman["files"].items()}
+    assert Path(d["folder"]) == ctx.storage(DATASET_REPO, "dataset") / "snapshots" / dman["sha"]
     no_incomplete(ctx)
     check_policy(ctx)
 
@@ -323,3 +329,52 @@ def test_6_transformers_and_safetensors(make_ctx, umask, safetensors_asset, tiny
     words = ["[CLS]", "hello", "shared", "cache", "world", "[SEP]"]
     assert t["tokenizer"]["ids"] == [tiny_bert_vocab.index(w) for w in words]
     check_policy(ctx)
+
+
+# ----------------------------------------------------------------------------------------
+# 7. hfcachefs adopts an existing (broken) cache: store entries are reported by the policy
+# ----------------------------------------------------------------------------------------
+class _Dir:
+    def __init__(self, path, name):
+        self.hf_home = path
+        self.name = name
+
+
+def test_7_existing_cache_is_adopted(users, hub, generation, user_script, workdir):
+    """A filled a private-style cache with umask 022 (dirs 0755, files 0644, tree cache
+    0600, lock files 0644). Copied into a store and mounted, B can use, extend and prune
+    it. hfcachefs only: on `plain` this is scenario 1/3 with umask 022, which fail."""
+    hub.reset_log()
+    legacy = workdir / "legacy-hf-home"
+    legacy.mkdir(mode=0o755)
+    os.chown(legacy, users.a.uid, users.a.gid)
+    old = Ctx(users, hub, _Dir(legacy, "plain"), generation, "022", user_script)
+    man = hub.repo(REPO_FLAT)
+    a = ok(old.run(users.a, "snapshot", REPO_FLAT))
+    assert a["files"] == {p: f["sha256"] for p, f in man["files"].items()}
+    # Sanity: the legacy cache really has the modes that break sharing.
+    modes = {p: stat.S_IMODE(st.st_mode) for p, st in L.walk(legacy).items() if not stat.S_ISLNK(st.st_mode)}
+    assert modes["hub"] == 0o755 and modes[f"hub/models--{REPO_FLAT.replace('/', '--')}/refs/main"] == 0o644, modes
+
+    store = workdir / "store"
+    L.sh(["cp", "-a", str(legacy), str(store)])  # keeps owners, modes, symlinks
+    os.chown(store, 0, 0)
+    be = L.HfcachefsBackend(workdir, users, store=store)
+    try:
+        ctx = Ctx(users, hub, be, generation, "022", user_script)
+        check_policy(ctx)
+        b = ok(ctx.run(users.b, "snapshot", REPO_FLAT))
+        assert b["files"] == a["files"]
+        nested = hub.repo(REPO_NESTED)
+        b2 = ok(ctx.run(users.b, "snapshot", REPO_NESTED))
+        assert b2["files"] == {p: f["sha256"] for p, f in nested["files"].items()}
+        d = ok(ctx.run(users.b, "delete-revisions", REPO_FLAT))
+        assert d["revisions_left"] == [], d
+        assert blob_names(ctx, REPO_FLAT) == []
+        ro = ctx.run(users.outsider, "snapshot", REPO_NESTED)
+        failed_with_permission_error(ro)
+        check_policy(ctx)
+    except BaseException as e:
+        raise AssertionError(f"{e}\n{be.log_tail()}") from e
+    finally:
+        be.stop()
