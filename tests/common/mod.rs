@@ -805,6 +805,13 @@ impl Mount {
             options.push(',');
             options.push_str(extra);
         }
+        // e.g. HFIT_MOUNT_OPTS=passthrough=off to run the whole suite in another mode
+        if let Ok(more) = std::env::var("HFIT_MOUNT_OPTS") {
+            if !more.is_empty() {
+                options.push(',');
+                options.push_str(&more);
+            }
+        }
         let logf = fs::File::create(&log).unwrap();
         let mut c = Command::new(BIN);
         c.arg(&base.store).arg(&mnt).arg("-o").arg(&options);
