@@ -123,7 +123,9 @@ impl HfCacheFs {
     }
 
     /// The backing file for a passthrough open of `inode`, shared with its other opens.
-    /// `None` means: serve this open from the daemon.
+    /// `None` means: serve this open from the daemon. The kernel keeps the registered
+    /// file open as long as the backing lives, so it gets a descriptor of its own: were it
+    /// an open's lock descriptor, that open's flock would outlive its close.
     fn backing(
         &self,
         inode: u64,
@@ -133,10 +135,14 @@ impl HfCacheFs {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        let file = self.store.file(fh).ok()?;
         let backing = match self.backings.by_inode.entry(inode) {
             MapEntry::Occupied(e) if e.get().strong_count() > 0 => e.get().upgrade()?,
-            entry => match open(&file.fd.as_fd()) {
+            entry => match self
+                .store
+                .backing_fd(inode)
+                .map_err(std::io::Error::from_raw_os_error)
+                .and_then(|fd| open(&fd))
+            {
                 Ok(b) => {
                     let b = Arc::new(b);
                     entry.insert(Arc::downgrade(&b));

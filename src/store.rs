@@ -344,6 +344,15 @@ impl Store {
         Ok(self.add_file(fd))
     }
 
+    /// A read-only descriptor of a regular file, to register as a passthrough backing file.
+    pub fn backing_fd(&self, id: u64) -> SysResult<OwnedFd> {
+        let inode = self.inode(id)?;
+        if !inode.is_regular() {
+            return Err(libc::EINVAL);
+        }
+        sys::reopen(inode.fd(), libc::O_RDONLY)
+    }
+
     pub fn file(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
         self.files
             .get(&fh)
