@@ -228,6 +228,16 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
             io::Error::from_raw_os_error(e)
         ))
     })?;
+    if !o.read_only {
+        store.probe_ownership().map_err(|e| {
+            Failure::Runtime(format!(
+                "store {}: root cannot create files and give them to users there ({}); \
+                 hfcachefs needs a store where root may chown (on NFS: export it with no_root_squash)",
+                o.store.display(),
+                io::Error::from_raw_os_error(e)
+            ))
+        })?;
+    }
     match sys::raise_nofile_limit() {
         Ok(n) => info!("open file limit {n}"),
         Err(e) => warn!("cannot raise the open file limit: {e}"),

@@ -98,6 +98,35 @@ impl Store {
         })
     }
 
+    /// Checks that the daemon can give files away in the store, as every create must: a
+    /// store behind root squashing (NFS) or on a filesystem without owners would
+    /// otherwise fail each create. Makes and removes one probe file in the store root.
+    pub fn probe_ownership(&self) -> SysResult<()> {
+        let root = self.inode(ROOT_ID)?;
+        let name = Name::new(OsStr::new(&format!(
+            ".hfcachefs-probe-{}",
+            std::process::id()
+        )))?;
+        let fd = sys::open_at(
+            root.fd(),
+            &name,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+            0o600,
+        )?;
+        const NOBODY: u32 = 65534;
+        let given = sys::chown(fd.as_fd(), Some(NOBODY), Some(self.policy.gid))
+            .and_then(|()| sys::fstat(fd.as_fd()))
+            .and_then(|st| {
+                if st.st_uid == NOBODY && st.st_gid == self.policy.gid {
+                    Ok(())
+                } else {
+                    Err(libc::EPERM)
+                }
+            });
+        let removed = sys::unlink_at(root.fd(), &name, false);
+        given.and(removed)
+    }
+
     fn inode(&self, id: u64) -> SysResult<Arc<Inode>> {
         self.inodes.get(id).ok_or(libc::ESTALE)
     }
