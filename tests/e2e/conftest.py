@@ -17,8 +17,10 @@ import pytest
 import e2e_lib as L
 import fake_hub
 
-BIG_SIZE = 64 << 20  # the big file two users download at the same moment
-THROTTLE = 16 << 20  # bytes/s per connection: the big file takes ~4 s, so the users overlap
+# The big file two users download at the same moment, and the per-connection rate of the
+# fake hub: ~4 s for the big file, so the users overlap. Override for heavier runs.
+BIG_SIZE = int(os.environ.get("HFE2E_BIG_MB", "64")) << 20
+THROTTLE = int(os.environ.get("HFE2E_THROTTLE_MB", "16")) << 20
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
