@@ -24,6 +24,9 @@ What breaks `plain` (root causes, found on this machine):
     `PermissionError: [Errno 13] ... .locks/models--.../<sha256>.lock` whenever B needs a
     lock A has used (concurrent download of the same blob; datasets' builder lock).
   * new generation with umask 002 works on plain (hub >= 1.4 asks filelock for 0o664).
+    With umask 022 the lock files are still 0664 (filelock 4 applies the mode hub asks
+    for, whatever the umask), so B can wait on A's lock while A downloads and then use
+    A's file; but anything B must create in A's 2755 directories fails as above.
 """
 
 from __future__ import annotations
@@ -58,7 +61,12 @@ def check_policy(ctx, root: Path | None = None):
     """hfcachefs only: everything visible through the mount follows the group policy."""
     if ctx.plain:
         return
-    bad = L.policy_violations(root or ctx.hf_home, ctx.users.gid)
+    root = root or ctx.hf_home
+    st = os.stat(root)
+    assert st.st_gid == ctx.users.gid and stat.S_IMODE(st.st_mode) == 0o2770, \
+        f"mount root: mode {stat.S_IMODE(st.st_mode):04o} gid {st.st_gid}"
+    assert L.walk(root), "nothing visible through the mount"
+    bad = L.policy_violations(root, ctx.users.gid)
     assert not bad, "entries violating the hfcachefs policy:\n" + "\n".join(bad[:50])
 
 
@@ -98,6 +106,13 @@ def test_1_download_then_snapshot(make_ctx, umask):
             assert pe["filename"] == str(ctx.storage(REPO_FLAT) / "refs" / "main"), rb.describe()
         # A's file is intact, nothing else got in
         assert blob_names(ctx, REPO_FLAT) == [man["files"]["config.json"]["etag"]]
+        # The root cause: the directories A made are not group-writable. (A's own lock file
+        # is 0664 with hub 1.x, which asks filelock 4 for that mode whatever the umask, and
+        # 0644 with filelock 3.13, which forces it.)
+        locks_dir = Path(ctx.lock_path(REPO_FLAT, "x")).parent
+        assert stat.S_IMODE(os.stat(locks_dir).st_mode) == 0o2755
+        a_lock = ctx.lock_path(REPO_FLAT, man["files"]["config.json"]["etag"])
+        assert stat.S_IMODE(os.stat(a_lock).st_mode) == (0o664 if ctx.generation == "new" else 0o644)
         return
 
     # hfcachefs (any umask), plain with umask 002 (legitimately works for both generations)
@@ -166,6 +181,7 @@ def test_2_concurrent_same_large_file(make_ctx, umask):
         # O_RDWR. Exactly the seed's error; A's download is unaffected.
         pe = failed_with_permission_error(rb)
         assert pe["filename"] == ctx.lock_path(REPO_BIG, man["etag"]), rb.describe()
+        assert stat.S_IMODE(os.stat(pe["filename"]).st_mode) == 0o644  # even with umask 002
         assert ok(ra)["sha256"] == man["sha256"]
         assert L.sha256_path(ctx.storage(REPO_BIG) / "blobs" / man["etag"]) == man["sha256"]
         return
