@@ -267,6 +267,10 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
         detach()?;
     }
 
+    // Before any thread starts, so that every thread has the reduced set.
+    sys::keep_only_capabilities(&sys::KEPT_CAPABILITIES)
+        .map_err(|e| Failure::Runtime(format!("cannot drop capabilities: {e}")))?;
+
     // Stop signals go to one thread, which unmounts; the request threads never see them.
     sys::block_stop_signals();
     let mut unmounter = session.unmount_callable();

@@ -584,6 +584,61 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Capabilities the daemon keeps after mounting: give files away (CHOWN, FOWNER), keep
+/// setgid on directories of a group root is not in (FSETID), reach any store file
+/// (DAC_OVERRIDE, DAC_READ_SEARCH, which linkat(AT_EMPTY_PATH) also needs), and
+/// register passthrough backing files and unmount (SYS_ADMIN).
+/// (Numbers from linux/capability.h: chown 0, dac_override 1, dac_read_search 2, fowner 3,
+/// fsetid 4, sys_admin 21.)
+pub const KEPT_CAPABILITIES: [u32; 6] = [0, 1, 2, 3, 4, 21];
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability but `keep` from this thread (and threads it starts later) and
+/// from the bounding set, and forbids gaining privileges through exec.
+pub fn keep_only_capabilities(keep: &[u32]) -> io::Result<()> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    for cap in (0..=last).filter(|c| !keep.contains(c)) {
+        // SAFETY: plain prctl; EINVAL for caps this kernel lacks is fine to ignore.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    }
+    let mut data = [CapData::default(); 2];
+    for &cap in keep {
+        let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        data[word].effective |= bit;
+        data[word].permitted |= bit;
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: header and two data words, as capset(2) version 3 expects.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain prctl.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What `fork` returned to this process.
 pub enum Forked {
     Parent,
