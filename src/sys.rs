@@ -774,3 +774,138 @@ pub fn system_time(sec: i64, nsec: i64) -> SystemTime {
         UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::from_nanos(nsec as u64)
     }
 }
+
+/// A group as the group database (NSS) knows it.
+pub struct GroupEntry {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+/// Reads C strings from a NULL-terminated array of pointers.
+///
+/// # Safety
+/// `list` must be null or point to a NULL-terminated array of valid C strings.
+unsafe fn c_string_list(mut list: *mut *mut libc::c_char) -> Vec<String> {
+    let mut out = Vec::new();
+    if list.is_null() {
+        return out;
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        while !(*list).is_null() {
+            out.push(CStr::from_ptr(*list).to_string_lossy().into_owned());
+            list = list.add(1);
+        }
+    }
+    out
+}
+
+/// Looks up a group by id, with its listed members; `Ok(None)` if there is none.
+pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: all pointers valid for the given sizes.
+        let r = unsafe {
+            libc::getgrgid_r(
+                gid,
+                grp.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < (1 << 24) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: getgrgid_r filled `grp`; its strings live in `buf`, still alive here.
+        let grp = unsafe { grp.assume_init() };
+        // SAFETY: as above; gr_name is a C string and gr_mem a NULL-terminated list.
+        let (name, members) = unsafe {
+            (
+                CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned(),
+                c_string_list(grp.gr_mem),
+            )
+        };
+        return Ok(Some(GroupEntry { name, members }));
+    }
+}
+
+/// A user's name and primary group from the user database; `Ok(None)` if there is none.
+pub fn user_by_uid(uid: u32) -> io::Result<Option<(String, u32)>> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: all pointers valid for the given sizes.
+        let r = unsafe {
+            libc::getpwuid_r(
+                uid,
+                pwd.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if r == libc::ERANGE && buf.len() < (1 << 24) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: getpwuid_r filled `pwd`; its strings live in `buf`.
+        let pwd = unsafe { pwd.assume_init() };
+        // SAFETY: pw_name is a C string in `buf`.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned();
+        return Ok(Some((name, pwd.pw_gid)));
+    }
+}
+
+/// The real user id of this process.
+pub fn real_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The groups this process carries now (primary and supplementary): what the kernel checks,
+/// which lags behind the group database until the user logs in again.
+pub fn process_groups() -> io::Result<Vec<u32>> {
+    // SAFETY: getgid/getegid cannot fail.
+    let (gid, egid) = unsafe { (libc::getgid(), libc::getegid()) };
+    // SAFETY: a zero-sized query returns the count only.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut groups = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: the buffer holds `n` entries.
+    let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    groups.truncate(n as usize);
+    groups.extend([gid, egid]);
+    Ok(groups)
+}
+
+/// Opens an O_PATH handle on an administrator-given path whose final component must not be
+/// a symlink (a user's cache given as an import source may be one).
+pub fn open_path_nofollow(path: &CStr) -> SysResult<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated path.
+    owned(unsafe { libc::open(path.as_ptr(), flags) })
+}
