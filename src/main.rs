@@ -9,16 +9,26 @@
 //! - `inodes`: node ids mapped to O_PATH handles, with kernel lookup counts;
 //! - `policy`: the pure ownership/mode rules;
 //! - `locks`: flock forwarding and the non-blocking waiter;
-//! - `sys`: every raw syscall, behind safe wrappers.
+//! - `sys`: every raw syscall, behind safe wrappers;
+//! - `admin`: the administration subcommands' dispatch (`doctor`, `import`, `stats`,
+//!   `fix-store`, one module each), with `mounts` (finding mounts and their daemons'
+//!   options) and `tree` (symlink-safe walks, cache layout) shared by them.
 
+mod admin;
 mod daemon;
+mod doctor;
+mod fixstore;
 mod fuse;
+mod import;
 mod inodes;
 mod locks;
+mod mounts;
 mod options;
 mod policy;
+mod stats;
 mod store;
 mod sys;
+mod tree;
 
 use std::process::ExitCode;
 
@@ -34,6 +44,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if let Some(code) = admin::dispatch(&args) {
+        return code;
     }
     match options::parse(&args) {
         Ok(Command::Help) => {

@@ -1,0 +1,1208 @@
+//! `hfcachefs import SRC... [--store STORE] [--dry-run] [--move] [--group G]`: moves
+//! existing Hugging Face caches (a `~/.cache/huggingface`, its `hub` directory, an old shared
+//! `/huggingface`) into the store, so that what users already downloaded is shared at once
+//! and each blob is kept once.
+//!
+//! - Hub repos are merged: blobs deduplicated by name (a blob's name is its etag, a hash of
+//!   its content), snapshots and `.no_exist` markers merged, refs merged with the newest
+//!   (by mtime) winning. `hub/.locks` is not imported (lock files are recreated on demand).
+//! - `datasets/` and `xet/` are copied as they are (merged, existing entries kept);
+//!   tokens are never copied; anything else (e.g. `modules/`, code) is left alone.
+//! - New entries keep their source owner and get the configured group and the policy's mode.
+//!   A file is hard-linked when source and store share a filesystem and it has no other
+//!   link (its group and mode then change in the source too), else copied to a temporary
+//!   name in the store, compared byte for byte with the source, synced and renamed into
+//!   place. Temporary names end in `.hfcachefs-import`; a re-run replaces them, so an
+//!   interrupted import is finished by running it again.
+//! - A source file is deleted only with `--move`, and only once the store holds the same
+//!   inode or a byte-identical copy.
+//! - Sources are user-controlled trees read as root: every step opens one name relative to
+//!   its parent's handle with O_NOFOLLOW, symlinks are recreated as symlinks and never
+//!   followed, and a hard link to a file owned by someone else is refused.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::admin::{self, AdminError, AdminResult, Parsed};
+use crate::mounts;
+use crate::options::DEFAULT_STORE;
+use crate::policy::Policy;
+use crate::sys::{self, Name, SysResult, TimeSet};
+use crate::tree::{self, IMPORT_TEMP_SUFFIX, Node, human_bytes};
+
+const USAGE: &str = "\
+Usage: hfcachefs import SRC... [--store STORE] [--dry-run] [--move] [--group NAME|GID]
+
+Imports existing Hugging Face caches into the hfcachefs store (default
+/var/lib/hfcachefs/store). SRC is an HF_HOME-like directory (~/.cache/huggingface, an old
+shared /huggingface) or a hub cache directory (~/.cache/huggingface/hub).
+
+  hub repos    merged: blobs deduplicated by content name, snapshots and .no_exist markers
+               merged, refs merged (the newest, by mtime, wins); hub/.locks is skipped
+  datasets/, xet/  copied as they are (entries already in the store are kept)
+  token, stored_tokens  never copied; anything else (e.g. modules/) is left alone
+
+New entries keep their source owner, get the group (from the mount serving STORE, else
+hf-users; --group overrides) and the policy's modes. Files are hard-linked when SRC and
+STORE share a filesystem (their group and mode then change in SRC too), else copied and
+verified byte for byte. Temporary files (*.incomplete) and lock files are skipped.
+
+  --dry-run   show what would be imported, change nothing
+  --move      delete each source file once the store holds it (verified); empty source
+              directories are removed
+  --store     the store to import into
+  --group     the group new entries get
+
+Safe to interrupt and run again. Must run as root.
+";
+
+/// What an `HF_HOME` entry gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Treatment {
+    /// Hub repos merged with deduplication.
+    MergeHub,
+    /// Copied as it is, entries already in the store kept.
+    CopyAsIs,
+    /// A user's credentials: never copied into a shared store.
+    Secret,
+    /// Not part of the shared cache (e.g. downloaded code in `modules/`).
+    LeaveAlone,
+}
+
+pub fn treatment(name: &[u8]) -> Treatment {
+    match name {
+        b"hub" => Treatment::MergeHub,
+        b"datasets" | b"xet" => Treatment::CopyAsIs,
+        b"token" | b"stored_tokens" => Treatment::Secret,
+        _ => Treatment::LeaveAlone,
+    }
+}
+
+/// What kind of cache a source directory is, from the names in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Holds `hub/` (and maybe `datasets/`, `xet/`, ...).
+    HfHome,
+    /// Holds repo directories itself.
+    Hub,
+}
+
+pub fn classify<S: AsRef<OsStr>>(names: &[S]) -> Option<SourceKind> {
+    let names: Vec<&[u8]> = names.iter().map(|n| n.as_ref().as_bytes()).collect();
+    if names.contains(&&b"hub"[..]) {
+        Some(SourceKind::HfHome)
+    } else if names.iter().any(|n| tree::is_repo_dir(n)) {
+        Some(SourceKind::Hub)
+    } else {
+        None
+    }
+}
+
+/// Why a source entry is not imported, judged by its name alone.
+pub fn skip_reason(name: &[u8]) -> Option<&'static str> {
+    if tree::is_temporary(name) {
+        Some("temporary file")
+    } else if name.ends_with(b".lock") {
+        Some("lock file")
+    } else {
+        None
+    }
+}
+
+/// The temporary name a new store entry is written under before being renamed into place:
+/// derived from the final name, so a re-run replaces the leftover of an interrupted one.
+pub fn temp_name(name: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(name.len() + 20);
+    t.push(b'.');
+    if name.len() + 1 + IMPORT_TEMP_SUFFIX.len() <= 255 {
+        t.extend_from_slice(name);
+    } else {
+        // FNV-1a: a short stand-in for a name too long to extend.
+        let h = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        t.extend_from_slice(format!("{h:016x}").as_bytes());
+    }
+    t.extend_from_slice(IMPORT_TEMP_SUFFIX.as_bytes());
+    t
+}
+
+/// What the store already has under a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Existing {
+    None,
+    File { id: (u64, u64), size: u64 },
+    Symlink(Vec<u8>),
+    Other,
+}
+
+impl Existing {
+    fn of(node: Option<&Node>) -> Existing {
+        match node {
+            None => Existing::None,
+            Some(n) if n.is_file() => Existing::File {
+                id: n.id(),
+                size: n.size(),
+            },
+            Some(n) if n.is_symlink() => match sys::readlink(n.fd()) {
+                Ok(t) => Existing::Symlink(t),
+                Err(_) => Existing::Other,
+            },
+            Some(_) => Existing::Other,
+        }
+    }
+}
+
+/// A source file as far as the decision goes.
+#[derive(Clone, Copy, Debug)]
+pub struct SrcFile {
+    pub id: (u64, u64),
+    pub size: u64,
+    pub uid: u32,
+    pub nlink: u64,
+}
+
+/// What to do with a source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAction {
+    /// New: hard-link it into the store.
+    Link,
+    /// New: copy and verify it.
+    Copy,
+    /// The store entry is this very inode (an earlier import linked it).
+    SameFile,
+    /// The store has a file of that name and size: with content-named blobs, the same data.
+    Duplicate,
+    /// The store has something else under that name: keep the store's.
+    Conflict,
+    /// Not imported, for the reason given.
+    Refuse(&'static str),
+}
+
+/// Decides what to do with a source file. `tree_owner` owns the source tree: a file with
+/// other hard links is only taken from its own owner (a link planted in a user's cache
+/// could name any file on the disk), and is copied, not linked, since changing its group
+/// and mode would change every other name of it too.
+pub fn file_action(
+    src: &SrcFile,
+    existing: &Existing,
+    same_fs: bool,
+    tree_owner: u32,
+) -> FileAction {
+    match existing {
+        Existing::File { id, .. } if *id == src.id => FileAction::SameFile,
+        Existing::File { size, .. } if *size == src.size => FileAction::Duplicate,
+        Existing::None if src.nlink > 1 && (src.uid != tree_owner || src.uid == 0) => {
+            FileAction::Refuse("has other hard links and is not owned by the cache's owner")
+        }
+        Existing::None if same_fs && src.nlink == 1 => FileAction::Link,
+        Existing::None => FileAction::Copy,
+        _ => FileAction::Conflict,
+    }
+}
+
+/// What to do with a ref (`refs/main` holds the commit a branch points to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefAction {
+    Write,
+    Replace,
+    Keep,
+    Same,
+}
+
+/// Merges refs: the newest (by mtime) wins; equal contents need nothing.
+pub fn ref_action(
+    src: &[u8],
+    src_mtime: SystemTime,
+    store: Option<(&[u8], SystemTime)>,
+) -> RefAction {
+    match store {
+        None => RefAction::Write,
+        Some((content, _)) if content == src => RefAction::Same,
+        Some((_, mtime)) if src_mtime > mtime => RefAction::Replace,
+        Some(_) => RefAction::Keep,
+    }
+}
+
+/// Counts for the summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub repos: u64,
+    pub repos_new: u64,
+    pub blobs_imported: u64,
+    pub blobs_deduplicated: u64,
+    pub blobs_already: u64,
+    pub files_imported: u64,
+    pub files_deduplicated: u64,
+    pub bytes_imported: u64,
+    pub bytes_saved: u64,
+    pub linked: u64,
+    pub copied: u64,
+    pub symlinks: u64,
+    pub refs_written: u64,
+    pub refs_kept: u64,
+    pub skipped: u64,
+    pub removed: u64,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl Summary {
+    pub fn render(&self, dry: bool) -> String {
+        let head = if dry {
+            "import summary (dry run: nothing was changed)"
+        } else {
+            "import summary"
+        };
+        let mut s = format!("{head}:\n");
+        s += &format!(
+            "  repos: {} ({} new, {} merged into existing)\n",
+            self.repos,
+            self.repos_new,
+            self.repos - self.repos_new
+        );
+        s += &format!(
+            "  blobs: {} imported, {} deduplicated, {} already in the store\n",
+            self.blobs_imported, self.blobs_deduplicated, self.blobs_already
+        );
+        s += &format!(
+            "  other files: {} imported, {} already in the store\n",
+            self.files_imported, self.files_deduplicated
+        );
+        s += &format!(
+            "  bytes imported: {} ({})\n",
+            self.bytes_imported,
+            human_bytes(self.bytes_imported)
+        );
+        s += &format!(
+            "  bytes saved by deduplication: {} ({})\n",
+            self.bytes_saved,
+            human_bytes(self.bytes_saved)
+        );
+        s += &format!(
+            "  {} hard-linked, {} copied and verified, {} symlinks created, refs {} written and {} kept\n",
+            self.linked, self.copied, self.symlinks, self.refs_written, self.refs_kept
+        );
+        s += &format!(
+            "  skipped temporary and lock files: {}; source entries removed: {}\n",
+            self.skipped, self.removed
+        );
+        for n in &self.notes {
+            s += &format!("  note: {n}\n");
+        }
+        for e in &self.errors {
+            s += &format!("  error: {e}\n");
+        }
+        s
+    }
+}
+
+/// A directory of the store being merged into: its handle once it exists (`None` while a
+/// dry run only plans to create it) and its path in the store, for messages and plans.
+struct Dst {
+    node: Option<Node>,
+    rel: PathBuf,
+}
+
+/// The state of one import run.
+struct Importer {
+    policy: Policy,
+    dry: bool,
+    move_sources: bool,
+    store_dev: u64,
+    /// Files a dry run would have created, by store path, with their size.
+    planned: HashMap<PathBuf, u64>,
+    /// Directories a dry run would have created.
+    planned_dirs: HashSet<PathBuf>,
+    summary: Summary,
+    progress: ProgressBar,
+    /// Owner of the source tree being imported.
+    tree_owner: u32,
+}
+
+fn errno_str(e: i32) -> String {
+    io::Error::from_raw_os_error(e).to_string()
+}
+
+fn name_of(n: &OsStr) -> SysResult<Name> {
+    Name::new(n)
+}
+
+/// Reads a whole (small) file through its handle, up to `limit` bytes.
+fn read_small(node: &Node, limit: u64) -> io::Result<Vec<u8>> {
+    let fd = sys::reopen(node.fd(), libc::O_RDONLY).map_err(io::Error::from_raw_os_error)?;
+    let mut out = Vec::new();
+    File::from(fd).take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(io::Error::other("too large"));
+    }
+    Ok(out)
+}
+
+/// Whether two regular files hold the same bytes.
+fn same_bytes(a: &Node, b: &Node) -> io::Result<bool> {
+    if a.size() != b.size() {
+        return Ok(false);
+    }
+    let open = |n: &Node| {
+        sys::reopen(n.fd(), libc::O_RDONLY)
+            .map(File::from)
+            .map_err(io::Error::from_raw_os_error)
+    };
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read(&mut buf[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+impl Importer {
+    fn note(&mut self, msg: String) {
+        self.summary.notes.push(msg);
+    }
+
+    fn error(&mut self, what: &Path, e: impl std::fmt::Display) {
+        self.summary.errors.push(format!("{}: {e}", what.display()));
+    }
+
+    /// What the store (or, in a dry run, the plan) has under `name` in `dst`.
+    fn existing(&self, dst: &Dst, name: &OsStr) -> SysResult<(Existing, Option<Node>)> {
+        if let Some(&size) = self.planned.get(&dst.rel.join(name)) {
+            return Ok((Existing::File { id: (0, 0), size }, None));
+        }
+        let node = match &dst.node {
+            Some(d) => d.child_opt(name)?,
+            None => None,
+        };
+        Ok((Existing::of(node.as_ref()), node))
+    }
+
+    /// Gives a new store entry its owner, the group and the policy's mode.
+    fn claim(&self, node: &Node, src: &Node) -> SysResult<()> {
+        sys::chown(node.fd(), Some(src.st.st_uid), Some(self.policy.gid))?;
+        if !node.is_symlink() {
+            sys::chmod(node.fd(), self.policy.mode(src.kind(), src.st.st_mode))?;
+        }
+        Ok(())
+    }
+
+    /// Renames a prepared temporary entry to `name`; `Ok(false)` if `name` appeared
+    /// meanwhile (the temporary is removed, the store's entry kept).
+    fn publish(&self, dir: &Node, tmp: &Name, name: &Name, is_dir: bool) -> SysResult<bool> {
+        match sys::rename_at(dir.fd(), tmp, dir.fd(), name, libc::RENAME_NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(libc::EEXIST) => {
+                let _ = sys::unlink_at(dir.fd(), tmp, is_dir);
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = sys::unlink_at(dir.fd(), tmp, is_dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The temporary name for `name`, with any leftover of an interrupted run removed.
+    fn fresh_temp(&self, dir: &Node, name: &OsStr, is_dir: bool) -> SysResult<Name> {
+        let tmp = Name::new(OsStr::from_bytes(&temp_name(name.as_bytes())))?;
+        match sys::unlink_at(dir.fd(), &tmp, is_dir) {
+            Ok(()) | Err(libc::ENOENT) => Ok(tmp),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The store directory `name` in `dst`, created (owned like `src`) if missing.
+    fn ensure_dir(&mut self, dst: &Dst, name: &OsStr, src: &Node) -> Option<Dst> {
+        let rel = dst.rel.join(name);
+        let r = (|| -> SysResult<Option<Node>> {
+            let Some(parent) = &dst.node else {
+                return Ok(None);
+            };
+            if let Some(n) = parent.child_opt(name)? {
+                return if n.is_dir() {
+                    Ok(Some(n))
+                } else {
+                    Err(libc::ENOTDIR)
+                };
+            }
+            if self.dry {
+                self.planned_dirs.insert(rel.clone());
+                return Ok(None);
+            }
+            let tmp = self.fresh_temp(parent, name, true)?;
+            sys::mkdir_at(parent.fd(), &tmp, 0o700)?;
+            let made = parent.child(OsStr::from_bytes(tmp.as_cstr().to_bytes()))?;
+            if let Err(e) = self.claim(&made, src) {
+                let _ = sys::unlink_at(parent.fd(), &tmp, true);
+                return Err(e);
+            }
+            self.publish(parent, &tmp, &name_of(name)?, true)?;
+            parent.child(name).map(Some)
+        })();
+        match r {
+            Ok(node) => Some(Dst { node, rel }),
+            Err(libc::ENOTDIR) => {
+                self.note(format!(
+                    "{}: the store has a non-directory there; kept it, skipped the source directory",
+                    rel.display()
+                ));
+                None
+            }
+            Err(e) => {
+                self.error(&rel, errno_str(e));
+                None
+            }
+        }
+    }
+
+    /// With `--move`, deletes the source entry `name` if it is still the inode `src`.
+    fn remove_source(&mut self, parent: &Node, name: &OsStr, src: &Node, path: &Path) {
+        if !self.move_sources || self.dry {
+            return;
+        }
+        let r = (|| -> SysResult<()> {
+            let now = parent.child(name)?;
+            if now.id() != src.id() {
+                return Err(libc::ESTALE);
+            }
+            sys::unlink_at(parent.fd(), &name_of(name)?, src.is_dir())
+        })();
+        match r {
+            Ok(()) => self.summary.removed += 1,
+            // A directory still holding skipped or conflicting entries stays.
+            Err(libc::ENOTEMPTY | libc::EEXIST) if src.is_dir() => {}
+            Err(e) => self.error(path, format!("not removed: {}", errno_str(e))),
+        }
+    }
+
+    /// Copies `src` into the new file `out`, syncs it and compares it with the source.
+    fn copy_verified(&self, src: &Node, out: OwnedFd) -> io::Result<()> {
+        let mut input = File::from(
+            sys::reopen(src.fd(), libc::O_RDONLY).map_err(io::Error::from_raw_os_error)?,
+        );
+        let mut output = File::from(out);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = read_full(&mut input, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buf[..n])?;
+            total += n as u64;
+            self.progress.inc(n as u64);
+        }
+        output.sync_all()?;
+        let copy = Node {
+            st: sys::fstat(output.as_fd()).map_err(io::Error::from_raw_os_error)?,
+            fd: sys::reopen(output.as_fd(), libc::O_PATH).map_err(io::Error::from_raw_os_error)?,
+        };
+        if total != src.size() || !same_bytes(src, &copy)? {
+            return Err(io::Error::other(
+                "the copy differs from the source (changed while copying?)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts a new file into the store as `name` by linking or copying `src`; `Ok(false)` if
+    /// the name appeared meanwhile.
+    fn place_file(&self, dir: &Node, name: &OsStr, src: &Node, link: bool) -> io::Result<bool> {
+        let e = io::Error::from_raw_os_error;
+        let tmp = self.fresh_temp(dir, name, false).map_err(e)?;
+        let tmp_os = OsStr::from_bytes(tmp.as_cstr().to_bytes()).to_owned();
+        let made = if link {
+            sys::link_at(src.fd(), dir.fd(), &tmp).map_err(e)?;
+            self.progress.inc(src.size());
+            dir.child(&tmp_os).map_err(e)?
+        } else {
+            let out = sys::open_at(
+                dir.fd(),
+                &tmp,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )
+            .map_err(e)?;
+            let made = dir.child(&tmp_os).map_err(e);
+            let copied = made.and_then(|m| self.copy_verified(src, out).map(|()| m));
+            match copied {
+                Ok(m) => m,
+                Err(err) => {
+                    let _ = sys::unlink_at(dir.fd(), &tmp, false);
+                    return Err(err);
+                }
+            }
+        };
+        let finish = self.claim(&made, src).and_then(|()| {
+            if link {
+                return Ok(());
+            }
+            let t = |s, ns| TimeSet::At(sys::system_time(s, ns));
+            sys::utimens(
+                made.fd(),
+                t(src.st.st_atime, src.st.st_atime_nsec),
+                t(src.st.st_mtime, src.st.st_mtime_nsec),
+            )
+        });
+        if let Err(err) = finish {
+            let _ = sys::unlink_at(dir.fd(), &tmp, false);
+            return Err(e(err));
+        }
+        let placed = self
+            .publish(dir, &tmp, &name_of(name).map_err(e)?, false)
+            .map_err(e)?;
+        if placed && self.move_sources {
+            // The source goes next: make the new name durable first.
+            let d = sys::open_dir(dir.fd()).map_err(e)?;
+            sys::fsync(d.as_fd(), false).map_err(e)?;
+        }
+        Ok(placed)
+    }
+
+    fn import_file(&mut self, parent: &Node, name: &OsStr, src: &Node, dst: &Dst, blob: bool) {
+        let path = dst.rel.join(name);
+        let (existing, store_node) = match self.existing(dst, name) {
+            Ok(x) => x,
+            Err(e) => return self.error(&path, errno_str(e)),
+        };
+        let s = SrcFile {
+            id: src.id(),
+            size: src.size(),
+            uid: src.st.st_uid,
+            nlink: src.st.st_nlink,
+        };
+        let mut action = file_action(
+            &s,
+            &existing,
+            src.st.st_dev == self.store_dev,
+            self.tree_owner,
+        );
+        if matches!(action, FileAction::Link | FileAction::Copy) && !self.dry {
+            let Some(dir) = &dst.node else {
+                return self.error(&path, "store directory missing");
+            };
+            match self.place_file(dir, name, src, action == FileAction::Link) {
+                Ok(true) => {}
+                Ok(false) => action = FileAction::Duplicate,
+                Err(e) => return self.error(&path, e),
+            }
+        }
+        let size = src.size();
+        match action {
+            FileAction::Link | FileAction::Copy => {
+                if action == FileAction::Link {
+                    self.summary.linked += 1;
+                } else {
+                    self.summary.copied += 1;
+                }
+                if blob {
+                    self.summary.blobs_imported += 1;
+                } else {
+                    self.summary.files_imported += 1;
+                }
+                self.summary.bytes_imported += size;
+                if self.dry {
+                    self.planned.insert(path.clone(), size);
+                    self.progress.inc(size);
+                }
+                self.remove_source(parent, name, src, &path);
+            }
+            FileAction::SameFile => {
+                if blob {
+                    self.summary.blobs_already += 1;
+                } else {
+                    self.summary.files_deduplicated += 1;
+                }
+                self.remove_source(parent, name, src, &path);
+            }
+            FileAction::Duplicate => {
+                if blob {
+                    self.summary.blobs_deduplicated += 1;
+                } else {
+                    self.summary.files_deduplicated += 1;
+                }
+                self.summary.bytes_saved += size;
+                self.progress.inc(size);
+                if self.move_sources && !self.dry {
+                    let store_node = store_node.or_else(|| dst.node.as_ref()?.child(name).ok());
+                    match store_node.map(|n| same_bytes(src, &n)) {
+                        Some(Ok(true)) => self.remove_source(parent, name, src, &path),
+                        _ => self.note(format!(
+                            "{}: differs from the store's file of the same name; source kept",
+                            path.display()
+                        )),
+                    }
+                }
+            }
+            FileAction::Conflict => self.note(format!(
+                "{}: the store has a different entry there; kept the store's",
+                path.display()
+            )),
+            FileAction::Refuse(why) => {
+                self.note(format!("{}: not imported: {why}", path.display()))
+            }
+        }
+    }
+
+    fn import_symlink(&mut self, parent: &Node, name: &OsStr, src: &Node, dst: &Dst) {
+        let path = dst.rel.join(name);
+        let r = (|| -> SysResult<bool> {
+            let target = sys::readlink(src.fd())?;
+            let (existing, _) = self.existing(dst, name)?;
+            match existing {
+                Existing::Symlink(t) if t == target => return Ok(true),
+                Existing::None => {}
+                _ => return Ok(false),
+            }
+            self.summary.symlinks += 1;
+            let Some(dir) = &dst.node else {
+                return Ok(true);
+            };
+            if self.dry {
+                return Ok(true);
+            }
+            let tmp = self.fresh_temp(dir, name, false)?;
+            let c = std::ffi::CString::new(target).map_err(|_| libc::EINVAL)?;
+            sys::symlink_at(&c, dir.fd(), &tmp)?;
+            let made = dir.child(OsStr::from_bytes(tmp.as_cstr().to_bytes()))?;
+            if let Err(e) = self.claim(&made, src) {
+                let _ = sys::unlink_at(dir.fd(), &tmp, false);
+                return Err(e);
+            }
+            self.publish(dir, &tmp, &name_of(name)?, false)?;
+            Ok(true)
+        })();
+        match r {
+            Ok(true) => self.remove_source(parent, name, src, &path),
+            Ok(false) => self.note(format!(
+                "{}: the store has a different entry there; kept the store's",
+                path.display()
+            )),
+            Err(e) => self.error(&path, errno_str(e)),
+        }
+    }
+
+    /// Merges one source entry of any kind into `dst`.
+    fn merge_entry(&mut self, parent: &Node, name: &OsStr, dst: &Dst, blobs: bool) {
+        if skip_reason(name.as_bytes()).is_some() {
+            self.summary.skipped += 1;
+            return;
+        }
+        let src = match parent.child(name) {
+            Ok(n) => n,
+            Err(libc::ENOENT) => return,
+            Err(e) => return self.error(&dst.rel.join(name), errno_str(e)),
+        };
+        if src.is_dir() {
+            if let Some(d) = self.ensure_dir(dst, name, &src) {
+                self.merge_tree(&src, &d, blobs);
+                self.remove_source(parent, name, &src, &d.rel);
+            }
+        } else if src.is_file() {
+            self.import_file(parent, name, &src, dst, blobs);
+        } else if src.is_symlink() {
+            self.import_symlink(parent, name, &src, dst);
+        } else {
+            let p = dst.rel.join(name);
+            self.note(format!("{}: special file not imported", p.display()));
+        }
+    }
+
+    fn names(&mut self, dir: &Node, rel: &Path) -> Vec<OsString> {
+        match dir.names() {
+            Ok(n) => n,
+            Err(e) => {
+                self.error(rel, errno_str(e));
+                Vec::new()
+            }
+        }
+    }
+
+    fn merge_tree(&mut self, src: &Node, dst: &Dst, blobs: bool) {
+        for name in self.names(src, &dst.rel) {
+            self.merge_entry(src, &name, dst, blobs);
+        }
+    }
+
+    /// Merges `refs/` (nested for `refs/pr/N`): the newest ref wins.
+    fn merge_refs(&mut self, src: &Node, dst: &Dst) {
+        for name in self.names(src, &dst.rel) {
+            let path = dst.rel.join(&name);
+            let Ok(s) = src.child(&name) else { continue };
+            if s.is_dir() {
+                if let Some(d) = self.ensure_dir(dst, &name, &s) {
+                    self.merge_refs(&s, &d);
+                    self.remove_source(src, &name, &s, &path);
+                }
+                continue;
+            }
+            if !s.is_file() || skip_reason(name.as_bytes()).is_some() {
+                self.merge_entry(src, &name, dst, false);
+                continue;
+            }
+            let r = (|| -> io::Result<RefAction> {
+                let content = read_small(&s, 4096)?;
+                let (_, store) = self
+                    .existing(dst, &name)
+                    .map_err(io::Error::from_raw_os_error)?;
+                let store_content = match &store {
+                    Some(n) if n.is_file() => Some((read_small(n, 4096)?, n.mtime())),
+                    Some(_) => return Err(io::Error::other("the store has a non-file there")),
+                    None => None,
+                };
+                let action = ref_action(
+                    &content,
+                    s.mtime(),
+                    store_content.as_ref().map(|(c, t)| (c.as_slice(), *t)),
+                );
+                if matches!(action, RefAction::Write | RefAction::Replace) && !self.dry {
+                    if let Some(dir) = &dst.node {
+                        self.write_ref(dir, &name, &s, &content, action == RefAction::Replace)?;
+                    }
+                }
+                Ok(action)
+            })();
+            match r {
+                Ok(RefAction::Write | RefAction::Replace) => {
+                    self.summary.refs_written += 1;
+                    self.remove_source(src, &name, &s, &path);
+                }
+                Ok(RefAction::Keep | RefAction::Same) => {
+                    self.summary.refs_kept += 1;
+                    self.remove_source(src, &name, &s, &path);
+                }
+                Err(e) => self.error(&path, e),
+            }
+        }
+    }
+
+    fn write_ref(
+        &self,
+        dir: &Node,
+        name: &OsStr,
+        src: &Node,
+        content: &[u8],
+        replace: bool,
+    ) -> io::Result<()> {
+        let e = io::Error::from_raw_os_error;
+        let tmp = self.fresh_temp(dir, name, false).map_err(e)?;
+        let fd = sys::open_at(
+            dir.fd(),
+            &tmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )
+        .map_err(e)?;
+        let mut f = File::from(fd);
+        let r = f
+            .write_all(content)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| {
+                let made = dir
+                    .child(OsStr::from_bytes(tmp.as_cstr().to_bytes()))
+                    .map_err(e)?;
+                self.claim(&made, src).map_err(e)?;
+                let mtime = TimeSet::At(src.mtime());
+                sys::utimens(made.fd(), mtime, mtime).map_err(e)?;
+                let flags = if replace { 0 } else { libc::RENAME_NOREPLACE };
+                sys::rename_at(dir.fd(), &tmp, dir.fd(), &name_of(name).map_err(e)?, flags)
+                    .map_err(e)
+            });
+        if r.is_err() {
+            let _ = sys::unlink_at(dir.fd(), &tmp, false);
+        }
+        r
+    }
+
+    fn merge_repo(&mut self, src: &Node, name: &OsStr, dst_hub: &Dst) {
+        let before = self.summary.clone();
+        let new = !self.planned_dirs.contains(&dst_hub.rel.join(name))
+            && self
+                .existing(dst_hub, name)
+                .is_ok_and(|(e, _)| e == Existing::None);
+        let Some(dst) = self.ensure_dir(dst_hub, name, src) else {
+            return;
+        };
+        self.summary.repos += 1;
+        if new {
+            self.summary.repos_new += 1;
+        }
+        self.progress
+            .set_message(name.to_string_lossy().into_owned());
+        for child in self.names(src, &dst.rel) {
+            match child.as_bytes() {
+                b"refs" => match src.child(&child) {
+                    Ok(r) if r.is_dir() => {
+                        if let Some(d) = self.ensure_dir(&dst, &child, &r) {
+                            self.merge_refs(&r, &d);
+                            self.remove_source(src, &child, &r, &d.rel);
+                        }
+                    }
+                    _ => self.merge_entry(src, &child, &dst, false),
+                },
+                b"blobs" => self.merge_entry(src, &child, &dst, true),
+                _ => self.merge_entry(src, &child, &dst, false),
+            }
+        }
+        let s = &self.summary;
+        let verb = if self.dry { "would import" } else { "imported" };
+        let line = format!(
+            "{verb} {}: {} blobs ({}), {} deduplicated ({} saved), {} already there, refs {} written",
+            name.to_string_lossy(),
+            s.blobs_imported - before.blobs_imported,
+            human_bytes(s.bytes_imported - before.bytes_imported),
+            s.blobs_deduplicated - before.blobs_deduplicated,
+            human_bytes(s.bytes_saved - before.bytes_saved),
+            s.blobs_already - before.blobs_already,
+            s.refs_written - before.refs_written,
+        );
+        self.progress.suspend(|| println!("{line}"));
+    }
+
+    fn merge_hub(&mut self, src: &Node, src_path: &Path, dst_hub: &Dst) {
+        for name in self.names(src, src_path) {
+            let bytes = name.as_bytes();
+            if bytes == b".locks" {
+                continue;
+            }
+            let Ok(child) = src.child(&name) else {
+                continue;
+            };
+            if tree::is_repo_dir(bytes) && child.is_dir() {
+                self.merge_repo(&child, &name, dst_hub);
+                self.remove_source(src, &name, &child, &dst_hub.rel.join(&name));
+            } else if child.is_dir() {
+                self.note(format!(
+                    "{}: not a repo directory; left alone",
+                    src_path.join(&name).display()
+                ));
+            } else {
+                self.merge_entry(src, &name, dst_hub, false);
+            }
+        }
+    }
+
+    fn import_source(&mut self, path: &Path, store: &Node) -> Result<(), String> {
+        let root = Node::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if root.is_symlink() {
+            return Err(format!(
+                "{} is a symlink: give the directory it points to",
+                path.display()
+            ));
+        }
+        if !root.is_dir() {
+            return Err(format!("{} is not a directory", path.display()));
+        }
+        let names = root
+            .names()
+            .map_err(|e| format!("{}: {}", path.display(), errno_str(e)))?;
+        let kind = classify(&names).ok_or_else(|| {
+            format!(
+                "{} does not look like a Hugging Face cache (no hub/ and no models--*/datasets--* directories)",
+                path.display()
+            )
+        })?;
+        self.tree_owner = root.st.st_uid;
+        let store_dst = Dst {
+            node: Some(store.try_clone().map_err(errno_str)?),
+            rel: PathBuf::new(),
+        };
+        let hub = OsStr::new("hub");
+        match kind {
+            SourceKind::Hub => {
+                if let Some(dst_hub) = self.ensure_dir(&store_dst, hub, &root) {
+                    self.merge_hub(&root, path, &dst_hub);
+                }
+            }
+            SourceKind::HfHome => {
+                for name in names {
+                    let p = path.join(&name);
+                    match treatment(name.as_bytes()) {
+                        Treatment::MergeHub => {
+                            let Ok(src) = root.child(&name) else { continue };
+                            if !src.is_dir() {
+                                continue;
+                            }
+                            if let Some(dst_hub) = self.ensure_dir(&store_dst, &name, &src) {
+                                self.merge_hub(&src, &p, &dst_hub);
+                                self.remove_source(&root, &name, &src, &p);
+                            }
+                        }
+                        Treatment::CopyAsIs => self.merge_entry(&root, &name, &store_dst, false),
+                        Treatment::Secret => {
+                            self.note(format!("{}: a user's token; never copied", p.display()))
+                        }
+                        Treatment::LeaveAlone => self.note(format!(
+                            "{}: not part of the shared cache; left alone",
+                            p.display()
+                        )),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn progress_bar() -> ProgressBar {
+    // Drawn only when stderr is a terminal.
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {elapsed} {binary_bytes} ({binary_bytes_per_sec}) {msg}",
+    ) {
+        pb.set_style(style);
+    }
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+pub fn main(args: &[String]) -> AdminResult {
+    let a = match admin::parse(args, &["--dry-run", "--move"], &["--store", "--group"])? {
+        Parsed::Help => {
+            print!("{USAGE}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Parsed::Run(a) => a,
+    };
+    if a.positional.is_empty() {
+        return Err(AdminError::Usage(
+            "expected at least one SRC (see --help)".into(),
+        ));
+    }
+    admin::require_root()?;
+    let store_path = PathBuf::from(a.value("--store").unwrap_or(DEFAULT_STORE));
+    let store = Node::open(&store_path).map_err(|e| {
+        AdminError::Usage(format!(
+            "store {}: {e} (mount it once or run scripts/install.sh to create it)",
+            store_path.display()
+        ))
+    })?;
+    if !store.is_dir() {
+        return Err(AdminError::Usage(format!(
+            "store {} is not a directory",
+            store_path.display()
+        )));
+    }
+    let policy =
+        mounts::policy_for_store(&store_path, a.value("--group")).map_err(AdminError::Usage)?;
+    // One import at a time per store: the lock goes with this descriptor.
+    let lock = sys::open_dir(store.fd())
+        .and_then(|fd| sys::flock(fd.as_fd(), libc::LOCK_EX | libc::LOCK_NB).map(|()| fd));
+    let _lock = match lock {
+        Ok(fd) => fd,
+        Err(libc::EWOULDBLOCK) => {
+            return Err(AdminError::Runtime(format!(
+                "another import into {} is running",
+                store_path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(AdminError::Runtime(format!(
+                "cannot lock {}: {}",
+                store_path.display(),
+                errno_str(e)
+            )));
+        }
+    };
+    let dry = a.has("--dry-run");
+    let mut imp = Importer {
+        policy,
+        dry,
+        move_sources: a.has("--move"),
+        store_dev: store.st.st_dev,
+        planned: HashMap::new(),
+        planned_dirs: HashSet::new(),
+        summary: Summary::default(),
+        progress: progress_bar(),
+        tree_owner: 0,
+    };
+    let mut failed = false;
+    for src in &a.positional {
+        let path = mounts::absolute(Path::new(src));
+        if let Err(e) = imp.import_source(&path, &store) {
+            imp.progress.suspend(|| eprintln!("hfcachefs import: {e}"));
+            failed = true;
+        }
+    }
+    imp.progress.finish_and_clear();
+    print!("{}", imp.summary.render(dry));
+    Ok(if failed || !imp.summary.errors.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(id: u64, size: u64, uid: u32, nlink: u64) -> SrcFile {
+        SrcFile {
+            id: (1, id),
+            size,
+            uid,
+            nlink,
+        }
+    }
+
+    #[test]
+    fn sources_are_recognised() {
+        assert_eq!(
+            classify(&["hub", "datasets", "token"]),
+            Some(SourceKind::HfHome)
+        );
+        assert_eq!(classify(&[".locks", "models--a--b"]), Some(SourceKind::Hub));
+        assert_eq!(classify(&["Documents", "x"]), None);
+        assert_eq!(classify::<&str>(&[]), None);
+    }
+
+    #[test]
+    fn hf_home_entries() {
+        assert_eq!(treatment(b"hub"), Treatment::MergeHub);
+        assert_eq!(treatment(b"datasets"), Treatment::CopyAsIs);
+        assert_eq!(treatment(b"xet"), Treatment::CopyAsIs);
+        assert_eq!(treatment(b"token"), Treatment::Secret);
+        assert_eq!(treatment(b"stored_tokens"), Treatment::Secret);
+        assert_eq!(treatment(b"modules"), Treatment::LeaveAlone);
+    }
+
+    #[test]
+    fn new_files_are_linked_on_one_filesystem_else_copied() {
+        assert_eq!(
+            file_action(&f(1, 10, 7, 1), &Existing::None, true, 7),
+            FileAction::Link
+        );
+        assert_eq!(
+            file_action(&f(1, 10, 7, 1), &Existing::None, false, 7),
+            FileAction::Copy
+        );
+        // Another name of the inode exists: linking would change it too.
+        assert_eq!(
+            file_action(&f(1, 10, 7, 2), &Existing::None, true, 7),
+            FileAction::Copy
+        );
+    }
+
+    #[test]
+    fn planted_hard_links_are_refused() {
+        assert!(matches!(
+            file_action(&f(1, 10, 0, 2), &Existing::None, true, 7),
+            FileAction::Refuse(_)
+        ));
+        assert!(matches!(
+            file_action(&f(1, 10, 8, 2), &Existing::None, false, 7),
+            FileAction::Refuse(_)
+        ));
+        // Its owner's file with another link is fine once it is its own, as a copy.
+        assert_eq!(
+            file_action(&f(1, 10, 8, 1), &Existing::None, true, 7),
+            FileAction::Link
+        );
+    }
+
+    #[test]
+    fn existing_blobs_deduplicate() {
+        let same = Existing::File {
+            id: (1, 1),
+            size: 10,
+        };
+        let other = Existing::File {
+            id: (1, 2),
+            size: 10,
+        };
+        let short = Existing::File {
+            id: (1, 2),
+            size: 9,
+        };
+        assert_eq!(
+            file_action(&f(1, 10, 7, 2), &same, true, 7),
+            FileAction::SameFile
+        );
+        assert_eq!(
+            file_action(&f(1, 10, 7, 1), &other, true, 7),
+            FileAction::Duplicate
+        );
+        assert_eq!(
+            file_action(&f(1, 10, 7, 1), &short, true, 7),
+            FileAction::Conflict
+        );
+        assert_eq!(
+            file_action(&f(1, 10, 7, 1), &Existing::Symlink(b"x".to_vec()), true, 7),
+            FileAction::Conflict
+        );
+    }
+
+    #[test]
+    fn newest_ref_wins() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(ref_action(b"a", t0, None), RefAction::Write);
+        assert_eq!(ref_action(b"a", t0, Some((b"a", t1))), RefAction::Same);
+        assert_eq!(ref_action(b"b", t1, Some((b"a", t0))), RefAction::Replace);
+        assert_eq!(ref_action(b"b", t0, Some((b"a", t1))), RefAction::Keep);
+        assert_eq!(ref_action(b"b", t0, Some((b"a", t0))), RefAction::Keep);
+    }
+
+    #[test]
+    fn skipped_names_and_temp_names() {
+        assert!(skip_reason(b"abc.incomplete").is_some());
+        assert!(skip_reason(b"abc.lock").is_some());
+        assert!(skip_reason(b".abc.hfcachefs-import").is_some());
+        assert!(skip_reason(b"abc").is_none());
+        assert_eq!(temp_name(b"abc"), b".abc.hfcachefs-import");
+        let long = vec![b'x'; 250];
+        let t = temp_name(&long);
+        assert!(t.len() <= 255 && tree::is_temporary(&t));
+        assert_eq!(
+            t,
+            temp_name(&long),
+            "deterministic, so a re-run replaces it"
+        );
+    }
+
+    #[test]
+    fn summary_names_the_savings() {
+        let s = Summary {
+            repos: 2,
+            repos_new: 1,
+            blobs_imported: 3,
+            blobs_deduplicated: 2,
+            bytes_imported: 3072,
+            bytes_saved: 2048,
+            ..Summary::default()
+        };
+        let text = s.render(false);
+        assert!(text.contains("repos: 2 (1 new, 1 merged into existing)"));
+        assert!(text.contains("blobs: 3 imported, 2 deduplicated"));
+        assert!(text.contains("bytes saved by deduplication: 2048 (2.0 KiB)"));
+        assert!(s.render(true).contains("dry run"));
+    }
+}
