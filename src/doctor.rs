@@ -133,21 +133,34 @@ pub fn kernel_has_passthrough(release: &str) -> Option<bool> {
     Some((major, minor) >= (6, 9))
 }
 
-/// What the daemon's log says about passthrough after it last mounted `store` on `mnt`:
-/// `Some(Ok)` enabled, `Some(Err(line))` not in use, `None` unknown.
+/// What the daemon's log says about passthrough for its last mount of `store` on `mnt`:
+/// `Some(Ok)` in use, `Some(Err(line))` not in use, `None` unknown. The capability is
+/// logged while mounting (before the "mounted" line); a refusal at the first open, after.
 pub fn passthrough_from_log(log: &str, store: &Path, mnt: &Path) -> Option<Result<(), String>> {
     let mounted = format!("mounted {} on {} ", store.display(), mnt.display());
+    let mounting = format!("Mounting {}", mnt.display());
     let lines: Vec<&str> = log.lines().collect();
-    let start = lines.iter().rposition(|l| l.contains(&mounted))?;
-    for l in &lines[start + 1..] {
+    let at = lines.iter().rposition(|l| l.contains(&mounted))?;
+    let from = lines[..at]
+        .iter()
+        .rposition(|l| l.contains(&mounting))
+        .unwrap_or(at.saturating_sub(10));
+    let mut verdict = None;
+    for l in &lines[from..at] {
         if l.contains("kernel passthrough enabled") {
-            return Some(Ok(()));
-        }
-        if l.contains("passthrough refused") || l.contains("offers no FUSE passthrough") {
-            return Some(Err(l.trim().to_owned()));
+            verdict = Some(Ok(()));
+        } else if l.contains("offers no FUSE passthrough") {
+            verdict = Some(Err(l.trim().to_owned()));
         }
     }
-    None
+    let refused = lines[at + 1..]
+        .iter()
+        .take_while(|l| !l.contains("Mounting "))
+        .find(|l| l.contains("passthrough refused"));
+    match refused {
+        Some(l) => Some(Err(l.trim().to_owned())),
+        None => verdict,
+    }
 }
 
 /// The environment check: `HF_HOME` (or at least the hub cache) must point at the mount.
@@ -858,21 +871,23 @@ mod tests {
 
     #[test]
     fn passthrough_in_the_log() {
-        let log = "[t INFO hfcachefs::daemon] mounted /s on /m (group 5, others None)\n\
+        let log = "[t INFO fuser::session] Mounting /m\n\
                    [t INFO hfcachefs::fuse] kernel passthrough enabled for file I/O\n\
-                   [t INFO hfcachefs::daemon] mounted /s on /m (group 5, others None)\n\
-                   [t WARN hfcachefs::fuse] kernel passthrough refused for this store (x)\n";
-        let r = passthrough_from_log(log, Path::new("/s"), Path::new("/m"));
-        assert!(matches!(r, Some(Err(l)) if l.contains("refused")));
-        assert_eq!(
-            passthrough_from_log(log, Path::new("/s"), Path::new("/other")),
-            None
+                   [t INFO hfcachefs::daemon] mounted /s on /m (group 5, others None)\n";
+        let (s, m) = (Path::new("/s"), Path::new("/m"));
+        assert_eq!(passthrough_from_log(log, s, m), Some(Ok(())));
+        assert_eq!(passthrough_from_log(log, s, Path::new("/other")), None);
+        let refused = format!("{log}[t WARN hfcachefs::fuse] kernel passthrough refused (x)\n");
+        assert!(
+            matches!(passthrough_from_log(&refused, s, m), Some(Err(l)) if l.contains("refused"))
         );
-        let first: String = log.lines().take(2).map(|l| format!("{l}\n")).collect();
-        assert_eq!(
-            passthrough_from_log(&first, Path::new("/s"), Path::new("/m")),
-            Some(Ok(()))
+        let none = log.replace(
+            "kernel passthrough enabled for file I/O",
+            "the kernel offers no FUSE passthrough; serving file I/O from the daemon",
         );
+        assert!(matches!(passthrough_from_log(&none, s, m), Some(Err(_))));
+        let later = format!("{refused}[t INFO fuser::session] Mounting /m\n{log}");
+        assert_eq!(passthrough_from_log(&later, s, m), Some(Ok(())));
     }
 
     #[test]

@@ -138,6 +138,7 @@ fn walk_dir(
     let names = match dir.names() {
         Ok(n) => n,
         Err(libc::ENOENT) => return Ok(true),
+        Err(e) if rel.as_os_str().is_empty() => return Err(io_err(e)),
         Err(e) => {
             return Err(io::Error::new(
                 io_err(e).kind(),
