@@ -323,6 +323,9 @@ struct Importer {
     planned: HashMap<PathBuf, u64>,
     /// Directories a dry run would have created.
     planned_dirs: HashSet<PathBuf>,
+    /// Hub repos seen, and those this run created, by name.
+    repos: HashSet<OsString>,
+    new_repos: HashSet<OsString>,
     summary: Summary,
     progress: ProgressBar,
     /// Owner of the source tree being imported.
@@ -850,10 +853,12 @@ impl Importer {
         let Some(dst) = self.ensure_dir(dst_hub, name, src) else {
             return;
         };
-        self.summary.repos += 1;
         if new {
-            self.summary.repos_new += 1;
+            self.new_repos.insert(name.to_owned());
         }
+        self.repos.insert(name.to_owned());
+        self.summary.repos = self.repos.len() as u64;
+        self.summary.repos_new = self.new_repos.len() as u64;
         self.progress
             .set_message(name.to_string_lossy().into_owned());
         for child in self.names(src, &dst.rel) {
@@ -898,13 +903,13 @@ impl Importer {
             if tree::is_repo_dir(bytes) && child.is_dir() {
                 self.merge_repo(&child, &name, dst_hub);
                 self.remove_source(src, &name, &child, &dst_hub.rel.join(&name));
-            } else if child.is_dir() {
+            } else if child.is_file() {
+                self.merge_entry(src, &name, dst_hub, false);
+            } else {
                 self.note(format!(
-                    "{}: not a repo directory; left alone",
+                    "{}: not a repo directory or a file; left alone",
                     src_path.join(&name).display()
                 ));
-            } else {
-                self.merge_entry(src, &name, dst_hub, false);
             }
         }
     }
@@ -1039,6 +1044,8 @@ pub fn main(args: &[String]) -> AdminResult {
         store_dev: store.st.st_dev,
         planned: HashMap::new(),
         planned_dirs: HashSet::new(),
+        repos: HashSet::new(),
+        new_repos: HashSet::new(),
         summary: Summary::default(),
         progress: progress_bar(),
         tree_owner: 0,

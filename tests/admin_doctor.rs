@@ -1,0 +1,296 @@
+//! `hfcachefs doctor` on real mounts, run as root and as real users: each planted fault is
+//! reported with its fix, and the report is clean once the faults are fixed. Also
+//! `fix-store` (dry run, changes, symlinks never followed).
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Runs the binary as root with `HF_HOME` set (or unset with `None`).
+fn hf_root(hf_home: Option<&Path>, args: &[&str]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HUGGINGFACE_HUB_CACHE");
+    match hf_home {
+        Some(h) => c.env("HF_HOME", h),
+        None => c.env_remove("HF_HOME"),
+    };
+    run_timeout(c, Duration::from_secs(90))
+}
+
+/// Runs `hfcachefs doctor MNT` as `user` (login groups) with `HF_HOME=hf_home`.
+fn doctor_as(user: &User, hf_home: &str, mnt: &Path) -> Output {
+    sh_as(
+        user,
+        0o022,
+        &format!("HF_HOME='{hf_home}' '{BIN}' doctor '{}'", mnt.display()),
+    )
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+fn assert_healthy(o: &Output, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{what}: expected healthy\n{}",
+        out_str(o)
+    );
+    assert!(
+        text(o).contains("healthy: no problems found"),
+        "{what}\n{}",
+        out_str(o)
+    );
+}
+
+#[track_caller]
+fn assert_finding(o: &Output, line: &str, fix: &str, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{what}: expected findings\n{}",
+        out_str(o)
+    );
+    let t = text(o);
+    let at = t
+        .find(line)
+        .unwrap_or_else(|| panic!("{what}: no line {line:?}\n{t}"));
+    let rest = &t[at..];
+    let next = rest.find("\n[").unwrap_or(rest.len());
+    assert!(
+        rest[..next].contains(fix),
+        "{what}: the fix for {line:?} does not say {fix:?}\n{t}"
+    );
+}
+
+#[test]
+fn doctor_reports_each_planted_fault_and_is_clean_after_fixes() {
+    let m = Mount::new();
+    let u = m.users;
+    let mnt = m.mnt.display().to_string();
+    let store = m.store.display().to_string();
+
+    // A fresh mount is healthy, for root and for a member.
+    assert_healthy(
+        &hf_root(Some(&m.mnt), &["doctor", &mnt]),
+        "root, fresh mount",
+    );
+    assert_healthy(&doctor_as(&u.a, &mnt, &m.mnt), "member A, fresh mount");
+
+    // Fault: the user is not in the group.
+    let o = doctor_as(&u.c, &mnt, &m.mnt);
+    assert_finding(
+        &o,
+        "[FAIL] membership",
+        &format!("usermod -aG {} {}", u.group, u.c.name),
+        "outsider",
+    );
+    assert!(text(&o).contains("[FAIL] flock"), "{}", out_str(&o));
+    // In the group database but not in this login session.
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        &u.a.uid.to_string(),
+        "--regid",
+        &u.a.gid.to_string(),
+        "--clear-groups",
+        "--",
+        BIN,
+        "doctor",
+        &mnt,
+    ])
+    .env("HF_HOME", &mnt);
+    let o = run_timeout(c, OP_TIMEOUT);
+    assert_finding(
+        &o,
+        "[FAIL] membership",
+        "log in again",
+        "member without the group in session",
+    );
+
+    // Fault: HF_HOME points elsewhere, or is missing.
+    let o = doctor_as(&u.a, "/home/somebody/.cache/huggingface", &m.mnt);
+    assert_finding(
+        &o,
+        "[FAIL] environment",
+        &format!("export HF_HOME={mnt}"),
+        "wrong HF_HOME",
+    );
+    let o = sh_as(
+        &u.a,
+        0o022,
+        &format!("unset HF_HOME; '{BIN}' doctor '{mnt}'"),
+    );
+    assert_finding(
+        &o,
+        "[FAIL] environment",
+        &format!("export HF_HOME={mnt}"),
+        "no HF_HOME",
+    );
+
+    // Fault: a 0644 file made in the store behind the mount's back (root sees it).
+    fs::create_dir_all(m.s("hub/.locks/models--o--m")).unwrap();
+    write_file(&m.s("hub/.locks/models--o--m/x.lock"), b"").unwrap();
+    fs::set_permissions(
+        m.s("hub/.locks/models--o--m/x.lock"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    assert_finding(
+        &o,
+        "[FAIL] store policy",
+        &format!("hfcachefs fix-store {store}"),
+        "0644 file",
+    );
+    assert!(
+        text(&o).contains("hub/.locks/models--o--m/x.lock"),
+        "{}",
+        out_str(&o)
+    );
+
+    // Fault: a download abandoned two days ago.
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!(
+            "mkdir -p '{mnt}/hub/models--o--m/blobs' && echo part > '{mnt}/hub/models--o--m/blobs/abc.incomplete' && touch -d '2 days ago' '{mnt}/hub/models--o--m/blobs/abc.incomplete'"
+        ),
+    );
+    let o = doctor_as(&u.a, &mnt, &m.mnt);
+    assert_finding(
+        &o,
+        "[WARN] temporary files",
+        "abc.incomplete",
+        "stale .incomplete (member)",
+    );
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    assert_finding(
+        &o,
+        "[WARN] temporary files",
+        "abc.incomplete",
+        "stale .incomplete (root)",
+    );
+
+    // The fixes, as doctor gives them.
+    let o = hf_root(None, &["fix-store", &store]);
+    assert!(o.status.success(), "{}", out_str(&o));
+    assert!(text(&o).contains("x.lock: group 0 -> "), "{}", out_str(&o));
+    assert_eq!(m.sst("hub/.locks/models--o--m/x.lock").perm(), 0o660);
+    assert_eq!(m.sst("hub/.locks/models--o--m").perm(), 0o2770);
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!("rm -f '{mnt}/hub/models--o--m/blobs/abc.incomplete'"),
+    );
+    run_ok(cmd("usermod", &["-a", "-G", &u.group, &u.c.name]));
+    let fixed = doctor_as(&u.c, &mnt, &m.mnt);
+    run_ok(cmd("gpasswd", &["-d", &u.c.name, &u.group]));
+    assert_healthy(&fixed, "outsider once added to the group");
+    assert_healthy(&doctor_as(&u.a, &mnt, &m.mnt), "member A after the fixes");
+    assert_healthy(
+        &hf_root(Some(&m.mnt), &["doctor", &mnt]),
+        "root after the fixes",
+    );
+}
+
+#[test]
+fn doctor_reports_a_hung_or_missing_mount_without_hanging() {
+    let m = Mount::new();
+    let mnt = m.mnt.display().to_string();
+    let pids = m.daemon_pids.clone();
+    assert!(!pids.is_empty(), "daemon pid not found");
+    for p in &pids {
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    let start = Instant::now();
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    let took = start.elapsed();
+    for p in &pids {
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    assert!(
+        took < Duration::from_secs(30),
+        "doctor took {took:?} on a hung mount"
+    );
+    assert_finding(&o, "[FAIL] answering", "umount -l", "stopped daemon");
+
+    let empty = m.base.fresh("notmounted");
+    fs::create_dir(&empty).unwrap();
+    let o = hf_root(Some(&empty), &["doctor", &empty.display().to_string()]);
+    assert_finding(
+        &o,
+        "[FAIL] mounted",
+        "mount -t fuse.hfcachefs",
+        "plain directory",
+    );
+    let o = hf_root(None, &["doctor", "a", "b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out_str(&o));
+}
+
+#[test]
+fn fix_store_follows_the_policy_without_following_symlinks() {
+    let m = Mount::new();
+    let u = m.users;
+    let store = m.store.display().to_string();
+    // Outside the store: must never change.
+    let outside = m.base.fresh("outside");
+    fs::create_dir(&outside).unwrap();
+    write_file(&outside.join("secret"), b"root only").unwrap();
+    fs::set_permissions(outside.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+    let before_outside = snapshot(&outside, false);
+
+    fs::create_dir_all(m.s("d/sub")).unwrap();
+    fs::set_permissions(m.s("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    write_file(&m.s("d/f"), b"x").unwrap();
+    lchown(&m.s("d/f"), u.a.uid, u.a.gid).unwrap();
+    fs::set_permissions(m.s("d/f"), fs::Permissions::from_mode(0o4755)).unwrap();
+    std::os::unix::fs::symlink(&outside, m.s("d/to_outside_dir")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), m.s("d/to_secret")).unwrap();
+    fs::set_permissions(&m.store, fs::Permissions::from_mode(0o750)).unwrap();
+
+    let before = snapshot(&m.store, false);
+    let o = hf_root(None, &["fix-store", &store, "--dry-run"]);
+    assert!(o.status.success(), "{}", out_str(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("would fix d/f:") && t.contains("mode 4755 -> 0770"),
+        "{t}"
+    );
+    assert!(t.contains("would fix store root"), "{t}");
+    assert_same_snapshot(&before, &snapshot(&m.store, false), "dry run");
+
+    let o = hf_root(None, &["fix-store", &store]);
+    assert!(o.status.success(), "{}", out_str(&o));
+    assert_eq!(m.sst("").perm(), 0o700, "store root made root-only");
+    let g = u.gid;
+    assert_store(&m, "d", 0, g, 0o2770);
+    assert_store(&m, "d/sub", 0, g, 0o2770);
+    assert_store(&m, "d/f", u.a.uid, g, 0o770);
+    assert_eq!(
+        m.sst("d/to_secret").gid,
+        g,
+        "the symlink itself gets the group"
+    );
+    assert!(m.sst("d/to_outside_dir").is_symlink());
+    assert_same_snapshot(&before_outside, &snapshot(&outside, false), "fix-store");
+
+    let o = hf_root(None, &["fix-store", &store]);
+    assert!(
+        text(&o).contains(", 0 fixed, 0 failed"),
+        "second run: {}",
+        out_str(&o)
+    );
+    let o = hf_root(None, &["fix-store"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out_str(&o));
+}
