@@ -136,7 +136,7 @@ fi
 [ -d "$MOUNTPOINT" ] || { mkdir -p "$MOUNTPOINT"; echo "created mountpoint $MOUNTPOINT"; }
 
 LINE="$STORE $MOUNTPOINT fuse.hfcachefs group=$GROUP,nodev,nosuid,nofail,x-systemd.requires-mounts-for=$STORE 0 0"
-touch "$FSTAB"
+[ -e "$FSTAB" ] || : >"$FSTAB"
 if grep -qxF "$LINE" "$FSTAB"; then
     :
 elif awk -v mnt="$MOUNTPOINT" '!/^[[:space:]]*#/ && $2 == mnt { found = 1 } END { exit !found }' "$FSTAB"; then
