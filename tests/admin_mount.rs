@@ -186,8 +186,11 @@ fn fstab_lines_in_both_syntaxes_by_mount_a_and_by_mountpoint() {
     check_and_umount(&m2, &store2);
 }
 
+/// A file's content checksum and mtime (nanoseconds), if it exists.
+type FileState = (PathBuf, Option<(u64, u64)>, Option<i64>);
+
 /// Every file the install touches, for comparing runs.
-fn state(paths: &[&Path]) -> Vec<(PathBuf, Option<(u64, u64)>, Option<i64>)> {
+fn state(paths: &[&Path]) -> Vec<FileState> {
     let mut v = Vec::new();
     for p in paths {
         let data = fs::read(p).ok().map(|d| checksum(&d));
