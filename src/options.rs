@@ -133,6 +133,12 @@ fstab:
   /srv/hfstore  /huggingface  fuse.hfcachefs  group=hf-users,nofail  0 0
 
 Unmount with `umount /huggingface`; SIGTERM or SIGINT unmounts too.
+
+Administration (each has --help; a mountpoint named like one is given as ./doctor):
+  hfcachefs doctor [MOUNTPOINT]          check a mount and say how to fix what is wrong
+  hfcachefs import SRC... [--store S]    move users' caches into the store, deduplicated
+  hfcachefs stats [STORE|MOUNTPOINT]     sizes per repo and owner, savings, stale files
+  hfcachefs fix-store STORE [--dry-run]  make every store entry follow the policy
 ";
 
 fn parse_seconds(key: &str, value: &str) -> Result<Duration, UsageError> {
