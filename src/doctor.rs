@@ -7,13 +7,13 @@
 //! itself (hfcachefs reports every entry, the root included, with its configured group);
 //! the other options from the daemon's command line.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::sync::mpsc;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::admin::{self, AdminError, AdminResult, Parsed};
@@ -109,20 +109,48 @@ pub fn render(mnt: &Path, checks: &[Check]) -> (String, u8) {
     }
 }
 
-/// Runs `f` on a helper thread; `None` if it did not finish within `limit` (the thread is
-/// left behind, stuck in the kernel; it ends with the process).
-fn with_timeout<T: Send + 'static>(
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("doctor-probe".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
+/// The hidden first argument that makes `doctor` run one probe and print its result.
+const PROBE: &str = "--probe";
+
+/// Runs `hfcachefs doctor --probe ARGS...` and returns what it printed; `None` if it did
+/// not finish within `limit`. Work that touches the mount runs in a child process because a
+/// request the daemon has taken but never answers cannot be interrupted: a thread stuck in
+/// it would keep doctor from exiting, while a stuck child is simply left behind.
+fn in_child(args: &[&OsStr], limit: Duration) -> Option<String> {
+    let mut child = Command::new("/proc/self/exe")
+        .arg("doctor")
+        .arg(PROBE)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .ok()?;
-    rx.recv_timeout(limit).ok()
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                // Ends it if its request is still queued; else it stays until the mount
+                // answers or is aborted.
+                let _ = child.kill();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// How a probe reports a failed syscall.
+fn encode_err(e: &io::Error) -> String {
+    format!("errno {}\n", e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn decode_err(out: &str) -> Option<i32> {
+    out.trim().strip_prefix("errno ")?.parse().ok()
 }
 
 /// Whether a kernel release (`6.9.0-...`) has FUSE passthrough (6.9 and later).
@@ -252,21 +280,82 @@ pub fn membership_check(user: &str, group: &str, in_database: bool, in_session: 
 }
 
 /// What probing the mount found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Probe {
-    statvfs: libc::statvfs,
+    total: u64,
+    free: u64,
     root_gid: u32,
 }
 
-fn probe(mnt: PathBuf) -> Result<Probe, i32> {
-    let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()).map_err(|_| libc::EINVAL)?;
-    let fd = sys::open_root(&c)?;
-    // statfs always reaches the daemon; getattr may be answered from the kernel's cache.
-    let statvfs = sys::fstatvfs(fd.as_fd())?;
-    let st = sys::fstat(fd.as_fd())?;
-    Ok(Probe {
-        statvfs,
-        root_gid: st.st_gid,
-    })
+impl Probe {
+    fn run(mnt: &Path) -> io::Result<Probe> {
+        let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = sys::open_root(&c).map_err(io::Error::from_raw_os_error)?;
+        // statfs always reaches the daemon; getattr may be answered from the kernel's cache.
+        let v = sys::fstatvfs(fd.as_fd()).map_err(io::Error::from_raw_os_error)?;
+        let st = sys::fstat(fd.as_fd()).map_err(io::Error::from_raw_os_error)?;
+        Ok(Probe {
+            total: v.f_blocks * v.f_frsize,
+            free: v.f_bavail * v.f_frsize,
+            root_gid: st.st_gid,
+        })
+    }
+
+    fn encode(&self) -> String {
+        format!("ok {} {} {}\n", self.total, self.free, self.root_gid)
+    }
+
+    fn decode(out: &str) -> Option<Result<Probe, i32>> {
+        if let Some(e) = decode_err(out) {
+            return Some(Err(e));
+        }
+        let mut f = out.trim().strip_prefix("ok ")?.split(' ');
+        let mut next = || f.next()?.parse::<u64>().ok();
+        Some(Ok(Probe {
+            total: next()?,
+            free: next()?,
+            root_gid: u32::try_from(next()?).ok()?,
+        }))
+    }
+}
+
+/// Takes a lock on a new file under the mount through one open, checks that a second open
+/// is excluded, and releases it; true when the second open was excluded.
+fn flock_probe(mnt: &Path) -> io::Result<bool> {
+    let path = mnt.join(format!(
+        ".hfcachefs-doctor.{}.{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    let a = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    let result = (|| {
+        let b = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        let lock =
+            |f: &std::fs::File, op| sys::flock(f.as_fd(), op).map_err(io::Error::from_raw_os_error);
+        lock(&a, libc::LOCK_EX | libc::LOCK_NB)?;
+        let excluded = matches!(
+            lock(&b, libc::LOCK_EX | libc::LOCK_NB),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK)
+        );
+        lock(&a, libc::LOCK_UN)?;
+        lock(&b, libc::LOCK_EX | libc::LOCK_NB)?;
+        lock(&b, libc::LOCK_UN)?;
+        Ok(excluded)
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// What a scan of the tree found.
@@ -279,8 +368,51 @@ struct Scan {
     stray_count: u64,
 }
 
-fn scan(root: PathBuf, policy: Option<Policy>) -> io::Result<Scan> {
-    let node = Node::open(&root)?;
+impl Scan {
+    /// One fact a line; paths lose their (rare) newlines.
+    fn encode(&self) -> String {
+        let mut out = format!(
+            "entries {}\ncapped {}\nstray_count {}\n",
+            self.entries, self.capped as u8, self.stray_count
+        );
+        for (p, size) in &self.stale {
+            out += &format!("stale {size} {}\n", p.replace('\n', "?"));
+        }
+        for p in &self.stray {
+            out += &format!("stray {}\n", p.replace('\n', "?"));
+        }
+        out
+    }
+
+    fn decode(out: &str) -> Option<Result<Scan, i32>> {
+        if let Some(e) = decode_err(out) {
+            return Some(Err(e));
+        }
+        let mut s = Scan::default();
+        let mut complete = false;
+        for line in out.lines() {
+            let (key, value) = line.split_once(' ')?;
+            match key {
+                "entries" => s.entries = value.parse().ok()?,
+                "capped" => s.capped = value == "1",
+                "stray_count" => {
+                    s.stray_count = value.parse().ok()?;
+                    complete = true;
+                }
+                "stale" => {
+                    let (size, path) = value.split_once(' ')?;
+                    s.stale.push((path.to_owned(), size.parse().ok()?));
+                }
+                "stray" => s.stray.push(value.to_owned()),
+                _ => return None,
+            }
+        }
+        complete.then_some(Ok(s))
+    }
+}
+
+fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
+    let node = Node::open(root)?;
     let mut s = Scan::default();
     let now = SystemTime::now();
     tree::walk(&node, &mut |rel, n| {
@@ -360,10 +492,11 @@ impl Doctor {
         let m = self.mnt_s();
         let conn = (mi.dev.0 << 20) | mi.dev.1;
         let start = Instant::now();
-        let c = match with_timeout(ANSWER_TIMEOUT, {
-            let mnt = self.mnt.clone();
-            move || probe(mnt)
-        }) {
+        let reply = in_child(
+            &[OsStr::new("answer"), self.mnt.as_os_str()],
+            ANSWER_TIMEOUT,
+        );
+        let c = match reply.as_deref().and_then(Probe::decode) {
             Some(Ok(p)) => {
                 self.probe = Some(p);
                 check(
@@ -616,44 +749,13 @@ impl Doctor {
             return;
         }
         let m = self.mnt_s();
-        let path = self.mnt.join(format!(
-            ".hfcachefs-doctor.{}.{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        ));
-        let r = with_timeout(ANSWER_TIMEOUT, move || {
-            let open = || {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-            };
-            let a = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
-            let result = (|| {
-                let b = open()?;
-                let lock = |f: &std::fs::File, op| {
-                    sys::flock(f.as_fd(), op).map_err(io::Error::from_raw_os_error)
-                };
-                lock(&a, libc::LOCK_EX | libc::LOCK_NB)?;
-                let excluded = matches!(
-                    lock(&b, libc::LOCK_EX | libc::LOCK_NB),
-                    Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK)
-                );
-                lock(&a, libc::LOCK_UN)?;
-                lock(&b, libc::LOCK_EX | libc::LOCK_NB)?;
-                lock(&b, libc::LOCK_UN)?;
-                Ok::<bool, io::Error>(excluded)
-            })();
-            let _ = std::fs::remove_file(&path);
-            result
+        let reply = in_child(&[OsStr::new("flock"), self.mnt.as_os_str()], ANSWER_TIMEOUT);
+        let r = reply.map(|out| match out.trim() {
+            "ok 1" => Ok(true),
+            "ok 0" => Ok(false),
+            other => Err(io::Error::from_raw_os_error(
+                decode_err(other).unwrap_or(libc::EIO),
+            )),
         });
         let c = match r {
             Some(Ok(true)) => check(
@@ -688,8 +790,7 @@ impl Doctor {
 
     fn check_space(&mut self) {
         let Some(p) = &self.probe else { return };
-        let v = &p.statvfs;
-        let (total, free) = (v.f_blocks * v.f_frsize, v.f_bavail * v.f_frsize);
+        let (total, free) = (p.total, p.free);
         if total == 0 {
             return;
         }
@@ -723,14 +824,20 @@ impl Doctor {
         } else {
             return;
         };
-        let r = with_timeout(SCAN_TIMEOUT, move || scan(root, policy));
-        let s = match r {
+        let mut args = vec![OsString::from("scan"), root.into_os_string()];
+        if let Some(p) = &policy {
+            args.push(p.gid.to_string().into());
+            args.push(others_name(p.others).into());
+        }
+        let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+        let reply = in_child(&args, SCAN_TIMEOUT);
+        let s = match reply.as_deref().and_then(Scan::decode) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 self.push(check(
                     "temporary files",
                     Status::Skip,
-                    format!("cannot read the cache: {e}"),
+                    format!("cannot read the cache: {}", io::Error::from_raw_os_error(e)),
                 ));
                 return;
             }
@@ -817,7 +924,54 @@ impl Doctor {
     }
 }
 
+fn others_name(o: Others) -> &'static str {
+    match o {
+        Others::None => "none",
+        Others::Read => "read",
+    }
+}
+
+/// The child side of [`in_child`]: runs one probe and prints its result.
+fn probe_main(args: &[String]) -> AdminResult {
+    let out = match args {
+        [kind, mnt] if kind == "answer" => match Probe::run(Path::new(mnt)) {
+            Ok(p) => p.encode(),
+            Err(e) => encode_err(&e),
+        },
+        [kind, mnt] if kind == "flock" => match flock_probe(Path::new(mnt)) {
+            Ok(excluded) => format!("ok {}\n", excluded as u8),
+            Err(e) => encode_err(&e),
+        },
+        [kind, root, rest @ ..] if kind == "scan" => {
+            let policy = match rest {
+                [] => None,
+                [gid, others] => Some(Policy {
+                    gid: gid
+                        .parse()
+                        .map_err(|_| AdminError::Usage(format!("bad gid {gid}")))?,
+                    others: if others == "read" {
+                        Others::Read
+                    } else {
+                        Others::None
+                    },
+                }),
+                _ => return Err(AdminError::Usage("bad probe arguments".into())),
+            };
+            match scan(Path::new(root), policy) {
+                Ok(s) => s.encode(),
+                Err(e) => encode_err(&e),
+            }
+        }
+        _ => return Err(AdminError::Usage("bad probe arguments".into())),
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn main(args: &[String]) -> AdminResult {
+    if let Some(rest) = args.strip_prefix(&[PROBE.to_owned()]) {
+        return probe_main(rest);
+    }
     let a = match admin::parse(args, &[], &[])? {
         Parsed::Help => {
             print!("{USAGE}");
@@ -859,6 +1013,39 @@ pub fn main(args: &[String]) -> AdminResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_results_cross_the_pipe() {
+        let p = Probe {
+            total: 100,
+            free: 7,
+            root_gid: 1003,
+        };
+        assert_eq!(Probe::decode(&p.encode()), Some(Ok(p)));
+        let e = encode_err(&io::Error::from_raw_os_error(libc::ENOTCONN));
+        assert_eq!(Probe::decode(&e), Some(Err(libc::ENOTCONN)));
+        assert_eq!(Probe::decode("ok 1 2"), None);
+        assert_eq!(Probe::decode(""), None);
+
+        let s = Scan {
+            entries: 9,
+            capped: true,
+            stale: vec![("/m/a b.incomplete".into(), 5)],
+            stray: vec!["x (group 0, mode 0644)".into()],
+            stray_count: 3,
+        };
+        let d = match Scan::decode(&s.encode()) {
+            Some(Ok(d)) => d,
+            other => panic!("decoded {:?}", other.map(|r| r.map(|s| s.entries))),
+        };
+        assert_eq!((d.entries, d.capped, d.stray_count), (9, true, 3));
+        assert_eq!(d.stale, s.stale);
+        assert_eq!(d.stray, s.stray);
+        assert!(
+            Scan::decode("entries 3\n").is_none(),
+            "a cut-off reply is no reply"
+        );
+    }
 
     #[test]
     fn kernel_versions() {
