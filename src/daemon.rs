@@ -15,7 +15,7 @@ use log::{error, info, warn};
 use parking_lot::Mutex;
 
 use crate::fuse::{FuseSettings, HfCacheFs};
-use crate::options::{GroupSpec, MountOptions, Passthrough};
+use crate::options::{MountOptions, Passthrough};
 use crate::policy::Policy;
 use crate::store::Store;
 use crate::sys;
@@ -86,22 +86,6 @@ fn open_log(o: &MountOptions) -> Result<(), Failure> {
     *LOG_FILE.lock() = Some(log);
     ECHO_WARNINGS.store(true, Ordering::Relaxed);
     Ok(())
-}
-
-fn resolve_group(spec: &GroupSpec) -> Result<u32, Failure> {
-    let lookup_failed =
-        |e: io::Error| Failure::Runtime(format!("cannot read the group database: {e}"));
-    match spec {
-        GroupSpec::Name(name) => sys::group_gid(name).map_err(lookup_failed)?.ok_or_else(|| {
-            Failure::Usage(format!(
-                "group '{name}' does not exist (create it with: groupadd {name})"
-            ))
-        }),
-        GroupSpec::Id(gid) => match sys::gid_exists(*gid).map_err(lookup_failed)? {
-            true => Ok(*gid),
-            false => Err(Failure::Usage(format!("group id {gid} does not exist"))),
-        },
-    }
 }
 
 /// Checks the store, creating the default one (root-only) if it is missing.
@@ -204,7 +188,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
             "hfcachefs must run as root (it sets owners in the store)".into(),
         ));
     }
-    let gid = resolve_group(&o.group)?;
+    let gid = o.group.resolve().map_err(Failure::Usage)?;
     prepare_store(o)?;
     check_mountpoint(&o.mountpoint)?;
 

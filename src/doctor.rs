@@ -538,7 +538,7 @@ impl Doctor {
             return Some(p.root_gid);
         }
         let spec = self.daemon.as_ref()?.group.clone();
-        mounts::resolve_group(&spec).ok()
+        spec.resolve().ok()
     }
 
     fn check_group(&mut self) -> Option<(u32, String)> {

@@ -10,7 +10,6 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::options::{self, Command, DEFAULT_GROUP, GroupSpec, MountOptions};
 use crate::policy::{Others, Policy};
-use crate::sys;
 
 /// The fstype hfcachefs mounts show in the mount table.
 pub const FSTYPE: &str = "fuse.hfcachefs";
@@ -149,33 +148,6 @@ pub fn daemon_options(mountpoint: &Path) -> Option<MountOptions> {
     None
 }
 
-/// Resolves a group given by name or id to its id, with a one-line error that says how to
-/// create a missing group.
-pub fn resolve_group(spec: &GroupSpec) -> Result<u32, String> {
-    match spec {
-        GroupSpec::Name(name) => match sys::group_gid(name) {
-            Ok(Some(gid)) => Ok(gid),
-            Ok(None) => Err(format!(
-                "group '{name}' does not exist (create it with: groupadd {name})"
-            )),
-            Err(e) => Err(format!("cannot read the group database: {e}")),
-        },
-        GroupSpec::Id(gid) => match sys::gid_exists(*gid) {
-            Ok(true) => Ok(*gid),
-            Ok(false) => Err(format!("group id {gid} does not exist")),
-            Err(e) => Err(format!("cannot read the group database: {e}")),
-        },
-    }
-}
-
-/// Parses a `--group` value the way `group=` is parsed.
-pub fn group_spec(s: &str) -> GroupSpec {
-    match s.parse::<u32>() {
-        Ok(gid) => GroupSpec::Id(gid),
-        Err(_) => GroupSpec::Name(s.to_owned()),
-    }
-}
-
 /// The policy to apply to `store`: the group and `others=` of the hfcachefs daemon serving
 /// it when there is one, else the defaults; `group` (from `--group`) overrides.
 pub fn policy_for_store(store: &Path, group: Option<&str>) -> Result<Policy, String> {
@@ -183,12 +155,12 @@ pub fn policy_for_store(store: &Path, group: Option<&str>) -> Result<Policy, Str
         .iter()
         .find_map(|m| daemon_options(&m.mountpoint));
     let spec = match (group, &daemon) {
-        (Some(g), _) => group_spec(g),
+        (Some(g), _) => GroupSpec::parse(g),
         (None, Some(o)) => o.group.clone(),
         (None, None) => GroupSpec::Name(DEFAULT_GROUP.into()),
     };
     Ok(Policy {
-        gid: resolve_group(&spec)?,
+        gid: spec.resolve()?,
         others: daemon.map_or(Others::None, |o| o.others),
     })
 }
@@ -219,7 +191,7 @@ mod tests {
 
     #[test]
     fn group_specs() {
-        assert_eq!(group_spec("12"), GroupSpec::Id(12));
-        assert_eq!(group_spec("hf"), GroupSpec::Name("hf".into()));
+        assert_eq!(GroupSpec::parse("12"), GroupSpec::Id(12));
+        assert_eq!(GroupSpec::parse("hf"), GroupSpec::Name("hf".into()));
     }
 }

@@ -20,6 +20,33 @@ pub enum GroupSpec {
     Id(u32),
 }
 
+impl GroupSpec {
+    /// A group as `group=` or `--group` names it: a number is a gid.
+    pub fn parse(s: &str) -> GroupSpec {
+        match s.parse::<u32>() {
+            Ok(gid) => GroupSpec::Id(gid),
+            Err(_) => GroupSpec::Name(s.to_owned()),
+        }
+    }
+
+    /// The gid, checked against the group database, with a one-line error that says how
+    /// to create a missing group.
+    pub fn resolve(&self) -> Result<u32, String> {
+        let found = match self {
+            GroupSpec::Name(name) => crate::sys::group_by_name(name),
+            GroupSpec::Id(gid) => crate::sys::group_by_gid(*gid),
+        };
+        match (found, self) {
+            (Ok(Some(g)), _) => Ok(g.gid),
+            (Ok(None), GroupSpec::Name(name)) => Err(format!(
+                "group '{name}' does not exist (create it with: groupadd {name})"
+            )),
+            (Ok(None), GroupSpec::Id(gid)) => Err(format!("group id {gid} does not exist")),
+            (Err(e), _) => Err(format!("cannot read the group database: {e}")),
+        }
+    }
+}
+
 /// Whether reads and writes of regular files go through kernel passthrough.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Passthrough {
@@ -223,12 +250,7 @@ where
                 o.store = PathBuf::from(v);
                 o.default_store = false;
             }
-            ("group", Some(v)) if !v.is_empty() => {
-                o.group = match v.parse::<u32>() {
-                    Ok(gid) => GroupSpec::Id(gid),
-                    Err(_) => GroupSpec::Name(v.to_owned()),
-                }
-            }
+            ("group", Some(v)) if !v.is_empty() => o.group = GroupSpec::parse(v),
             ("others", Some("none")) => o.others = Others::None,
             ("others", Some("read")) => o.others = Others::Read,
             ("others", Some(v)) => return err(format!("others={v}: expected none or read")),

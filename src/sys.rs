@@ -502,65 +502,6 @@ impl Drop for DirStream {
     }
 }
 
-/// Looks up a group by name; `Ok(None)` if there is none.
-pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
-    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: all pointers valid for the given sizes.
-        let r = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                grp.as_mut_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if r == libc::ERANGE && buf.len() < (1 << 24) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: getgrnam_r filled `grp`.
-        return Ok(Some(unsafe { grp.assume_init() }.gr_gid));
-    }
-}
-
-/// Whether a group with this id exists.
-pub fn gid_exists(gid: u32) -> io::Result<bool> {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: all pointers valid for the given sizes.
-        let r = unsafe {
-            libc::getgrgid_r(
-                gid,
-                grp.as_mut_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if r == libc::ERANGE && buf.len() < (1 << 24) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        return Ok(!result.is_null());
-    }
-}
-
 /// Raises the soft open-file limit to the hard limit: every cached inode holds an O_PATH fd.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit {
@@ -777,6 +718,7 @@ pub fn system_time(sec: i64, nsec: i64) -> SystemTime {
 
 /// A group as the group database (NSS) knows it.
 pub struct GroupEntry {
+    pub gid: u32,
     pub name: String,
     pub members: Vec<String>,
 }
@@ -800,79 +742,98 @@ unsafe fn c_string_list(mut list: *mut *mut libc::c_char) -> Vec<String> {
     out
 }
 
-/// Looks up a group by id, with its listed members; `Ok(None)` if there is none.
-pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
+/// Runs a reentrant NSS lookup (`get*_r`) with a buffer that grows on ERANGE. `call` gets
+/// the buffer and returns the function's result and what it found, copied out of the buffer.
+fn nss_lookup<T>(mut call: impl FnMut(&mut [u8]) -> (i32, Option<T>)) -> io::Result<Option<T>> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        match call(&mut buf) {
+            (libc::ERANGE, _) if buf.len() < (1 << 24) => buf.resize(buf.len() * 4, 0),
+            (0, found) => return Ok(found),
+            (r, _) => return Err(io::Error::from_raw_os_error(r)),
+        }
+    }
+}
+
+/// Copies a group entry filled by `getgr*_r` out of its buffer.
+///
+/// # Safety
+/// `result` must be null or point to a group entry whose strings are still valid.
+unsafe fn group_entry(result: *mut libc::group) -> Option<GroupEntry> {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        result.as_ref().map(|g| GroupEntry {
+            gid: g.gr_gid,
+            name: CStr::from_ptr(g.gr_name).to_string_lossy().into_owned(),
+            members: c_string_list(g.gr_mem),
+        })
+    }
+}
+
+/// Looks up a group by name; `Ok(None)` if there is none.
+pub fn group_by_name(name: &str) -> io::Result<Option<GroupEntry>> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    nss_lookup(|buf| {
         let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
         let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: all pointers valid for the given sizes.
-        let r = unsafe {
-            libc::getgrgid_r(
+        // SAFETY: all pointers valid for the given sizes; the entry is copied out while
+        // `buf` is alive.
+        unsafe {
+            let r = libc::getgrnam_r(
+                cname.as_ptr(),
+                grp.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            (r, group_entry(result))
+        }
+    })
+}
+
+/// Looks up a group by id; `Ok(None)` if there is none.
+pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
+    nss_lookup(|buf| {
+        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as in group_by_name.
+        unsafe {
+            let r = libc::getgrgid_r(
                 gid,
                 grp.as_mut_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 &mut result,
-            )
-        };
-        if r == libc::ERANGE && buf.len() < (1 << 24) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
+            );
+            (r, group_entry(result))
         }
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: getgrgid_r filled `grp`; its strings live in `buf`, still alive here.
-        let grp = unsafe { grp.assume_init() };
-        // SAFETY: as above; gr_name is a C string and gr_mem a NULL-terminated list.
-        let (name, members) = unsafe {
-            (
-                CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned(),
-                c_string_list(grp.gr_mem),
-            )
-        };
-        return Ok(Some(GroupEntry { name, members }));
-    }
+    })
 }
 
 /// A user's name and primary group from the user database; `Ok(None)` if there is none.
 pub fn user_by_uid(uid: u32) -> io::Result<Option<(String, u32)>> {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
+    nss_lookup(|buf| {
         let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
         let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: all pointers valid for the given sizes.
-        let r = unsafe {
-            libc::getpwuid_r(
+        // SAFETY: all pointers valid for the given sizes; the name is copied out while
+        // `buf` is alive.
+        unsafe {
+            let r = libc::getpwuid_r(
                 uid,
                 pwd.as_mut_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
                 &mut result,
-            )
-        };
-        if r == libc::ERANGE && buf.len() < (1 << 24) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
+            );
+            let found = result.as_ref().map(|p| {
+                (
+                    CStr::from_ptr(p.pw_name).to_string_lossy().into_owned(),
+                    p.pw_gid,
+                )
+            });
+            (r, found)
         }
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: getpwuid_r filled `pwd`; its strings live in `buf`.
-        let pwd = unsafe { pwd.assume_init() };
-        // SAFETY: pw_name is a C string in `buf`.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned();
-        return Ok(Some((name, pwd.pw_gid)));
-    }
+    })
 }
 
 /// The real user id of this process.
