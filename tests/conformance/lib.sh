@@ -7,7 +7,7 @@
 #   conf_users            a unique group and two member users (primary group = that group)
 #   conf_mount MODE       a fresh store + mountpoint, mounted with passthrough=MODE
 #   conf_umount           unmount it (falls back to abort + umount -l) and check the daemon ended
-#   conf_as_u1 CMD...     run CMD as member user 1 (umask 022) through setpriv
+#   conf_as_u1 CMD...     run CMD as member user 1 (umask 022, cwd $CONF_CWD or /) via setpriv
 #   conf_result NAME ok|fail [detail]   record one check; conf_summary prints the totals
 
 CONF_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -141,7 +141,7 @@ conf_remove_users() {
 conf_as_u1() {
     setpriv --reuid "$CONF_U1" --regid "$CONF_GROUP" --init-groups -- \
         /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/nonexistent RUST_BACKTRACE=0 \
-        /bin/sh -c 'umask 022; exec "$@"' sh "$@"
+        /bin/sh -c 'umask 022; cd "$0" && exec "$@"' "${CONF_CWD:-/}" "$@"
 }
 
 # --- mounts -------------------------------------------------------------------------------
