@@ -1707,3 +1707,62 @@ pub fn assert_same_snapshot(
         diffs.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault-test helpers (tests/faults.rs)
+// ---------------------------------------------------------------------------------------------
+
+impl Mount {
+    /// Mount over an existing base (e.g. one whose store directory is itself a mount of a
+    /// small filesystem), with `group=<test group>` plus `extra`.
+    pub fn on_base(base: Arc<Base>, extra: &str) -> Mount {
+        Self::mount_on(base, extra)
+    }
+
+    /// Mount hfcachefs again on the SAME mountpoint over the same store, after the previous
+    /// daemon died or was unmounted (the mountpoint must no longer be mounted; use `umount -l`
+    /// first after a crash). Same options; the daemon's startup output is appended to `log`.
+    pub fn remount_same(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            let _ = w.send(());
+        }
+        assert!(!is_mounted(&self.mnt), "remount_same: {} is still mounted", self.mnt.display());
+        let mut options = format!("group={}", self.users.group);
+        if !self.opts.is_empty() {
+            options.push(',');
+            options.push_str(&self.opts);
+        }
+        if let Ok(more) = std::env::var("HFIT_MOUNT_OPTS") {
+            if !more.is_empty() {
+                options.push(',');
+                options.push_str(&more);
+            }
+        }
+        let logf = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut c = Command::new(BIN);
+        c.arg(&self.store).arg(&self.mnt).arg("-o").arg(&options);
+        c.stdin(Stdio::null()).stdout(logf.try_clone().unwrap()).stderr(logf);
+        let mut g = ChildGuard::spawn(c, "hfcachefs remount");
+        let status = g.wait_timeout(Duration::from_secs(30));
+        let status = status.unwrap_or_else(|| panic!("hfcachefs remount on {}: did not return within 30 s", self.mnt.display()));
+        assert!(status.success(), "hfcachefs remount on {} failed: {status:?}\n{}", self.mnt.display(), self.log_text());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let entry = loop {
+            if let Some(e) = mount_entry(&self.mnt) {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "remount: {} not mounted", self.mnt.display());
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut pids = find_daemon_pids(&self.mnt);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while pids.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            pids = find_daemon_pids(&self.mnt);
+        }
+        self.conn = (entry.major << 20) | entry.minor;
+        self.daemon_pids = pids;
+        self.watchdog = Some(start_watchdog(self.mnt.clone(), self.conn, self.daemon_pids.clone(), watchdog_limit()));
+        self.unmounted = false;
+    }
+}
