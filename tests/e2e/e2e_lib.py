@@ -244,6 +244,12 @@ class FakeHub:
     def reset_log(self) -> None:
         self._post("/_control/reset-log")
 
+    def hold(self, suffix: str, heads: int = 2, timeout: float = 60) -> None:
+        """Pause GETs of paths ending with suffix after 1 MiB until `heads` HEADs came."""
+        from urllib.parse import quote
+
+        self._post(f"/_control/hold?suffix={quote(suffix)}&heads={heads}&timeout={timeout}")
+
     def log(self) -> list[dict]:
         return self._get("/_control/log")
 

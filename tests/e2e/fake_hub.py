@@ -17,6 +17,8 @@ Endpoints
   GET /api/{models|datasets|spaces}/{repo}/tree/{rev}[/{dir}][?recursive=true]
   GET /_control/health | /_control/manifest | /_control/log
   POST /_control/reset-log | /_control/throttle?bps=N
+  POST /_control/hold?suffix=/big.bin&heads=2[&timeout=60]   pause matching GETs after
+      1 MiB until that many HEADs for such a path were seen (cleared by reset-log)
 
 Every response body is paced at `--throttle` bytes/s per connection (0 = unlimited), so
 two clients downloading the same big file really overlap. Every request is logged
@@ -310,12 +312,31 @@ API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
 
 
+HOLD_AFTER = 1 << 20  # a held GET sends this much, then waits for the awaited HEADs
+
+
 class HubState:
     def __init__(self, repos, throttle_bps: int):
         self.repos = repos
         self.throttle_bps = throttle_bps
         self.log: list[dict] = []
         self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.holds: dict[str, tuple[int, float]] = {}  # path suffix -> (HEADs to wait for, timeout)
+        self.heads: dict[str, int] = {}  # path suffix -> HEADs seen since the hold was set
+
+    def saw_head(self, path: str) -> None:
+        with self.cond:
+            for suffix in self.holds:
+                if path.endswith(suffix):
+                    self.heads[suffix] = self.heads.get(suffix, 0) + 1
+            self.cond.notify_all()
+
+    def wait_hold(self, path: str) -> None:
+        with self.cond:
+            for suffix, (want, timeout) in list(self.holds.items()):
+                if path.endswith(suffix):
+                    self.cond.wait_for(lambda: self.heads.get(suffix, 0) >= want, timeout)
 
     def add_log(self, entry: dict) -> None:
         with self.lock:
@@ -421,8 +442,20 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.dumps(st.log).encode()
             return 200, self._send(200, body)
         if path == "/_control/reset-log" and self.command == "POST":
-            with st.lock:
+            with st.cond:
                 st.log.clear()
+                st.holds.clear()
+                st.heads.clear()
+                st.cond.notify_all()
+            return 200, self._json(200, {"ok": True})
+        if path == "/_control/hold" and self.command == "POST":
+            # GETs of files whose path ends with `suffix` stop after HOLD_AFTER bytes until
+            # `heads` HEAD requests for such a path have been seen (or `timeout` s passed):
+            # makes "B asks while A is downloading" certain, however slow B starts.
+            suffix = query["suffix"][0]
+            with st.cond:
+                st.holds[suffix] = (int(query.get("heads", ["2"])[0]), float(query.get("timeout", ["60"])[0]))
+                st.heads[suffix] = 0
             return 200, self._json(200, {"ok": True})
         if path == "/_control/throttle" and self.command == "POST":
             st.throttle_bps = int(query.get("bps", ["0"])[0])
@@ -491,6 +524,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         if self.command == "HEAD":
+            self.state.saw_head(self.path.split("?")[0])
             return status, 0
         return status, self._send_body(f.source, start, end)
 
@@ -498,7 +532,13 @@ class Handler(BaseHTTPRequestHandler):
         sent = 0
         t0 = time.monotonic()
         pos = start
+        held = False
         while pos < end:
+            if not held and sent >= HOLD_AFTER:
+                held = True
+                self.wfile.flush()
+                self.state.wait_hold(self.path.split("?")[0])
+                t0 = time.monotonic() - sent / self.state.throttle_bps if self.state.throttle_bps else t0
             n = min(CHUNK, end - pos)
             self.wfile.write(src.read(pos, n))
             pos += n

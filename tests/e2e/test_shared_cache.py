@@ -165,6 +165,8 @@ def test_2_concurrent_same_large_file(make_ctx, umask):
     """B asks for the file while A is downloading it (A holds the lock): the blog's test."""
     ctx = make_ctx(umask)
     man = ctx.hub.repo(REPO_BIG)["files"]["big.bin"]
+    # A's GET stalls after 1 MiB until B's HEAD arrives: B surely asks mid-download.
+    ctx.hub.hold("/big.bin", heads=2)
     pa = ctx.start(ctx.users.a, "download", REPO_BIG, "big.bin")
     # A takes the lock before its GET: once the GET is under way, start B.
     ctx.hub.wait_for(lambda e: e["method"] == "GET" and e["path"].endswith("/big.bin")
@@ -196,6 +198,8 @@ def test_2b_simultaneous_start(make_ctx, umask):
     """A and B start at the very same moment into an empty cache: they race on mkdir too."""
     ctx = make_ctx(umask)
     man = ctx.hub.repo(REPO_BIG)["files"]["big.bin"]
+    # The first GET waits for both HEADs (at most 20 s: a loser may fail before its HEAD).
+    ctx.hub.hold("/big.bin", heads=2, timeout=20)
     pa = ctx.start(ctx.users.a, "download", REPO_BIG, "big.bin")
     pb = ctx.start(ctx.users.b, "download", REPO_BIG, "big.bin")
     ra, rb = pa.wait(), pb.wait()
