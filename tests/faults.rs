@@ -28,10 +28,12 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 const WRITER_PY: &str = include_str!("faults/hub_writer.py");
@@ -383,4 +385,314 @@ fn store_full_passthrough() {
 #[test]
 fn store_full_no_passthrough() {
     store_full("off");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store gone or unreadable underneath
+// ---------------------------------------------------------------------------------------------
+
+/// EXT4_IOC_SHUTDOWN (`_IOR('X', 125, __u32)`) with EXT4_GOING_FLAGS_NOLOGFLUSH: the
+/// filesystem behaves as if its disk vanished (every call fails with EIO), as in fstests.
+fn shut_down_ext4(dir: &Path) {
+    let fd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).ctx("open the store filesystem root");
+    let flags: u32 = 2;
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x8004_587D, &flags as *const u32) };
+    assert_eq!(r, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+}
+
+fn store_fs_dies(mode: &str) {
+    let (base, mut lfs) = base_on_loopfs(32);
+    let (o, logfile) = opts(&base, mode);
+    let mut m = Mount::on_base(base.clone(), &o);
+    let u = m.users;
+    let (data, shas) = make_data(&base, "data", &[1 << 20, 2 << 20], 4);
+    let (code, out) = Writer::spawn(&m, &u.a, &data, 0.0).finish(Duration::from_secs(60), "writer");
+    assert_eq!(code, 0, "{out}");
+    run_ok(cmd("sync", &[]));
+    // An open file, as a long-running reader would have.
+    let held = m.p(&format!("{REPO}/blobs/{}", shas[0]));
+    let held_fd = as_user(&u.b, 0o022, move || open(&held, libc::O_RDONLY, 0)).ctx("open before the failure");
+
+    shut_down_ext4(&lfs.dir);
+    thread::sleep(Duration::from_millis(1200)); // past the attribute/entry timeouts
+
+    // Clear errors, promptly, for new and for already-open files.
+    let blob = m.p(&format!("{REPO}/blobs/{}", shas[1]));
+    let r = as_user(&u.b, 0o022, move || fs::read(&blob));
+    assert_errno(r, &[libc::EIO], "read a blob of a dead store");
+    let raw = held_fd.as_raw_fd();
+    assert_errno(timed_op("pread", move || pread_fd(raw, 4096, 0)), &[libc::EIO], "read on a descriptor opened before");
+    drop(held_fd);
+    let p = m.p("new-file");
+    let r = as_user(&u.a, 0o022, move || open(&p, libc::O_CREAT | libc::O_WRONLY, 0o644).map(|_| ()));
+    assert_errno(r, &[libc::EIO], "create in a dead store");
+    let p = m.p(REPO);
+    // (ext4 may still answer a directory listing from its caches after the shutdown)
+    let r = timed_op("readdir", move || list_dir_raw(&p, false));
+    assert!(matches!(errno_of(&r), None | Some(libc::EIO)), "readdir of a dead store: {r:?}");
+    let p = m.p("hub/not-there");
+    assert_errno(timed_op("lookup", move || lst(&p)), &[libc::EIO, libc::ENOENT], "lookup in a dead store");
+    assert!(daemon_alive(&m), "the daemon died with its store");
+    let mnt = m.mnt.clone();
+    timed_op("statfs", move || statvfs(&mnt).map(|_| ())).ctx("statfs still answers");
+    let log_after_failure = daemon_log(&m, &logfile);
+
+    // Recovery: unmount hfcachefs, repair/remount the store filesystem, mount again.
+    m.unmount().expect("hfcachefs unmounts cleanly with a dead store");
+    lfs.umount();
+    let fsck = run_timeout(cmd("e2fsck", &["-f", "-y", lfs.img.to_str().unwrap()]), OP_TIMEOUT);
+    assert!(matches!(fsck.status.code(), Some(0 | 1)), "e2fsck: {}", out_str(&fsck)); // 1: errors fixed
+    lfs.mount();
+    let m2 = Mount::on_base(base.clone(), &o);
+    let (blobs, links, incomplete) = verify_repo(&m2.p(REPO));
+    assert_eq!((blobs, links, incomplete.len()), (2, 2, 0), "the store after recovery");
+    sh_as_ok(&u.b, 0o022, &format!("echo after > '{}' && cat '{}'", m2.p("after").display(), m2.p("after").display()));
+    assert_no_panic(&m2, &logfile);
+
+    // The daemon must say what happened in its log, not only to the clients.
+    let l = log_after_failure.to_lowercase();
+    assert!(
+        l.contains("input/output error") || l.contains("eio") || l.contains("os error 5"),
+        "the store failed with EIO but the daemon logged nothing about it:\n{log_after_failure}"
+    );
+}
+
+#[test]
+fn store_fs_dies_eio_then_recovers_passthrough() {
+    store_fs_dies("auto");
+}
+
+#[test]
+fn store_fs_dies_eio_then_recovers_no_passthrough() {
+    store_fs_dies("off");
+}
+
+#[test]
+fn store_made_unreadable_then_restored() {
+    let base = Base::new();
+    let (o, logfile) = opts(&base, "auto");
+    let m = Mount::on_base(base.clone(), &o);
+    let u = m.users;
+    sh_as_ok(&u.a, 0o022, &format!("mkdir '{0}/d' && echo hello > '{0}/d/f' && echo x > '{0}/g'", m.mnt.display()));
+    let member_reads = |path: PathBuf| as_user(&u.b, 0o022, move || fs::read_to_string(&path));
+
+    // chmod 000 on the store root: members are refused (EACCES), promptly, root still works.
+    fs::set_permissions(&m.store, fs::Permissions::from_mode(0o000)).unwrap();
+    let refused = wait_until(Duration::from_secs(5), || errno_of(&member_reads(m.p("g"))) == Some(libc::EACCES));
+    assert!(refused, "members still read the store after chmod 000 of its root: {:?}", member_reads(m.p("g")));
+    let p = m.p("");
+    assert_errno(as_user(&u.b, 0o022, move || names(&p)), &[libc::EACCES], "list the root of a chmod-000 store");
+    assert_eq!(fs::read_to_string(m.p("g")).ctx("root reads"), "x\n");
+    fs::set_permissions(&m.store, fs::Permissions::from_mode(0o700)).unwrap();
+    let back = wait_until(Duration::from_secs(5), || member_reads(m.p("g")).ok().as_deref() == Some("x\n"));
+    assert!(back, "no recovery after chmod 0700 of the store root: {:?}", member_reads(m.p("g")));
+
+    // chmod 000 on a directory in the store: that subtree is refused, the rest works.
+    fs::set_permissions(m.s("d"), fs::Permissions::from_mode(0o000)).unwrap();
+    let refused = wait_until(Duration::from_secs(5), || errno_of(&member_reads(m.p("d/f"))) == Some(libc::EACCES));
+    assert!(refused, "members still read d/f after chmod 000 of store/d");
+    assert_eq!(member_reads(m.p("g")).ctx("the rest of the store"), "x\n");
+    fs::set_permissions(m.s("d"), fs::Permissions::from_mode(0o2770)).unwrap();
+    let back = wait_until(Duration::from_secs(5), || member_reads(m.p("d/f")).ok().as_deref() == Some("hello\n"));
+    assert!(back, "no recovery after restoring store/d");
+    assert!(daemon_alive(&m));
+    assert_no_panic(&m, &logfile);
+}
+
+#[test]
+fn store_dir_moved_keeps_serving_deleted_needs_remount() {
+    let base = Base::new();
+    let (o, logfile) = opts(&base, "auto");
+    let mut m = Mount::on_base(base.clone(), &o);
+    let u = m.users;
+    sh_as_ok(&u.a, 0o022, &format!("mkdir '{0}/d' && echo hello > '{0}/d/f'", m.mnt.display()));
+
+    // Moved: the daemon holds the directory itself, not its path, and goes on serving it.
+    let moved = m.store.with_extension("moved");
+    fs::rename(&m.store, &moved).unwrap();
+    thread::sleep(Duration::from_millis(1200));
+    let out = sh_as_ok(&u.b, 0o022, &format!("cat '{0}/d/f' && echo more > '{0}/d/h' && ls '{0}/d'", m.mnt.display()));
+    assert_eq!(out, "hello\nf\nh\n");
+    assert_eq!(fs::read_to_string(moved.join("d/h")).unwrap(), "more\n", "written into the moved store");
+    fs::rename(&moved, &m.store).unwrap();
+
+    // Deleted: clients get ENOENT (no hang, no crash); a new empty store directory at the
+    // same path is only picked up by mounting again.
+    run_ok(cmd("rm", &["-rf", m.store.to_str().unwrap()]));
+    thread::sleep(Duration::from_millis(1200));
+    let mnt = m.mnt.clone();
+    let r = as_user(&u.b, 0o022, move || fs::read_to_string(mnt.join("d/f")));
+    assert_errno(r, &[libc::ENOENT, libc::ESTALE], "read from a deleted store");
+    let mnt = m.mnt.clone();
+    let r = as_user(&u.b, 0o022, move || fs::write(mnt.join("new"), b"x"));
+    assert_errno(r, &[libc::ENOENT, libc::ESTALE], "create in a deleted store");
+    assert!(daemon_alive(&m), "the daemon died when its store was deleted");
+    fs::create_dir(&m.store).unwrap();
+    fs::set_permissions(&m.store, fs::Permissions::from_mode(0o700)).unwrap();
+    thread::sleep(Duration::from_millis(1200));
+    let mnt = m.mnt.clone();
+    let r = as_user(&u.b, 0o022, move || fs::write(mnt.join("new"), b"x"));
+    assert_errno(r, &[libc::ENOENT, libc::ESTALE], "create before remounting over the new store");
+    assert_no_panic(&m, &logfile);
+    m.unmount().expect("unmount with a deleted store");
+    m.remount_same();
+    sh_as_ok(&u.b, 0o022, &format!("echo x > '{0}/new' && cat '{0}/new'", m.mnt.display()));
+    assert_eq!(fs::read_to_string(m.s("new")).unwrap(), "x\n");
+}
+
+#[test]
+fn store_fs_lazily_unmounted_keeps_serving_until_remount() {
+    let (base, mut lfs) = base_on_loopfs(32);
+    let (o, logfile) = opts(&base, "auto");
+    let mut m = Mount::on_base(base.clone(), &o);
+    let u = m.users;
+    sh_as_ok(&u.a, 0o022, &format!("echo before > '{}'", m.p("before").display()));
+
+    // `umount -l` of the store's filesystem: the path now shows the empty directory below,
+    // but the daemon's handles keep the detached filesystem alive and it goes on serving it.
+    run_ok(cmd("umount", &["-l", lfs.dir.to_str().unwrap()]));
+    lfs.mounted = false;
+    assert!(names(&lfs.dir).unwrap().is_empty(), "the store path should show the empty mountpoint");
+    let out = sh_as_ok(&u.b, 0o022, &format!("cat '{0}/before' && echo during > '{0}/during' && cat '{0}/during'", m.mnt.display()));
+    assert_eq!(out, "before\nduring\n");
+    assert!(daemon_alive(&m));
+    assert_no_panic(&m, &logfile);
+
+    // Supported recovery: unmount hfcachefs (the detached filesystem then goes away, written
+    // back), mount the store's filesystem again, mount hfcachefs again: nothing is lost.
+    m.unmount().expect("unmount hfcachefs over a detached store");
+    let remounted = wait_until(Duration::from_secs(10), || {
+        run_timeout(cmd("mount", &["-o", "loop", lfs.img.to_str().unwrap(), lfs.dir.to_str().unwrap()]), OP_TIMEOUT)
+            .status
+            .success()
+    });
+    assert!(remounted, "could not mount the store filesystem again");
+    lfs.mounted = true;
+    m.remount_same();
+    let out = sh_as_ok(&u.b, 0o022, &format!("cat '{0}/before' '{0}/during'", m.mnt.display()));
+    assert_eq!(out, "before\nduring\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock holders, waiters and the daemon killed
+// ---------------------------------------------------------------------------------------------
+
+/// A world-writable directory for marker files of the user processes.
+fn marker_dir(base: &Base) -> PathBuf {
+    let d = base.fresh("markers");
+    fs::create_dir(&d).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+/// `user` takes LOCK_EX on `path` and holds it (sleeping) until killed; waits until it has it.
+fn spawn_holder(user: &User, path: &Path, markers: &Path, tag: &str) -> ChildGuard {
+    let marker = markers.join(tag);
+    let script = format!("exec 3<>'{}' && flock -x 3 && touch '{}' && exec sleep 120", path.display(), marker.display());
+    let mut c = sh_as_cmd(user, 0o022, &script);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let g = ChildGuard::spawn(c, tag);
+    assert!(wait_until(Duration::from_secs(10), || marker.exists()), "{tag} never got the lock");
+    g
+}
+
+/// `user` blocks in `flock -x path touch marker`; checks that it is blocked.
+fn spawn_waiter(user: &User, path: &Path, markers: &Path, tag: &str) -> ChildGuard {
+    let script = format!("exec flock -x '{}' touch '{}'", path.display(), markers.join(tag).display());
+    let mut c = sh_as_cmd(user, 0o022, &script);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut g = ChildGuard::spawn(c, tag);
+    thread::sleep(Duration::from_millis(500));
+    assert!(g.running(), "{tag} did not block");
+    g
+}
+
+fn lock_nb(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    let raw = fd.as_raw_fd();
+    timed_op("flock LOCK_NB", move || flock(raw, libc::LOCK_EX | libc::LOCK_NB))
+}
+
+#[track_caller]
+fn eventually_locked(fd: &std::os::fd::OwnedFd, what: &str) {
+    let mut last = Ok(());
+    let ok = wait_until(Duration::from_secs(5), || {
+        last = lock_nb(fd);
+        last.is_ok()
+    });
+    assert!(ok, "{what}: still not lockable after 5 s ({last:?})");
+}
+
+#[test]
+fn lock_held_and_waited_for_when_the_daemon_is_killed() {
+    let base = Base::new();
+    let (o, _logfile) = opts(&base, "auto");
+    let mut m1 = Mount::on_base(base.clone(), &o);
+    let m2 = m1.second();
+    let u = m1.users;
+    let markers = marker_dir(&base);
+    sh_as_ok(&u.a, 0o022, &format!("mkdir -p '{0}/hub/.locks' && : > '{0}/hub/.locks/x.lock'", m1.mnt.display()));
+    let lock = "hub/.locks/x.lock";
+
+    let mut holder = spawn_holder(&u.a, &m1.p(lock), &markers, "holder");
+    let mut waiter = spawn_waiter(&u.b, &m1.p(lock), &markers, "waiter");
+    let other = open(&m2.p(lock), libc::O_RDWR, 0).ctx("open through the second daemon");
+    assert_errno(lock_nb(&other), &[libc::EWOULDBLOCK], "the other daemon sees the holder's lock");
+
+    kill_daemon(&m1);
+    let st = waiter.wait_timeout(Duration::from_secs(10));
+    let st = st.expect("blocked flock waiter still stuck 10 s after the daemon was killed");
+    assert!(!st.success(), "the waiter must fail, not get the lock: {st:?}");
+    assert!(!markers.join("waiter").exists(), "the waiter ran its command");
+    holder.kill(libc::SIGKILL);
+    assert!(holder.wait_timeout(Duration::from_secs(10)).is_some(), "the holder could not exit (close hung?)");
+
+    // The dead daemon's store descriptors are gone, and their locks with them.
+    eventually_locked(&other, "lock through the second daemon after the first was killed");
+
+    // umount -l + remount: exclusion works again across the two daemons.
+    let o = run_timeout(cmd("umount", &["-l", m1.mnt.to_str().unwrap()]), OP_TIMEOUT);
+    assert!(o.status.success(), "umount -l: {}", out_str(&o));
+    m1.remount_same();
+    let mut next = spawn_waiter(&u.b, &m1.p(lock), &markers, "next user");
+    flock(other.as_raw_fd(), libc::LOCK_UN).unwrap();
+    let st = next.wait_timeout(Duration::from_secs(10)).expect("the next user is still waiting after the release");
+    assert!(st.success() && markers.join("next user").exists(), "next user: {st:?}");
+}
+
+#[test]
+fn lock_waiter_and_holder_killed_release_everything() {
+    let base = Base::new();
+    let (o, logfile) = opts(&base, "auto");
+    let m1 = Mount::on_base(base.clone(), &o);
+    let m2 = m1.second();
+    let u = m1.users;
+    let markers = marker_dir(&base);
+    sh_as_ok(&u.a, 0o022, &format!(": > '{}'", m1.p("blob.lock").display()));
+
+    // A holds through daemon 1; B waits through daemon 2 and is killed while blocked.
+    let mut holder = spawn_holder(&u.a, &m1.p("blob.lock"), &markers, "holder");
+    let mut waiter = spawn_waiter(&u.b, &m2.p("blob.lock"), &markers, "waiter");
+    waiter.kill(libc::SIGKILL);
+    assert!(waiter.wait_timeout(Duration::from_secs(10)).is_some(), "killed blocked waiter is stuck");
+    assert!(!markers.join("waiter").exists());
+    let probe = open(&m2.p("blob.lock"), libc::O_RDWR, 0).unwrap();
+    assert_errno(lock_nb(&probe), &[libc::EWOULDBLOCK], "still the holder's after the waiter died");
+
+    // A is killed while holding: released for everybody, on both daemons.
+    holder.kill(libc::SIGKILL);
+    assert!(holder.wait_timeout(Duration::from_secs(10)).is_some(), "killed holder is stuck");
+    eventually_locked(&probe, "through daemon 2 after the holder was killed");
+    let probe1 = open(&m1.p("blob.lock"), libc::O_RDWR, 0).unwrap();
+    assert_errno(lock_nb(&probe1), &[libc::EWOULDBLOCK], "daemon 1 sees daemon 2's new lock");
+
+    // The next users proceed, on either daemon.
+    let mut next1 = spawn_waiter(&u.b, &m1.p("blob.lock"), &markers, "next on daemon 1");
+    let mut next2 = spawn_waiter(&u.a, &m2.p("blob.lock"), &markers, "next on daemon 2");
+    flock(probe.as_raw_fd(), libc::LOCK_UN).unwrap();
+    for (w, tag) in [(&mut next1, "next on daemon 1"), (&mut next2, "next on daemon 2")] {
+        let st = w.wait_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("{tag} still waiting"));
+        assert!(st.success() && markers.join(tag).exists(), "{tag}: {st:?}");
+    }
+    eventually_locked(&probe1, "free again at the end");
+    assert_no_panic(&m1, &logfile);
 }
