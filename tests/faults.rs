@@ -696,3 +696,147 @@ fn lock_waiter_and_holder_killed_release_everything() {
     eventually_locked(&probe1, "free again at the end");
     assert_no_panic(&m1, &logfile);
 }
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 of the daemon during a real huggingface_hub snapshot_download
+// ---------------------------------------------------------------------------------------------
+
+const HUB_CLIENT_PY: &str = include_str!("faults/hub_client.py");
+const E2E_PY: &str = "/opt/hfcachefs-e2e/venv-new/bin/python";
+
+/// The project's fake Hub (tests/e2e/fake_hub.py) serving `spec`, paced at `bps` per
+/// connection. Returns the server (killed on drop) and its URL.
+fn start_fake_hub(base: &Base, spec: &str, bps: u64) -> (ChildGuard, String) {
+    let spec_path = base.fresh("hub-spec");
+    fs::write(&spec_path, spec).unwrap();
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fake_hub.py");
+    let mut c = std::process::Command::new("/usr/bin/python3");
+    c.args([server, "--port", "0", "--spec", spec_path.to_str().unwrap(), "--throttle", &bps.to_string()]);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut g = ChildGuard::spawn(c, "fake hub");
+    let stdout = g.child.stdout.take().unwrap();
+    let first = in_thread(Duration::from_secs(20), "fake hub start", move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    })
+    .ctx("read the fake hub's first line");
+    let url = first
+        .split("\"url\": \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("fake hub said {first:?}"))
+        .to_string();
+    (g, url)
+}
+
+/// snapshot_download as `user` (umask 022) with HF_HOME on the mount.
+fn spawn_hub_client(m: &Mount, user: &User, url: &str, repo: &str) -> Writer {
+    let script = m.base.dir.join("hub_client.py");
+    if !script.exists() {
+        fs::write(&script, HUB_CLIENT_PY).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = m.base.fresh("hub-client-out");
+    fs::write(&out, b"").unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o666)).unwrap();
+    let sh = format!(
+        "HF_HOME='{home}' HF_ENDPOINT='{url}' HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 \
+         HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_IMPLICIT_TOKEN=1 HF_HUB_ETAG_TIMEOUT=30 \
+         HF_HUB_DOWNLOAD_TIMEOUT=60 exec {E2E_PY} '{script}' '{repo}' >>'{out}' 2>&1",
+        home = m.mnt.display(),
+        script = script.display(),
+        out = out.display()
+    );
+    let mut c = sh_as_cmd(user, 0o022, &sh);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    Writer { child: ChildGuard::spawn(c, "snapshot_download"), out }
+}
+
+/// Every final blob of an LFS-only repo holds the bytes its sha256 name promises, every
+/// snapshot entry is a symlink resolving to such a blob. Returns (blobs, snapshot files,
+/// .incomplete leftovers).
+fn verify_hub_repo(repo: &Path) -> (usize, usize, usize) {
+    let blobs = repo.join("blobs");
+    let (mut n_blobs, mut n_inc) = (0, 0);
+    for name in names(&blobs).unwrap_or_default() {
+        if name.ends_with(".incomplete") {
+            n_inc += 1;
+            continue;
+        }
+        assert_eq!(sha256(&blobs.join(&name)), name, "blob {name}: partial or corrupt content under its final name");
+        n_blobs += 1;
+    }
+    // snapshots/<commit>/<path>: a symlink ../../blobs/<sha> (one more ../ per directory level)
+    fn walk(dir: &Path, depth: usize, n: &mut usize) {
+        for name in names(dir).unwrap_or_default() {
+            let p = dir.join(&name);
+            if lst(&p).map(|s| s.is_dir()).unwrap_or(false) {
+                walk(&p, depth + 1, n);
+                continue;
+            }
+            let target = readlink(&p).unwrap_or_else(|e| panic!("{}: not a symlink ({e})", p.display()));
+            let sha = target.rsplit('/').next().unwrap().to_string();
+            let prefix = format!("{}blobs/", "../".repeat(depth));
+            assert!(target.starts_with(&prefix) && !sha.contains('.'), "{} -> {target}", p.display());
+            let resolved = dir.join(&target);
+            assert!(resolved.exists(), "{} -> {target} does not resolve", p.display());
+            assert_eq!(sha256(&resolved), sha, "{} -> {target}: wrong content", p.display());
+            *n += 1;
+        }
+    }
+    let mut n_files = 0;
+    for commit in names(&repo.join("snapshots")).unwrap_or_default() {
+        walk(&repo.join("snapshots").join(&commit), 2, &mut n_files);
+    }
+    (n_blobs, n_files, n_inc)
+}
+
+#[test]
+fn hub_download_daemon_killed_then_rerun_completes() {
+    assert!(
+        Path::new(E2E_PY).exists(),
+        "{E2E_PY} is missing: run `bash scripts/setup-e2e.sh` first (scripts/test.sh does). Refusing to skip."
+    );
+    let base = Base::new();
+    let (o, logfile) = opts(&base, "auto");
+    let mut m = Mount::on_base(base.clone(), &o);
+    let u = m.users;
+    let spec = r#"{"repos": [{"id": "fault/model", "type": "model", "files": [
+        {"path": "a.bin", "size": 25165824, "seed": 11, "lfs": true},
+        {"path": "b.bin", "size": 25165824, "seed": 12, "lfs": true},
+        {"path": "sub/c.bin", "size": 25165824, "seed": 13, "lfs": true}]}]}"#;
+    // 8 MiB/s per connection: each 24 MiB file takes 3 s, so the kill lands mid-download.
+    let (_hub, url) = start_fake_hub(&base, spec, 8 << 20);
+    let repo_dir = "hub/models--fault--model";
+
+    let mut c = spawn_hub_client(&m, &u.a, &url, "fault/model");
+    let store_blobs = m.s(&format!("{repo_dir}/blobs"));
+    let started = wait_until(Duration::from_secs(30), || {
+        names(&store_blobs)
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.ends_with(".incomplete") && lst(&store_blobs.join(n)).map(|s| s.size > (2 << 20)).unwrap_or(false))
+    });
+    assert!(started, "the download never got going:\n{}", c.output());
+    kill_daemon(&m);
+    let t = Instant::now();
+    let (code, out) = c.finish(Duration::from_secs(60), "snapshot_download after the daemon was killed");
+    eprintln!("snapshot_download ended {:?} after the kill: {}", t.elapsed(), out.trim());
+    assert_eq!(code, 3, "snapshot_download should fail:\n{out}");
+    let fail = out.lines().find(|l| l.starts_with("FAIL ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(fail.contains(" ENOTCONN ") || fail.contains(" ECONNABORTED "), "expected ENOTCONN: {fail}");
+    let (blobs, files, _) = verify_hub_repo(&m.s(repo_dir));
+    assert!(blobs < 3 && files <= blobs, "the download cannot have finished: {blobs} blobs, {files} snapshot files");
+
+    // umount -l, remount over the same store, download again: complete and correct.
+    let o = run_timeout(cmd("umount", &["-l", m.mnt.to_str().unwrap()]), OP_TIMEOUT);
+    assert!(o.status.success(), "umount -l: {}", out_str(&o));
+    m.remount_same();
+    let mut c = spawn_hub_client(&m, &u.b, &url, "fault/model");
+    let (code, out) = c.finish(Duration::from_secs(120), "snapshot_download after remount");
+    assert_eq!(code, 0, "the re-run failed:\n{out}");
+    let (blobs, files, inc) = verify_hub_repo(&m.p(repo_dir));
+    eprintln!("after the re-run: {blobs} blobs, {files} snapshot files, {inc} .incomplete left from the crash");
+    assert_eq!((blobs, files), (3, 3));
+    assert_no_panic(&m, &logfile);
+}
