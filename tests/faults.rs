@@ -840,3 +840,37 @@ fn hub_download_daemon_killed_then_rerun_completes() {
     assert_eq!((blobs, files), (3, 3));
     assert_no_panic(&m, &logfile);
 }
+
+#[test]
+fn hub_download_store_full_then_succeeds() {
+    assert!(
+        Path::new(E2E_PY).exists(),
+        "{E2E_PY} is missing: run `bash scripts/setup-e2e.sh` first (scripts/test.sh does). Refusing to skip."
+    );
+    let (base, _lfs) = base_on_loopfs(64);
+    let (o, logfile) = opts(&base, "auto");
+    let m = Mount::on_base(base.clone(), &o);
+    let u = m.users;
+    // Something else fills most of the store: 40 MiB of the ~55 MiB.
+    sh_as_ok(&u.b, 0o022, &format!("head -c 41943040 /dev/zero > '{}'", m.p("filler").display()));
+    let spec = r#"{"repos": [{"id": "fault/full", "type": "model", "files": [
+        {"path": "w.bin", "size": 25165824, "seed": 21, "lfs": true}]}]}"#;
+    let (_hub, url) = start_fake_hub(&base, spec, 0);
+    let repo_dir = "hub/models--fault--full";
+
+    let (code, out) = spawn_hub_client(&m, &u.a, &url, "fault/full").finish(Duration::from_secs(60), "download into a full store");
+    assert_eq!(code, 3, "the download should fail:\n{out}");
+    let fail = out.lines().find(|l| l.starts_with("FAIL ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(fail.contains(" ENOSPC "), "expected ENOSPC: {fail}");
+    let (blobs, files, _) = verify_hub_repo(&m.s(repo_dir));
+    assert_eq!((blobs, files), (0, 0), "nothing may be published from a failed download");
+    assert!(daemon_alive(&m), "the daemon died when the store filled up");
+
+    // Space freed: the same download now succeeds.
+    sh_as_ok(&u.b, 0o022, &format!("rm '{}'", m.p("filler").display()));
+    let (code, out) = spawn_hub_client(&m, &u.a, &url, "fault/full").finish(Duration::from_secs(60), "download after freeing space");
+    assert_eq!(code, 0, "the download after freeing space failed:\n{out}");
+    let (blobs, files, _) = verify_hub_repo(&m.p(repo_dir));
+    assert_eq!((blobs, files), (1, 1));
+    assert_no_panic(&m, &logfile);
+}
