@@ -53,7 +53,13 @@ impl Write for LogSink {
 }
 
 fn init_logging(debug: bool) {
-    let level = if debug { "debug" } else { "info" };
+    // fuser warns when its session ends and the mount, already gone after `umount`,
+    // cannot be unmounted again: that is every normal stop, so only its errors are shown.
+    let level = if debug {
+        "debug"
+    } else {
+        "info,fuser::session=error"
+    };
     let env = env_logger::Env::default().default_filter_or(level);
     env_logger::Builder::from_env(env)
         .target(env_logger::Target::Pipe(Box::new(LogSink)))
