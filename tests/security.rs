@@ -46,13 +46,28 @@ fn cb(b: &[u8]) -> CString {
 }
 
 fn r0(r: libc::c_int) -> io::Result<()> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn openat_b(dfd: RawFd, name: &[u8], flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let c = cb(name);
-    let fd = unsafe { libc::openat(dfd, c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
-    if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(unsafe { OwnedFd::from_raw_fd(fd) }) }
+    let fd = unsafe {
+        libc::openat(
+            dfd,
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 }
 
 fn mkdirat_b(dfd: RawFd, name: &[u8], mode: u32) -> io::Result<()> {
@@ -103,7 +118,15 @@ fn stat_errno(p: &Path) -> Option<i32> {
 
 fn setxattr_p(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let (cp, cn) = (cs(p), cs(name));
-    r0(unsafe { libc::setxattr(cp.as_ptr(), cn.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+    r0(unsafe {
+        libc::setxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
 }
 
 fn errno_str<T>(r: &io::Result<T>) -> String {
@@ -114,7 +137,10 @@ fn errno_str<T>(r: &io::Result<T>) -> String {
 }
 
 fn race_secs() -> u64 {
-    std::env::var("HFSEC_RACE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20)
+    std::env::var("HFSEC_RACE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
 }
 
 /// xorshift64* (deterministic per seed, seeds printed on failure).
@@ -151,7 +177,8 @@ impl Tally {
     fn ops(&self) -> BTreeMap<String, u64> {
         let mut m = BTreeMap::new();
         for (k, v) in &self.0 {
-            *m.entry(k.split(':').next().unwrap().to_string()).or_insert(0) += v;
+            *m.entry(k.split(':').next().unwrap().to_string())
+                .or_insert(0) += v;
         }
         m
     }
@@ -168,7 +195,11 @@ const T2001: i64 = 978_307_200;
 fn make_outside(m: &Mount, stem: &str) -> PathBuf {
     let out = m.base.fresh(stem);
     fs::create_dir(&out).unwrap();
-    fs::write(out.join("secret"), b"root-owned secret: must never be read or changed\n").unwrap();
+    fs::write(
+        out.join("secret"),
+        b"root-owned secret: must never be read or changed\n",
+    )
+    .unwrap();
     fs::write(out.join("canary"), b"canary: its atime must never move\n").unwrap();
     fs::create_dir_all(out.join("sub/deeper")).unwrap();
     fs::write(out.join("sub/inner"), b"inner\n").unwrap();
@@ -183,10 +214,21 @@ fn make_outside(m: &Mount, stem: &str) -> PathBuf {
         ("", 0o700), // members cannot even look inside: following a symlink here is EACCES for them
     ];
     for (rel, mode) in modes {
-        let p = if rel.is_empty() { out.clone() } else { out.join(rel) };
+        let p = if rel.is_empty() {
+            out.clone()
+        } else {
+            out.join(rel)
+        };
         lchown(&p, 0, 0).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-        utimensat(libc::AT_FDCWD, &p, ts(T2001, 0), ts(T2001, 0), libc::AT_SYMLINK_NOFOLLOW).unwrap();
+        utimensat(
+            libc::AT_FDCWD,
+            &p,
+            ts(T2001, 0),
+            ts(T2001, 0),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
     }
     out
 }
@@ -215,15 +257,32 @@ impl Inotify {
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         assert!(fd >= 0, "inotify_init1: {}", io::Error::last_os_error());
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut me = Inotify { fd, wds: BTreeMap::new() };
+        let mut me = Inotify {
+            fd,
+            wds: BTreeMap::new(),
+        };
         for d in dirs {
             let c = cs(&d);
-            let wd = unsafe { libc::inotify_add_watch(me.fd.as_raw_fd(), c.as_ptr(), libc::IN_ALL_EVENTS | libc::IN_DONT_FOLLOW) };
-            assert!(wd >= 0, "inotify_add_watch {}: {}", d.display(), io::Error::last_os_error());
+            let wd = unsafe {
+                libc::inotify_add_watch(
+                    me.fd.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::IN_ALL_EVENTS | libc::IN_DONT_FOLLOW,
+                )
+            };
+            assert!(
+                wd >= 0,
+                "inotify_add_watch {}: {}",
+                d.display(),
+                io::Error::last_os_error()
+            );
             me.wds.insert(wd, d);
         }
         let early = me.drain();
-        assert!(early.is_empty(), "inotify events before the test started: {early:?}");
+        assert!(
+            early.is_empty(),
+            "inotify events before the test started: {early:?}"
+        );
         me
     }
 
@@ -241,8 +300,14 @@ impl Inotify {
                 let wd = i32::from_ne_bytes(buf[off..off + 4].try_into().unwrap());
                 let mask = u32::from_ne_bytes(buf[off + 4..off + 8].try_into().unwrap());
                 let len = u32::from_ne_bytes(buf[off + 12..off + 16].try_into().unwrap()) as usize;
-                let name = String::from_utf8_lossy(&buf[off + 16..off + 16 + len]).trim_end_matches('\0').to_string();
-                let dir = self.wds.get(&wd).map(|p| p.display().to_string()).unwrap_or_default();
+                let name = String::from_utf8_lossy(&buf[off + 16..off + 16 + len])
+                    .trim_end_matches('\0')
+                    .to_string();
+                let dir = self
+                    .wds
+                    .get(&wd)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 out.push(format!("{dir}/{name}: {}", inotify_mask_names(mask)));
                 off += 16 + len;
             }
@@ -269,7 +334,12 @@ fn inotify_mask_names(mask: u32) -> String {
         (libc::IN_ISDIR, "ISDIR"),
         (libc::IN_Q_OVERFLOW, "Q_OVERFLOW"),
     ];
-    names.iter().filter(|(b, _)| mask & b != 0).map(|(_, n)| *n).collect::<Vec<_>>().join("|")
+    names
+        .iter()
+        .filter(|(b, _)| mask & b != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,11 +360,26 @@ fn fslot(i: usize) -> String {
 fn attacker(store: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, seed: u64) -> Tally {
     let mut t = Tally::default();
     let mut rng = Rng(seed | 1);
-    let root = open(&store, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0).expect("store root");
-    let arena = openat(root.as_raw_fd(), "arena", libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0).expect("arena");
+    let root = open(
+        &store,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .expect("store root");
+    let arena = openat(
+        root.as_raw_fd(),
+        "arena",
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+    .expect("arena");
     let (rfd, afd) = (root.as_raw_fd(), arena.as_raw_fd());
     let o = |rel: &str| -> Vec<u8> {
-        let p = if rel.is_empty() { outside.clone() } else { outside.join(rel) };
+        let p = if rel.is_empty() {
+            outside.clone()
+        } else {
+            outside.join(rel)
+        };
         p.as_os_str().as_bytes().to_vec()
     };
     let dir_targets = [o(""), o("sub"), o("sub/deeper")];
@@ -314,43 +399,93 @@ fn attacker(store: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, seed: u64) 
         match rng.below(10) {
             // Atomic swap of a directory and a symlink to an outside directory, and back.
             0 | 1 => {
-                let r = renameat2_b(afd, d.as_bytes(), afd, format!("ld{i}").as_bytes(), libc::RENAME_EXCHANGE);
+                let r = renameat2_b(
+                    afd,
+                    d.as_bytes(),
+                    afd,
+                    format!("ld{i}").as_bytes(),
+                    libc::RENAME_EXCHANGE,
+                );
                 t.add("swap-dir-exchange", &r);
                 if r.is_ok() {
                     thread::sleep(pause);
-                    let r2 = renameat2_b(afd, d.as_bytes(), afd, format!("ld{i}").as_bytes(), libc::RENAME_EXCHANGE);
+                    let r2 = renameat2_b(
+                        afd,
+                        d.as_bytes(),
+                        afd,
+                        format!("ld{i}").as_bytes(),
+                        libc::RENAME_EXCHANGE,
+                    );
                     t.add("swap-dir-exchange-back", &r2);
                 }
             }
             // Atomic swap of a file and a symlink to an outside file, and back.
             2 | 3 => {
-                let r = renameat2_b(afd, f.as_bytes(), afd, format!("lf{i}").as_bytes(), libc::RENAME_EXCHANGE);
+                let r = renameat2_b(
+                    afd,
+                    f.as_bytes(),
+                    afd,
+                    format!("lf{i}").as_bytes(),
+                    libc::RENAME_EXCHANGE,
+                );
                 t.add("swap-file-exchange", &r);
                 if r.is_ok() {
                     thread::sleep(pause);
-                    let r2 = renameat2_b(afd, f.as_bytes(), afd, format!("lf{i}").as_bytes(), libc::RENAME_EXCHANGE);
+                    let r2 = renameat2_b(
+                        afd,
+                        f.as_bytes(),
+                        afd,
+                        format!("lf{i}").as_bytes(),
+                        libc::RENAME_EXCHANGE,
+                    );
                     t.add("swap-file-exchange-back", &r2);
                 }
             }
             // Non-atomic: move the directory away, put a symlink in its place, restore.
             4 => {
                 let away = format!("{d}.away");
-                let r = renameat2_b(afd, d.as_bytes(), afd, away.as_bytes(), libc::RENAME_NOREPLACE);
+                let r = renameat2_b(
+                    afd,
+                    d.as_bytes(),
+                    afd,
+                    away.as_bytes(),
+                    libc::RENAME_NOREPLACE,
+                );
                 t.add("swap-dir-rename", &r);
                 if r.is_ok() {
                     let s = symlinkat_b(&dir_targets[rng.below(3) as usize], afd, d.as_bytes());
                     t.add("swap-dir-symlink", &s);
                     thread::sleep(pause);
                     let _ = unlinkat_b(afd, d.as_bytes(), 0);
-                    if renameat2_b(afd, away.as_bytes(), afd, d.as_bytes(), libc::RENAME_NOREPLACE).is_err() {
+                    if renameat2_b(
+                        afd,
+                        away.as_bytes(),
+                        afd,
+                        d.as_bytes(),
+                        libc::RENAME_NOREPLACE,
+                    )
+                    .is_err()
+                    {
                         // A member made a new one meanwhile: keep theirs, park ours.
-                        let _ = renameat2_b(afd, away.as_bytes(), afd, format!("{d}.parked{n}").as_bytes(), 0);
+                        let _ = renameat2_b(
+                            afd,
+                            away.as_bytes(),
+                            afd,
+                            format!("{d}.parked{n}").as_bytes(),
+                            0,
+                        );
                     }
                 }
             }
             5 => {
                 let away = format!("{f}.away");
-                let r = renameat2_b(afd, f.as_bytes(), afd, away.as_bytes(), libc::RENAME_NOREPLACE);
+                let r = renameat2_b(
+                    afd,
+                    f.as_bytes(),
+                    afd,
+                    away.as_bytes(),
+                    libc::RENAME_NOREPLACE,
+                );
                 t.add("swap-file-rename", &r);
                 if r.is_ok() {
                     let s = symlinkat_b(&file_targets[rng.below(3) as usize], afd, f.as_bytes());
@@ -362,18 +497,43 @@ fn attacker(store: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, seed: u64) 
             }
             // Hijack entries members made in a slot directory: replace them by symlinks out.
             6 | 7 => {
-                let Ok(dfd) = openat_b(afd, d.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) else {
-                    t.add::<()>("hijack-open-slot", &Err(io::Error::from_raw_os_error(libc::ENOTDIR)));
+                let Ok(dfd) = openat_b(
+                    afd,
+                    d.as_bytes(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                ) else {
+                    t.add::<()>(
+                        "hijack-open-slot",
+                        &Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+                    );
                     continue;
                 };
-                let names = list_fd(openat_b(dfd.as_raw_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap()).unwrap_or_default();
-                for name in names.iter().filter(|n| !n.starts_with('.') && !n.starts_with("hj")).take(3) {
+                let names = list_fd(
+                    openat_b(dfd.as_raw_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap(),
+                )
+                .unwrap_or_default();
+                for name in names
+                    .iter()
+                    .filter(|n| !n.starts_with('.') && !n.starts_with("hj"))
+                    .take(3)
+                {
                     let nb = name.as_bytes();
                     let hj = format!("hj{n}-{name}");
-                    let r = renameat2_b(dfd.as_raw_fd(), nb, dfd.as_raw_fd(), hj.as_bytes(), libc::RENAME_NOREPLACE);
+                    let r = renameat2_b(
+                        dfd.as_raw_fd(),
+                        nb,
+                        dfd.as_raw_fd(),
+                        hj.as_bytes(),
+                        libc::RENAME_NOREPLACE,
+                    );
                     t.add("hijack-rename", &r);
                     if r.is_ok() {
-                        let tgt = if rng.below(2) == 0 { &dir_targets[rng.below(3) as usize] } else { &file_targets[rng.below(3) as usize] };
+                        let tgt = if rng.below(2) == 0 {
+                            &dir_targets[rng.below(3) as usize]
+                        } else {
+                            &file_targets[rng.below(3) as usize]
+                        };
                         let s = symlinkat_b(tgt, dfd.as_raw_fd(), nb);
                         t.add("hijack-symlink", &s);
                     }
@@ -391,12 +551,22 @@ fn attacker(store: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, seed: u64) 
             }
             // Clean up hijacked leftovers now and then so directories stay small.
             _ => {
-                if let Ok(dfd) = openat_b(afd, d.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
-                    let names = list_fd(openat_b(dfd.as_raw_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap()).unwrap_or_default();
+                if let Ok(dfd) = openat_b(
+                    afd,
+                    d.as_bytes(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                ) {
+                    let names = list_fd(
+                        openat_b(dfd.as_raw_fd(), b".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                            .unwrap(),
+                    )
+                    .unwrap_or_default();
                     for name in names.iter().filter(|n| n.starts_with("hj")) {
                         let r = unlinkat_b(dfd.as_raw_fd(), name.as_bytes(), 0);
                         if r.is_err() {
-                            let _ = unlinkat_b(dfd.as_raw_fd(), name.as_bytes(), libc::AT_REMOVEDIR);
+                            let _ =
+                                unlinkat_b(dfd.as_raw_fd(), name.as_bytes(), libc::AT_REMOVEDIR);
                         }
                     }
                 }
@@ -406,7 +576,12 @@ fn attacker(store: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, seed: u64) 
         // Make sure the slots exist (members may have removed them): root creates directly
         // in the store only real directories/files of its own, never through a symlink.
         let _ = mkdirat_b(afd, d.as_bytes(), 0o2770);
-        if let Ok(fd) = openat_b(afd, f.as_bytes(), libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW, 0o660) {
+        if let Ok(fd) = openat_b(
+            afd,
+            f.as_bytes(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW,
+            0o660,
+        ) {
             drop(fd);
         }
     }
@@ -421,7 +596,14 @@ fn attacker(store: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, seed: u64) 
 
 /// One member acting through the mount until `stop`: by path and relative to directory
 /// descriptors opened through the mount (held across the attacker's swaps).
-fn member_loop(mnt: PathBuf, outside: PathBuf, me: User, gid: u32, stop: Arc<AtomicBool>, seed: u64) -> Tally {
+fn member_loop(
+    mnt: PathBuf,
+    outside: PathBuf,
+    me: User,
+    gid: u32,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> Tally {
     let mut t = Tally::default();
     let mut rng = Rng(seed | 1);
     let arena = mnt.join("arena");
@@ -457,7 +639,11 @@ fn member_loop(mnt: PathBuf, outside: PathBuf, me: User, gid: u32, stop: Arc<Ato
                 t.add("create", &r);
             }
             1 => {
-                let r = if via_fd { mkdirat_b(hfd, nb, 0o755) } else { mkdir(&p, 0o755) };
+                let r = if via_fd {
+                    mkdirat_b(hfd, nb, 0o755)
+                } else {
+                    mkdir(&p, 0o755)
+                };
                 t.add("mkdir", &r);
             }
             2 => {
@@ -488,7 +674,13 @@ fn member_loop(mnt: PathBuf, outside: PathBuf, me: User, gid: u32, stop: Arc<Ato
             }
             4 => {
                 let r = if via_fd {
-                    renameat2_b(hfd, nb, libc::AT_FDCWD, arena.join(dslot(j)).join(&name2).as_os_str().as_bytes(), 0)
+                    renameat2_b(
+                        hfd,
+                        nb,
+                        libc::AT_FDCWD,
+                        arena.join(dslot(j)).join(&name2).as_os_str().as_bytes(),
+                        0,
+                    )
                 } else {
                     rename(&p, &arena.join(dslot(j)).join(&name2))
                 };
@@ -503,25 +695,41 @@ fn member_loop(mnt: PathBuf, outside: PathBuf, me: User, gid: u32, stop: Arc<Ato
                 t.add("link", &r);
             }
             6 => {
-                let r = if rng.below(2) == 0 { truncate(&fpath, 3) } else { truncate(&p, 0) };
+                let r = if rng.below(2) == 0 {
+                    truncate(&fpath, 3)
+                } else {
+                    truncate(&p, 0)
+                };
                 t.add("truncate", &r);
             }
             7 => {
                 let r = if rng.below(2) == 0 {
                     lsetxattr(&p, "user.race", b"v", 0)
                 } else if via_fd {
-                    setxattr_p(&PathBuf::from(format!("/proc/self/fd/{hfd}/{name}")), "user.race", b"v")
+                    setxattr_p(
+                        &PathBuf::from(format!("/proc/self/fd/{hfd}/{name}")),
+                        "user.race",
+                        b"v",
+                    )
                 } else {
                     setxattr_p(&fpath, "user.race", b"v")
                 };
                 t.add("setxattr", &r);
             }
             8 => {
-                let r = if via_fd { unlinkat_b(hfd, nb, 0) } else { unlink(&p) };
+                let r = if via_fd {
+                    unlinkat_b(hfd, nb, 0)
+                } else {
+                    unlink(&p)
+                };
                 t.add("unlink", &r);
             }
             9 => {
-                let r = if via_fd { unlinkat_b(hfd, nb, libc::AT_REMOVEDIR) } else { rmdir(&p) };
+                let r = if via_fd {
+                    unlinkat_b(hfd, nb, libc::AT_REMOVEDIR)
+                } else {
+                    rmdir(&p)
+                };
                 t.add("rmdir", &r);
             }
             10 => {
@@ -540,12 +748,22 @@ fn member_loop(mnt: PathBuf, outside: PathBuf, me: User, gid: u32, stop: Arc<Ato
                     let tt = [ts(1_000_000_000, 0), ts(1_000_000_000, 0)];
                     r0(unsafe { libc::utimensat(hfd, c.as_ptr(), tt.as_ptr(), 0) })
                 } else {
-                    utimensat(libc::AT_FDCWD, &fpath, ts(0, libc::UTIME_NOW), ts(0, libc::UTIME_NOW), 0)
+                    utimensat(
+                        libc::AT_FDCWD,
+                        &fpath,
+                        ts(0, libc::UTIME_NOW),
+                        ts(0, libc::UTIME_NOW),
+                        0,
+                    )
                 };
                 t.add("utimens", &r);
             }
             12 => {
-                let r = if via_fd { openat_b(hfd, nb, libc::O_RDONLY, 0) } else { open(&fpath, libc::O_RDONLY, 0) };
+                let r = if via_fd {
+                    openat_b(hfd, nb, libc::O_RDONLY, 0)
+                } else {
+                    open(&fpath, libc::O_RDONLY, 0)
+                };
                 let r = r.and_then(|fd| read_fd_all(fd.as_raw_fd()));
                 t.add("read", &r);
             }
@@ -558,22 +776,33 @@ fn member_loop(mnt: PathBuf, outside: PathBuf, me: User, gid: u32, stop: Arc<Ato
                 t.add("readdir", &r);
             }
             14 => {
-                let r = open(&fpath, libc::O_WRONLY | libc::O_TRUNC, 0).and_then(|fd| write_fd(fd.as_raw_fd(), b"w"));
+                let r = open(&fpath, libc::O_WRONLY | libc::O_TRUNC, 0)
+                    .and_then(|fd| write_fd(fd.as_raw_fd(), b"w"));
                 t.add("open-trunc-write", &r);
             }
             15 => {
                 // mkdir/create inside a held directory at depth 2 (the held descriptor may now
                 // name a directory the attacker moved away or exchanged)
                 let r = if via_fd {
-                    openat_b(hfd, nb, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                        .and_then(|sub| openat_b(sub.as_raw_fd(), b"deep", libc::O_WRONLY | libc::O_CREAT, 0o600))
+                    openat_b(hfd, nb, libc::O_RDONLY | libc::O_DIRECTORY, 0).and_then(|sub| {
+                        openat_b(
+                            sub.as_raw_fd(),
+                            b"deep",
+                            libc::O_WRONLY | libc::O_CREAT,
+                            0o600,
+                        )
+                    })
                 } else {
                     open(&p.join("deep"), libc::O_WRONLY | libc::O_CREAT, 0o600)
                 };
                 t.add("create-nested", &r);
             }
             _ => {
-                let r = if via_fd { fstatat_b(hfd, nb, libc::AT_SYMLINK_NOFOLLOW).map(|_| ()) } else { lst(&p).map(|_| ()) };
+                let r = if via_fd {
+                    fstatat_b(hfd, nb, libc::AT_SYMLINK_NOFOLLOW).map(|_| ())
+                } else {
+                    lst(&p).map(|_| ())
+                };
                 t.add("stat", &r);
             }
         }
@@ -596,7 +825,8 @@ fn store_leaks(root: &Path, gid: u32, members: &[u32]) -> Vec<String> {
                 continue;
             }
             let name = e.file_name().to_string_lossy().into_owned();
-            let attacker_made = d == root && (name.starts_with('d') || name.starts_with('f')) && s.uid == 0;
+            let attacker_made =
+                d == root && (name.starts_with('d') || name.starts_with('f')) && s.uid == 0;
             if !attacker_made && !members.contains(&s.uid) {
                 bad.push(format!("{}: uid {} (not a member)", p.display(), s.uid));
             }
@@ -640,13 +870,18 @@ fn run_race(extra_opts: &str, label: &str) {
         thread::spawn(move || attacker(store, outside, stop, seed))
     };
     let mut members = Vec::new();
-    for (n, (user, umask)) in [(&u.a, 0o022), (&u.b, 0o077), (&u.a, 0o002), (&u.b, 0o022)].into_iter().enumerate() {
+    for (n, (user, umask)) in [(&u.a, 0o022), (&u.b, 0o077), (&u.a, 0o002), (&u.b, 0o022)]
+        .into_iter()
+        .enumerate()
+    {
         let (mnt, outside, stop, me) = (m.mnt.clone(), outside.clone(), stop.clone(), user.clone());
         let gid = u.gid;
         let s = seed.rotate_left(8 * (n as u32 + 1));
         let user = user.clone();
         members.push(thread::spawn(move || {
-            as_user_timeout(&user, umask, Duration::from_secs(secs + 60), move || member_loop(mnt, outside, me, gid, stop, s))
+            as_user_timeout(&user, umask, Duration::from_secs(secs + 60), move || {
+                member_loop(mnt, outside, me, gid, stop, s)
+            })
         }));
     }
     let t0 = Instant::now();
@@ -674,25 +909,67 @@ fn run_race(extra_opts: &str, label: &str) {
         events.len()
     );
     println!("SECURITY-RACE {label} outcomes: {:?}", mem_tally.0);
-    assert!(alive && mount_ok, "{label}: the daemon died or the mount broke during the race\n{}", m.log_text());
-    assert!(events.is_empty(), "{label}: inotify saw activity outside the store:\n{}", events.join("\n"));
+    assert!(
+        alive && mount_ok,
+        "{label}: the daemon died or the mount broke during the race\n{}",
+        m.log_text()
+    );
+    assert!(
+        events.is_empty(),
+        "{label}: inotify saw activity outside the store:\n{}",
+        events.join("\n")
+    );
     assert_same_snapshot(&before, &after, label);
-    assert!(leaks.is_empty(), "{label}: store entries breaking the policy after the race:\n{}", leaks.join("\n"));
-    assert!(mem_tally.total() >= 500, "{label}: only {} member operations ran", mem_tally.total());
-    assert!(att_tally.total() >= 100, "{label}: only {} attacks ran", att_tally.total());
+    assert!(
+        leaks.is_empty(),
+        "{label}: store entries breaking the policy after the race:\n{}",
+        leaks.join("\n")
+    );
+    assert!(
+        mem_tally.total() >= 500,
+        "{label}: only {} member operations ran",
+        mem_tally.total()
+    );
+    assert!(
+        att_tally.total() >= 100,
+        "{label}: only {} attacks ran",
+        att_tally.total()
+    );
     // The swaps must really have happened (else the test proves nothing).
     let ops = att_tally.0;
-    for op in ["swap-dir-exchange:ok", "swap-file-exchange:ok", "hijack-symlink:ok", "swap-arena-exchange:ok"] {
-        assert!(ops.get(op).copied().unwrap_or(0) > 0, "{label}: attack {op} never succeeded: {ops:?}");
+    for op in [
+        "swap-dir-exchange:ok",
+        "swap-file-exchange:ok",
+        "hijack-symlink:ok",
+        "swap-arena-exchange:ok",
+    ] {
+        assert!(
+            ops.get(op).copied().unwrap_or(0) > 0,
+            "{label}: attack {op} never succeeded: {ops:?}"
+        );
     }
     // Positive control: the detectors do see a real read outside. Root (not the daemon) reads
     // through a store symlink; the kernel follows it in root's own view, into the outside.
-    symlinkat_b(outside.join("canary").as_os_str().as_bytes(), libc::AT_FDCWD, m.s("control").as_os_str().as_bytes()).unwrap();
-    let _ = fs::read(m.p("control")).expect("root reads the outside canary through a store symlink");
+    symlinkat_b(
+        outside.join("canary").as_os_str().as_bytes(),
+        libc::AT_FDCWD,
+        m.s("control").as_os_str().as_bytes(),
+    )
+    .unwrap();
+    let _ =
+        fs::read(m.p("control")).expect("root reads the outside canary through a store symlink");
     let seen = watch.drain();
     let control = snapshot(&outside, true);
-    assert!(seen.iter().any(|e| e.contains("canary") && e.contains("ACCESS")), "{label}: inotify missed the control read: {seen:?}");
-    assert_ne!(control.get("canary").unwrap().atime, before.get("canary").unwrap().atime, "{label}: atime missed the control read");
+    assert!(
+        seen.iter()
+            .any(|e| e.contains("canary") && e.contains("ACCESS")),
+        "{label}: inotify missed the control read: {seen:?}"
+    );
+    assert_ne!(
+        control.get("canary").unwrap().atime,
+        before.get("canary").unwrap().atime,
+        "{label}: atime missed the control read"
+    );
 }
 
 #[test]
@@ -704,7 +981,10 @@ fn race_store_swaps_to_outside_symlinks_touch_nothing_outside() {
 fn race_store_swaps_no_kernel_caching_touch_nothing_outside() {
     // Zero timeouts: every path walk asks the daemon again, so the daemon sees the swapped
     // names (lookups of symlinks) far more often.
-    run_race("passthrough=off,entry_timeout=0,attr_timeout=0", "race (passthrough=off, timeouts 0)");
+    run_race(
+        "passthrough=off,entry_timeout=0,attr_timeout=0",
+        "race (passthrough=off, timeouts 0)",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -716,7 +996,9 @@ fn hardlink_to_file_caller_cannot_write_is_refused() {
     let m = Mount::new();
     let u = m.users;
     assert_eq!(
-        fs::read_to_string("/proc/sys/fs/protected_hardlinks").unwrap().trim(),
+        fs::read_to_string("/proc/sys/fs/protected_hardlinks")
+            .unwrap()
+            .trim(),
         "1",
         "this test expects fs.protected_hardlinks=1 (the Debian default)"
     );
@@ -749,14 +1031,26 @@ fn hardlink_to_file_caller_cannot_write_is_refused() {
     // Outsider: cannot even reach it.
     let (ro4, l4) = (ro.clone(), m.base.fresh("outsider-link"));
     let r = as_user(&u.c, 0o022, move || link(&ro4, &l4));
-    assert_errno(r, &[libc::EACCES, libc::EXDEV], "outsider: link out of the mount");
+    assert_errno(
+        r,
+        &[libc::EACCES, libc::EXDEV],
+        "outsider: link out of the mount",
+    );
     // Links out of / into the mount cross filesystems.
     let outside_file = m.base.fresh("plainfile");
     fs::write(&outside_file, b"x").unwrap();
-    assert_errno(link(&outside_file, &m.p("linked-in")), &[libc::EXDEV], "root: link from outside into the mount");
+    assert_errno(
+        link(&outside_file, &m.p("linked-in")),
+        &[libc::EXDEV],
+        "root: link from outside into the mount",
+    );
     // Directories cannot be hard-linked.
     fs::create_dir(m.p("dir")).unwrap();
-    assert_errno(link(&m.p("dir"), &m.p("dirlink")), &[libc::EPERM], "link of a directory");
+    assert_errno(
+        link(&m.p("dir"), &m.p("dirlink")),
+        &[libc::EPERM],
+        "link of a directory",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,13 +1063,21 @@ fn setuid_setgid_sticky_never_stored_on_files() {
     let u = m.users;
     let mi = mount_entry(&m.mnt).unwrap();
     let opts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = opts.lines().find(|l| l.split(' ').nth(4) == Some(m.mnt.to_str().unwrap())).unwrap().to_string();
-    assert!(line.contains("nosuid") && line.contains("nodev"), "mount must be nosuid,nodev: {line} ({mi:?})");
+    let line = opts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(m.mnt.to_str().unwrap()))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("nosuid") && line.contains("nodev"),
+        "mount must be nosuid,nodev: {line} ({mi:?})"
+    );
     let (f, g, d) = (m.p("suid"), m.p("sgid"), m.p("dir"));
     {
         let (f, g, d) = (f.clone(), g.clone(), d.clone());
         as_user(&u.a, 0o000, move || {
-            let fd = open(&f, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o6755).ctx("create 06755");
+            let fd =
+                open(&f, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o6755).ctx("create 06755");
             drop(fd);
             write_file(&g, b"#!/bin/sh\n").ctx("create g");
             chmod(&g, 0o2755).ctx("chmod g+s");
@@ -799,7 +1101,11 @@ fn setuid_setgid_sticky_never_stored_on_files() {
     // A setuid file put in the store by other means is reported without setuid.
     fs::write(m.s("planted"), b"#!/bin/sh\nid\n").unwrap();
     fs::set_permissions(m.s("planted"), fs::Permissions::from_mode(0o4755)).unwrap();
-    assert_eq!(m.mst("planted").perm(), 0o770, "planted 04755 file as reported (no setuid, owner bits mirrored)");
+    assert_eq!(
+        m.mst("planted").perm(),
+        0o770,
+        "planted 04755 file as reported (no setuid, owner bits mirrored)"
+    );
 }
 
 #[test]
@@ -818,21 +1124,64 @@ fn file_capabilities_refused() {
     let mut cap = vec![0u8; 20];
     cap[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
     cap[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
-    assert_errno(lsetxattr(&f, "security.capability", &cap, 0), &[libc::EPERM, libc::EOPNOTSUPP], "root: setxattr security.capability");
-    let o = run_timeout(cmd("setfattr", &["-n", "security.capability", "-v", "0x0100000200200000000000000000000000000000", f.to_str().unwrap()]), OP_TIMEOUT);
-    assert!(!o.status.success(), "setfattr -n security.capability through the mount must fail:\n{}", out_str(&o));
-    let o = run_timeout(cmd("setcap", &["cap_net_raw+ep", f.to_str().unwrap()]), OP_TIMEOUT);
-    assert!(!o.status.success(), "setcap through the mount must fail:\n{}", out_str(&o));
+    assert_errno(
+        lsetxattr(&f, "security.capability", &cap, 0),
+        &[libc::EPERM, libc::EOPNOTSUPP],
+        "root: setxattr security.capability",
+    );
+    let o = run_timeout(
+        cmd(
+            "setfattr",
+            &[
+                "-n",
+                "security.capability",
+                "-v",
+                "0x0100000200200000000000000000000000000000",
+                f.to_str().unwrap(),
+            ],
+        ),
+        OP_TIMEOUT,
+    );
+    assert!(
+        !o.status.success(),
+        "setfattr -n security.capability through the mount must fail:\n{}",
+        out_str(&o)
+    );
+    let o = run_timeout(
+        cmd("setcap", &["cap_net_raw+ep", f.to_str().unwrap()]),
+        OP_TIMEOUT,
+    );
+    assert!(
+        !o.status.success(),
+        "setcap through the mount must fail:\n{}",
+        out_str(&o)
+    );
     let (f2, cap2) = (f.clone(), cap.clone());
-    let r = as_user(&u.a, 0o022, move || lsetxattr(&f2, "security.capability", &cap2, 0));
-    assert_errno(r, &[libc::EPERM, libc::EOPNOTSUPP], "owner: setxattr security.capability");
-    assert!(lgetxattr(&m.s("tool"), "security.capability").is_err(), "no capability stored");
+    let r = as_user(&u.a, 0o022, move || {
+        lsetxattr(&f2, "security.capability", &cap2, 0)
+    });
+    assert_errno(
+        r,
+        &[libc::EPERM, libc::EOPNOTSUPP],
+        "owner: setxattr security.capability",
+    );
+    assert!(
+        lgetxattr(&m.s("tool"), "security.capability").is_err(),
+        "no capability stored"
+    );
     // A capability put on a store file by other means is hidden (and the mount is nosuid).
     fs::write(m.s("planted"), b"x").unwrap();
     lsetxattr(&m.s("planted"), "security.capability", &cap, 0).ctx("plant capability in the store");
-    assert_errno(lgetxattr(&m.p("planted"), "security.capability"), &[libc::ENODATA, libc::EPERM, libc::EOPNOTSUPP], "getxattr of a planted capability");
+    assert_errno(
+        lgetxattr(&m.p("planted"), "security.capability"),
+        &[libc::ENODATA, libc::EPERM, libc::EOPNOTSUPP],
+        "getxattr of a planted capability",
+    );
     let names = llistxattr(&m.p("planted")).unwrap_or_default();
-    assert!(!names.iter().any(|n| n.starts_with("security.")), "listxattr shows {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("security.")),
+        "listxattr shows {names:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -845,13 +1194,28 @@ fn device_nodes_and_sockets_refused_fifos_work() {
     let u = m.users;
     // Root (has CAP_MKNOD) through the mount: refused by hfcachefs.
     for (what, mode, dev) in [
-        ("char 1:3 (/dev/null)", libc::S_IFCHR | 0o666, libc::makedev(1, 3)),
-        ("char 1:1 (/dev/mem)", libc::S_IFCHR | 0o600, libc::makedev(1, 1)),
+        (
+            "char 1:3 (/dev/null)",
+            libc::S_IFCHR | 0o666,
+            libc::makedev(1, 3),
+        ),
+        (
+            "char 1:1 (/dev/mem)",
+            libc::S_IFCHR | 0o600,
+            libc::makedev(1, 1),
+        ),
         ("block 7:0", libc::S_IFBLK | 0o600, libc::makedev(7, 0)),
         ("socket", libc::S_IFSOCK | 0o666, 0),
     ] {
-        assert_errno(mknod(&m.p("node"), mode, dev), &[libc::EPERM], &format!("root mknod {what}"));
-        assert!(lst(&m.s("node")).is_err(), "{what}: nothing left in the store");
+        assert_errno(
+            mknod(&m.p("node"), mode, dev),
+            &[libc::EPERM],
+            &format!("root mknod {what}"),
+        );
+        assert!(
+            lst(&m.s("node")).is_err(),
+            "{what}: nothing left in the store"
+        );
     }
     // bind() of a unix socket creates a socket node: refused.
     let sp = m.p("sock");
@@ -860,7 +1224,9 @@ fn device_nodes_and_sockets_refused_fifos_work() {
     assert!(lst(&m.s("sock")).is_err());
     // A member cannot either (the kernel already refuses without CAP_MKNOD).
     let p = m.p("node2");
-    let r = as_user(&u.a, 0o022, move || mknod(&p, libc::S_IFCHR | 0o666, libc::makedev(1, 3)));
+    let r = as_user(&u.a, 0o022, move || {
+        mknod(&p, libc::S_IFCHR | 0o666, libc::makedev(1, 3))
+    });
     assert_errno(r, &[libc::EPERM], "member mknod char");
     // FIFO: fine, owned by the member, shared group, mirrored bits.
     let (fp, fp2) = (m.p("fifo"), m.p("fifo"));
@@ -875,14 +1241,28 @@ fn device_nodes_and_sockets_refused_fifos_work() {
         pread_fd(fd.as_raw_fd(), 64, 0).or_else(|_| {
             let mut b = vec![0u8; 64];
             let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), 64) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { b.truncate(n as usize); Ok(b) }
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                b.truncate(n as usize);
+                Ok(b)
+            }
         })
     })
     .ctx("member B uses the FIFO");
     assert_eq!(got, b"through the fifo");
     // A device node put into the store by other means cannot be used (nodev).
-    mknod(&m.s("planted-null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3)).ctx("plant /dev/null clone in the store");
-    assert_errno(open(&m.p("planted-null"), libc::O_RDWR, 0), &[libc::EACCES, libc::EPERM], "open of a planted device node (nodev)");
+    mknod(
+        &m.s("planted-null"),
+        libc::S_IFCHR | 0o666,
+        libc::makedev(1, 3),
+    )
+    .ctx("plant /dev/null clone in the store");
+    assert_errno(
+        open(&m.p("planted-null"), libc::O_RDWR, 0),
+        &[libc::EACCES, libc::EPERM],
+        "open of a planted device node (nodev)",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -897,28 +1277,73 @@ fn xattr_namespaces_security_trusted_system_refused_user_ok() {
     fs::create_dir(m.p("d")).unwrap();
     for target in ["f", "d"] {
         let p = m.p(target);
-        for name in ["security.capability", "security.selinux", "security.evil", "trusted.overlay.opaque", "trusted.x"] {
+        for name in [
+            "security.capability",
+            "security.selinux",
+            "security.evil",
+            "trusted.overlay.opaque",
+            "trusted.x",
+        ] {
             // (security.capability needs a well-formed value, or the kernel says EINVAL first)
             let mut cap = vec![0u8; 20];
             cap[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
-            let value: &[u8] = if name == "security.capability" { &cap } else { b"1" };
-            assert_errno(lsetxattr(&p, name, value, 0), &[libc::EPERM, libc::EOPNOTSUPP], &format!("root setxattr {name} on {target}"));
-            assert!(lgetxattr(&m.s(target), name).is_err(), "{name} on {target} reached the store");
+            let value: &[u8] = if name == "security.capability" {
+                &cap
+            } else {
+                b"1"
+            };
+            assert_errno(
+                lsetxattr(&p, name, value, 0),
+                &[libc::EPERM, libc::EOPNOTSUPP],
+                &format!("root setxattr {name} on {target}"),
+            );
+            assert!(
+                lgetxattr(&m.s(target), name).is_err(),
+                "{name} on {target} reached the store"
+            );
         }
-        assert_errno(lsetxattr(&p, "system.posix_acl_access", &[2, 0, 0, 0], 0), &[libc::EPERM, libc::EOPNOTSUPP, libc::EINVAL], &format!("root set ACL on {target}"));
-        assert_errno(lsetxattr(&p, "system.evil", b"1", 0), &[libc::EPERM, libc::EOPNOTSUPP], &format!("root setxattr system.evil on {target}"));
+        assert_errno(
+            lsetxattr(&p, "system.posix_acl_access", &[2, 0, 0, 0], 0),
+            &[libc::EPERM, libc::EOPNOTSUPP, libc::EINVAL],
+            &format!("root set ACL on {target}"),
+        );
+        assert_errno(
+            lsetxattr(&p, "system.evil", b"1", 0),
+            &[libc::EPERM, libc::EOPNOTSUPP],
+            &format!("root setxattr system.evil on {target}"),
+        );
         lsetxattr(&p, "user.ok", b"fine", 0).ctx("user.* works");
         assert_eq!(lgetxattr(&m.s(target), "user.ok").unwrap(), b"fine");
     }
     // setfacl (a tool members might use to widen access): refused.
-    let o = run_timeout(cmd("sh", &["-c", &format!("command -v setfacl >/dev/null || exit 77; setfacl -m u:nobody:rwx '{}'", m.p("f").display())]), OP_TIMEOUT);
+    let o = run_timeout(
+        cmd(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "command -v setfacl >/dev/null || exit 77; setfacl -m u:nobody:rwx '{}'",
+                    m.p("f").display()
+                ),
+            ],
+        ),
+        OP_TIMEOUT,
+    );
     if o.status.code() != Some(77) {
-        assert!(!o.status.success(), "setfacl through the mount must fail:\n{}", out_str(&o));
+        assert!(
+            !o.status.success(),
+            "setfacl through the mount must fail:\n{}",
+            out_str(&o)
+        );
     }
     // Members: user.* on their own files and on other members' group-writable files.
     let p = m.p("f");
     let (r_user, r_sec, r_tr) = as_user(&u.b, 0o022, move || {
-        (lsetxattr(&p, "user.b", b"b", 0), lsetxattr(&p, "security.x", b"1", 0), lsetxattr(&p, "trusted.x", b"1", 0))
+        (
+            lsetxattr(&p, "user.b", b"b", 0),
+            lsetxattr(&p, "security.x", b"1", 0),
+            lsetxattr(&p, "trusted.x", b"1", 0),
+        )
     });
     r_user.ctx("member user.* on a group-writable file");
     assert_errno(r_sec, &[libc::EPERM, libc::EOPNOTSUPP], "member security.x");
@@ -926,7 +1351,10 @@ fn xattr_namespaces_security_trusted_system_refused_user_ok() {
     // trusted.* put in the store by other means is not shown.
     lsetxattr(&m.s("f"), "trusted.hidden", b"1", 0).unwrap();
     let names = llistxattr(&m.p("f")).unwrap();
-    assert!(names.iter().all(|n| n.starts_with("user.")), "listxattr through the mount: {names:?}");
+    assert!(
+        names.iter().all(|n| n.starts_with("user.")),
+        "listxattr through the mount: {names:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -955,7 +1383,13 @@ fn names_with_newlines_and_invalid_utf8() {
     as_user(&u.a, 0o022, move || {
         let dfd = open(&mnt, libc::O_RDONLY | libc::O_DIRECTORY, 0).ctx("open mount");
         for (i, n) in names2.iter().enumerate() {
-            let fd = openat_b(dfd.as_raw_fd(), n, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o644).unwrap_or_else(|e| panic!("create {n:?}: {e}"));
+            let fd = openat_b(
+                dfd.as_raw_fd(),
+                n,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o644,
+            )
+            .unwrap_or_else(|e| panic!("create {n:?}: {e}"));
             write_fd(fd.as_raw_fd(), format!("{i}").as_bytes()).unwrap();
             let mut dn = n.clone();
             dn.extend_from_slice(b".d");
@@ -964,16 +1398,24 @@ fn names_with_newlines_and_invalid_utf8() {
             rn.extend_from_slice(b".renamed");
             let mut tmp = n.clone();
             tmp.extend_from_slice(b".tmp");
-            let fd2 = openat_b(dfd.as_raw_fd(), &tmp, libc::O_WRONLY | libc::O_CREAT, 0o644).unwrap();
+            let fd2 =
+                openat_b(dfd.as_raw_fd(), &tmp, libc::O_WRONLY | libc::O_CREAT, 0o644).unwrap();
             drop(fd2);
-            renameat2_b(dfd.as_raw_fd(), &tmp, dfd.as_raw_fd(), &rn, 0).unwrap_or_else(|e| panic!("rename to {rn:?}: {e}"));
+            renameat2_b(dfd.as_raw_fd(), &tmp, dfd.as_raw_fd(), &rn, 0)
+                .unwrap_or_else(|e| panic!("rename to {rn:?}: {e}"));
         }
     });
     // Exact bytes in the store and in readdir through the mount.
-    let listed: Vec<Vec<u8>> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+    let listed: Vec<Vec<u8>> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
     for (i, n) in names.iter().enumerate() {
         let sp = m.store.join(std::ffi::OsStr::from_bytes(n));
-        assert_eq!(fs::read(&sp).unwrap_or_else(|e| panic!("store lacks {n:?}: {e}")), format!("{i}").as_bytes());
+        assert_eq!(
+            fs::read(&sp).unwrap_or_else(|e| panic!("store lacks {n:?}: {e}")),
+            format!("{i}").as_bytes()
+        );
         assert!(listed.contains(n), "readdir through the mount lacks {n:?}");
         let s = lst(&sp).unwrap();
         assert_eq!((s.uid, s.gid, s.perm()), (u.a.uid, u.gid, 0o660), "{n:?}");
@@ -992,7 +1434,8 @@ fn names_with_newlines_and_invalid_utf8() {
             unlinkat_b(dfd.as_raw_fd(), n, 0).unwrap_or_else(|e| panic!("unlink {n:?}: {e}"));
             let mut dn = n.clone();
             dn.extend_from_slice(b".d");
-            unlinkat_b(dfd.as_raw_fd(), &dn, libc::AT_REMOVEDIR).unwrap_or_else(|e| panic!("rmdir {dn:?}: {e}"));
+            unlinkat_b(dfd.as_raw_fd(), &dn, libc::AT_REMOVEDIR)
+                .unwrap_or_else(|e| panic!("rmdir {dn:?}: {e}"));
         }
     });
     for n in &names {
@@ -1013,37 +1456,77 @@ fn name_length_255_ok_256_enametoolong() {
     let (a, b, c) = (n255.clone(), n256.clone(), n255u.clone());
     let res = as_user(&u.a, 0o022, move || {
         let mut v = Vec::new();
-        v.push(("create 255", errno_of(&open(&mnt.join(&a), libc::O_WRONLY | libc::O_CREAT, 0o644))));
+        v.push((
+            "create 255",
+            errno_of(&open(&mnt.join(&a), libc::O_WRONLY | libc::O_CREAT, 0o644)),
+        ));
         v.push(("mkdir 255 (UTF-8)", errno_of(&mkdir(&mnt.join(&c), 0o755))));
-        v.push(("symlink 255", errno_of(&symlink("target", &mnt.join(format!("{}", "s".repeat(255)))))));
-        v.push(("link 255", errno_of(&link(&mnt.join(&a), &mnt.join("l".repeat(255))))));
-        v.push(("rename to 255", errno_of(&{
-            let _ = write_file(&mnt.join("short"), b"x");
-            rename(&mnt.join("short"), &mnt.join("r".repeat(255)))
-        })));
+        v.push((
+            "symlink 255",
+            errno_of(&symlink(
+                "target",
+                &mnt.join(format!("{}", "s".repeat(255))),
+            )),
+        ));
+        v.push((
+            "link 255",
+            errno_of(&link(&mnt.join(&a), &mnt.join("l".repeat(255)))),
+        ));
+        v.push((
+            "rename to 255",
+            errno_of(&{
+                let _ = write_file(&mnt.join("short"), b"x");
+                rename(&mnt.join("short"), &mnt.join("r".repeat(255)))
+            }),
+        ));
         v.push(("stat 255", errno_of(&lst(&mnt.join(&a)))));
         let long = [
-            ("create 256", errno_of(&open(&mnt.join(&b), libc::O_WRONLY | libc::O_CREAT, 0o644))),
+            (
+                "create 256",
+                errno_of(&open(&mnt.join(&b), libc::O_WRONLY | libc::O_CREAT, 0o644)),
+            ),
             ("mkdir 256", errno_of(&mkdir(&mnt.join(&b), 0o755))),
             ("symlink 256", errno_of(&symlink("target", &mnt.join(&b)))),
             ("link 256", errno_of(&link(&mnt.join(&a), &mnt.join(&b)))),
-            ("rename to 256", errno_of(&rename(&mnt.join("r".repeat(255)), &mnt.join(&b)))),
-            ("mknod fifo 256", errno_of(&mknod(&mnt.join(&b), libc::S_IFIFO | 0o644, 0))),
+            (
+                "rename to 256",
+                errno_of(&rename(&mnt.join("r".repeat(255)), &mnt.join(&b))),
+            ),
+            (
+                "mknod fifo 256",
+                errno_of(&mknod(&mnt.join(&b), libc::S_IFIFO | 0o644, 0)),
+            ),
             ("stat 256", errno_of(&lst(&mnt.join(&b)))),
-            ("setxattr on 256", errno_of(&lsetxattr(&mnt.join(&b), "user.x", b"1", 0))),
+            (
+                "setxattr on 256",
+                errno_of(&lsetxattr(&mnt.join(&b), "user.x", b"1", 0)),
+            ),
         ];
         (v, long.to_vec())
     });
     let (ok, long) = res;
     for (what, e) in ok {
-        assert_eq!(e, None, "{what}: expected success, got {}", errno_name(e.unwrap_or(0)));
+        assert_eq!(
+            e,
+            None,
+            "{what}: expected success, got {}",
+            errno_name(e.unwrap_or(0))
+        );
     }
     for (what, e) in long {
-        assert_eq!(e, Some(libc::ENAMETOOLONG), "{what}: expected ENAMETOOLONG, got {:?}", e.map(errno_name));
+        assert_eq!(
+            e,
+            Some(libc::ENAMETOOLONG),
+            "{what}: expected ENAMETOOLONG, got {:?}",
+            e.map(errno_name)
+        );
     }
     assert!(lst(&m.s(&n255)).is_ok() && lst(&m.s(&n255u)).unwrap().is_dir());
     let in_store = names(&m.store).unwrap();
-    assert!(in_store.iter().all(|n| n.len() <= 255), "a >255-byte name reached the store");
+    assert!(
+        in_store.iter().all(|n| n.len() <= 255),
+        "a >255-byte name reached the store"
+    );
 }
 
 #[test]
@@ -1059,10 +1542,23 @@ fn deep_tree_depth_200() {
         let mut fd = open(&mnt, libc::O_RDONLY | libc::O_DIRECTORY, 0).ctx("open mount");
         for i in 0..DEPTH {
             let c = comp(i);
-            mkdirat_b(fd.as_raw_fd(), c.as_bytes(), 0o755).unwrap_or_else(|e| panic!("mkdir depth {i}: {e}"));
-            fd = openat_b(fd.as_raw_fd(), c.as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap_or_else(|e| panic!("open depth {i}: {e}"));
+            mkdirat_b(fd.as_raw_fd(), c.as_bytes(), 0o755)
+                .unwrap_or_else(|e| panic!("mkdir depth {i}: {e}"));
+            fd = openat_b(
+                fd.as_raw_fd(),
+                c.as_bytes(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+            .unwrap_or_else(|e| panic!("open depth {i}: {e}"));
         }
-        let f = openat_b(fd.as_raw_fd(), b"bottom", libc::O_RDWR | libc::O_CREAT, 0o600).ctx("create at the bottom");
+        let f = openat_b(
+            fd.as_raw_fd(),
+            b"bottom",
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+        )
+        .ctx("create at the bottom");
         write_fd(f.as_raw_fd(), b"deep").unwrap();
         assert_eq!(pread_fd(f.as_raw_fd(), 16, 0).unwrap(), b"deep");
     });
@@ -1071,7 +1567,13 @@ fn deep_tree_depth_200() {
     let got = as_user_timeout(&u.b, 0o077, Duration::from_secs(120), move || {
         let mut fd = open(&mnt, libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
         for i in 0..DEPTH {
-            fd = openat_b(fd.as_raw_fd(), comp(i).as_bytes(), libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+            fd = openat_b(
+                fd.as_raw_fd(),
+                comp(i).as_bytes(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+            .unwrap();
         }
         let f = openat_b(fd.as_raw_fd(), b"bottom", libc::O_RDONLY, 0).unwrap();
         read_fd_all(f.as_raw_fd()).unwrap()
@@ -1079,17 +1581,42 @@ fn deep_tree_depth_200() {
     assert_eq!(got, b"deep");
     let mut dfd = open(&m.store, libc::O_PATH | libc::O_DIRECTORY, 0).unwrap();
     for i in 0..DEPTH {
-        let s = fstatat_b(dfd.as_raw_fd(), comp(i).as_bytes(), libc::AT_SYMLINK_NOFOLLOW).unwrap();
-        assert_eq!((s.st_uid, s.st_gid, s.st_mode & 0o7777), (u.a.uid, u.gid, 0o2770), "store depth {i}");
-        dfd = openat_b(dfd.as_raw_fd(), comp(i).as_bytes(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0).unwrap();
+        let s = fstatat_b(
+            dfd.as_raw_fd(),
+            comp(i).as_bytes(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.st_uid, s.st_gid, s.st_mode & 0o7777),
+            (u.a.uid, u.gid, 0o2770),
+            "store depth {i}"
+        );
+        dfd = openat_b(
+            dfd.as_raw_fd(),
+            comp(i).as_bytes(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .unwrap();
     }
     let s = fstatat_b(dfd.as_raw_fd(), b"bottom", libc::AT_SYMLINK_NOFOLLOW).unwrap();
-    assert_eq!((s.st_uid, s.st_gid, s.st_mode & 0o7777), (u.a.uid, u.gid, 0o660));
+    assert_eq!(
+        (s.st_uid, s.st_gid, s.st_mode & 0o7777),
+        (u.a.uid, u.gid, 0o660)
+    );
     // rm -rf of the whole tree through the mount by the other member.
     let top = m.p(&comp(0));
     let o = sh_as(&u.b, 0o022, &format!("rm -rf '{}'", top.display()));
-    assert!(o.status.success(), "rm -rf of the deep tree: {}", out_str(&o));
-    assert!(lst(&m.s(&comp(0))).is_err(), "deep tree removed from the store");
+    assert!(
+        o.status.success(),
+        "rm -rf of the deep tree: {}",
+        out_str(&o)
+    );
+    assert!(
+        lst(&m.s(&comp(0))).is_err(),
+        "deep tree removed from the store"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1100,9 +1627,21 @@ static OTHER_GROUP_USER: std::sync::OnceLock<User> = std::sync::OnceLock::new();
 
 extern "C" fn remove_other_group_user() {
     if let Some(u) = OTHER_GROUP_USER.get() {
-        let _ = Command::new("userdel").arg(&u.name).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let _ = Command::new("groupdel").arg(&u.name).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let _ = Command::new("groupdel").arg(format!("{}_g", u.name)).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new("userdel")
+            .arg(&u.name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("groupdel")
+            .arg(&u.name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("groupdel")
+            .arg(format!("{}_g", u.name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -1111,16 +1650,46 @@ extern "C" fn remove_other_group_user() {
 fn other_group_user() -> &'static User {
     let _ = users();
     OTHER_GROUP_USER.get_or_init(|| {
-        let name = format!("hfit_{:x}_{:04x}_og", std::process::id(), random_u64() & 0xffff);
+        let name = format!(
+            "hfit_{:x}_{:04x}_og",
+            std::process::id(),
+            random_u64() & 0xffff
+        );
         let group = format!("{name}_g");
         run_ok(cmd("groupadd", &[&group]));
-        run_ok(cmd("useradd", &["-M", "-U", "-d", "/nonexistent", "-s", "/bin/sh", "-G", &group, &name]));
+        run_ok(cmd(
+            "useradd",
+            &[
+                "-M",
+                "-U",
+                "-d",
+                "/nonexistent",
+                "-s",
+                "/bin/sh",
+                "-G",
+                &group,
+                &name,
+            ],
+        ));
         unsafe {
             libc::atexit(remove_other_group_user);
         }
-        let id = |flag: &str| run_ok(cmd("id", &[flag, &name])).trim().parse::<u32>().unwrap();
-        let groups = run_ok(cmd("id", &["-G", &name])).split_whitespace().map(|g| g.parse().unwrap()).collect();
-        User { uid: id("-u"), gid: id("-g"), groups, name }
+        let id = |flag: &str| {
+            run_ok(cmd("id", &[flag, &name]))
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        };
+        let groups = run_ok(cmd("id", &["-G", &name]))
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        User {
+            uid: id("-u"),
+            gid: id("-g"),
+            groups,
+            name,
+        }
     })
 }
 
@@ -1132,31 +1701,90 @@ fn probe_nonmember(m: &Mount, who: &User) -> Vec<(String, Option<i32>)> {
         let mut v: Vec<(String, Option<i32>)> = Vec::new();
         v.push(("stat dir".into(), stat_errno(&mnt.join("dir"))));
         v.push(("stat dir/file".into(), stat_errno(&f)));
-        v.push(("stat missing".into(), stat_errno(&mnt.join("no-such-entry"))));
-        v.push(("stat dir/missing".into(), stat_errno(&mnt.join("dir/no-such-entry"))));
-        v.push(("access(F_OK) dir/file".into(), errno_of(&{
-            let c = cs(&f);
-            r0(unsafe { libc::access(c.as_ptr(), libc::F_OK) })
-        })));
-        v.push(("readdir mount root".into(), errno_of(&list_dir_raw(&mnt, false))));
-        v.push(("readdir dir".into(), errno_of(&list_dir_raw(&mnt.join("dir"), false))));
-        v.push(("open dir/file O_RDONLY".into(), errno_of(&open(&f, libc::O_RDONLY, 0))));
-        v.push(("open dir/file O_WRONLY".into(), errno_of(&open(&f, libc::O_WRONLY, 0))));
-        v.push(("open dir/file O_PATH".into(), errno_of(&open(&f, libc::O_PATH, 0))));
-        v.push(("create new".into(), errno_of(&open(&mnt.join("new"), libc::O_WRONLY | libc::O_CREAT, 0o644))));
-        v.push(("mkdir new".into(), errno_of(&mkdir(&mnt.join("newdir"), 0o755))));
+        v.push((
+            "stat missing".into(),
+            stat_errno(&mnt.join("no-such-entry")),
+        ));
+        v.push((
+            "stat dir/missing".into(),
+            stat_errno(&mnt.join("dir/no-such-entry")),
+        ));
+        v.push((
+            "access(F_OK) dir/file".into(),
+            errno_of(&{
+                let c = cs(&f);
+                r0(unsafe { libc::access(c.as_ptr(), libc::F_OK) })
+            }),
+        ));
+        v.push((
+            "readdir mount root".into(),
+            errno_of(&list_dir_raw(&mnt, false)),
+        ));
+        v.push((
+            "readdir dir".into(),
+            errno_of(&list_dir_raw(&mnt.join("dir"), false)),
+        ));
+        v.push((
+            "open dir/file O_RDONLY".into(),
+            errno_of(&open(&f, libc::O_RDONLY, 0)),
+        ));
+        v.push((
+            "open dir/file O_WRONLY".into(),
+            errno_of(&open(&f, libc::O_WRONLY, 0)),
+        ));
+        v.push((
+            "open dir/file O_PATH".into(),
+            errno_of(&open(&f, libc::O_PATH, 0)),
+        ));
+        v.push((
+            "create new".into(),
+            errno_of(&open(
+                &mnt.join("new"),
+                libc::O_WRONLY | libc::O_CREAT,
+                0o644,
+            )),
+        ));
+        v.push((
+            "mkdir new".into(),
+            errno_of(&mkdir(&mnt.join("newdir"), 0o755)),
+        ));
         v.push(("unlink dir/file".into(), errno_of(&unlink(&f))));
-        v.push(("rename dir/file".into(), errno_of(&rename(&f, &mnt.join("stolen")))));
+        v.push((
+            "rename dir/file".into(),
+            errno_of(&rename(&f, &mnt.join("stolen"))),
+        ));
         v.push(("truncate dir/file".into(), errno_of(&truncate(&f, 0))));
         v.push(("chmod dir/file".into(), errno_of(&chmod(&f, 0o777))));
-        v.push(("getxattr dir/file".into(), errno_of(&lgetxattr(&f, "user.k"))));
+        v.push((
+            "getxattr dir/file".into(),
+            errno_of(&lgetxattr(&f, "user.k")),
+        ));
         v.push(("listxattr dir/file".into(), errno_of(&llistxattr(&f))));
-        v.push(("lock dir/file (open for flock)".into(), errno_of(&open(&f, libc::O_RDONLY, 0).and_then(|fd| flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)))));
-        v.push(("lock file in .locks".into(), errno_of(&open(&mnt.join(".locks/x.lock"), libc::O_RDWR | libc::O_CREAT, 0o664).and_then(|fd| flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)))));
-        v.push(("chdir dir".into(), errno_of(&{
-            let c = cs(&mnt.join("dir"));
-            r0(unsafe { libc::chdir(c.as_ptr()) })
-        })));
+        v.push((
+            "lock dir/file (open for flock)".into(),
+            errno_of(
+                &open(&f, libc::O_RDONLY, 0)
+                    .and_then(|fd| flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
+            ),
+        ));
+        v.push((
+            "lock file in .locks".into(),
+            errno_of(
+                &open(
+                    &mnt.join(".locks/x.lock"),
+                    libc::O_RDWR | libc::O_CREAT,
+                    0o664,
+                )
+                .and_then(|fd| flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
+            ),
+        ));
+        v.push((
+            "chdir dir".into(),
+            errno_of(&{
+                let c = cs(&mnt.join("dir"));
+                r0(unsafe { libc::chdir(c.as_ptr()) })
+            }),
+        ));
         v
     })
 }
@@ -1181,15 +1809,30 @@ fn outsider_and_other_group_learn_nothing() {
         let bad: Vec<String> = res
             .iter()
             .filter(|(_, e)| *e != Some(libc::EACCES))
-            .map(|(w, e)| format!("{w}: {}", e.map(errno_name).unwrap_or_else(|| "SUCCEEDED".into())))
+            .map(|(w, e)| {
+                format!(
+                    "{w}: {}",
+                    e.map(errno_name).unwrap_or_else(|| "SUCCEEDED".into())
+                )
+            })
             .collect();
-        assert!(bad.is_empty(), "{} (not a member): expected EACCES for everything, got:\n{}", who.name, bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "{} (not a member): expected EACCES for everything, got:\n{}",
+            who.name,
+            bad.join("\n")
+        );
     }
     let after = snapshot(&m.store, false);
     assert_same_snapshot(&before, &after, "store after the outsiders' attempts");
     // The mount root itself: visible as a directory (it is a mount point), closed.
     let st = m.mst("");
-    assert_eq!(st.perm() & 0o007, 0, "mount root gives others nothing: {:o}", st.perm());
+    assert_eq!(
+        st.perm() & 0o007,
+        0,
+        "mount root gives others nothing: {:o}",
+        st.perm()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1197,49 +1840,110 @@ fn outsider_and_other_group_learn_nothing() {
 // ---------------------------------------------------------------------------------------------
 
 const CAP_NAMES: [&str; 41] = [
-    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
-    "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock", "ipc_owner",
-    "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
-    "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
-    "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf",
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
     "checkpoint_restore",
 ];
 
 fn cap_names(mask: u64) -> Vec<&'static str> {
-    (0..CAP_NAMES.len()).filter(|b| mask & (1u64 << b) != 0).map(|b| CAP_NAMES[b]).collect()
+    (0..CAP_NAMES.len())
+        .filter(|b| mask & (1u64 << b) != 0)
+        .map(|b| CAP_NAMES[b])
+        .collect()
 }
 
 fn status_field(pid: i32, key: &str) -> String {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_default()
 }
 
-/// The capabilities hfcachefs needs once mounted (see the report): the test below shows the
-/// daemon works with exactly these, so the others could be dropped after mount.
-const NEEDED_CAPS: [&str; 6] = ["chown", "dac_override", "dac_read_search", "fowner", "fsetid", "sys_admin"];
+/// The capabilities hfcachefs needs once mounted: CHOWN and FOWNER (give entries to the caller,
+/// chmod/utimens/xattrs on members' files), FSETID (keep setgid on directories whose group
+/// root is not in), DAC_OVERRIDE and DAC_READ_SEARCH (members' 0600/2770 entries, linkat
+/// AT_EMPTY_PATH), SYS_ADMIN (passthrough backing ioctl, unmount on SIGTERM). The daemon drops
+/// all others after mounting; `daemon_works_with_only_the_proposed_capabilities` shows these
+/// suffice for everything.
+const NEEDED_CAPS: [&str; 6] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "sys_admin",
+];
 
 #[test]
-fn daemon_capabilities_reported() {
+fn daemon_keeps_only_the_capabilities_it_needs() {
     let m = Mount::new();
     assert_eq!(m.daemon_pids.len(), 1, "one daemon: {:?}", m.daemon_pids);
     let pid = m.daemon_pids[0];
     let mut report = Vec::new();
+    let mut sets = BTreeMap::new();
     for key in ["Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"] {
         let v = status_field(pid, key);
-        let names = if key.starts_with("Cap") { format!(" {:?}", cap_names(u64::from_str_radix(&v, 16).unwrap_or(0))) } else { String::new() };
+        let names = if key.starts_with("Cap") {
+            let n = cap_names(u64::from_str_radix(&v, 16).unwrap_or(0));
+            sets.insert(key, n.clone());
+            format!(" {n:?}")
+        } else {
+            String::new()
+        };
         report.push(format!("{key}: {v}{names}"));
     }
     println!("SECURITY-CAPS daemon pid {pid}:\n  {}", report.join("\n  "));
-    let eff = u64::from_str_radix(&status_field(pid, "CapEff"), 16).unwrap();
-    let have = cap_names(eff);
-    for c in NEEDED_CAPS {
-        assert!(have.contains(&c), "daemon lacks {c}: {have:?}");
+    let mut want = NEEDED_CAPS.to_vec();
+    want.sort();
+    for key in ["CapPrm", "CapEff", "CapBnd"] {
+        let mut have = sets[key].clone();
+        have.sort();
+        assert_eq!(have, want, "{key} of the mounted daemon: exactly the capabilities it needs");
     }
-    let extra: Vec<&str> = have.iter().copied().filter(|c| !NEEDED_CAPS.contains(c)).collect();
-    println!("SECURITY-CAPS not needed after mount ({}): {:?}", extra.len(), extra);
+    assert!(sets["CapInh"].is_empty() && sets["CapAmb"].is_empty(), "no inheritable/ambient capabilities");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1", "no_new_privs set");
 }
 
 /// Run the daemon with only NEEDED_CAPS (bounding set; root's effective set follows it) and
@@ -1252,11 +1956,35 @@ fn daemon_works_with_only_the_proposed_capabilities() {
     fs::create_dir(&mnt).unwrap();
     fs::set_permissions(&mnt, fs::Permissions::from_mode(0o755)).unwrap();
     let log = base.fresh("caps-log");
-    let bset = format!("-all,{}", NEEDED_CAPS.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(","));
-    let mut c = cmd("setpriv", &["--bounding-set", &bset, "--", BIN, base.store.to_str().unwrap(), mnt.to_str().unwrap(), "-o", &format!("group={},logfile={}", users.group, log.display())]);
+    let bset = format!(
+        "-all,{}",
+        NEEDED_CAPS
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut c = cmd(
+        "setpriv",
+        &[
+            "--bounding-set",
+            &bset,
+            "--",
+            BIN,
+            base.store.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+            "-o",
+            &format!("group={},logfile={}", users.group, log.display()),
+        ],
+    );
     c.env("RUST_LOG", "info");
     let o = run_timeout(c, Duration::from_secs(30));
-    assert!(o.status.success(), "mount with reduced capabilities failed:\n{}\n{}", out_str(&o), fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        o.status.success(),
+        "mount with reduced capabilities failed:\n{}\n{}",
+        out_str(&o),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -1286,13 +2014,23 @@ fn daemon_works_with_only_the_proposed_capabilities() {
         write_file(&m2.join("d/f"), &pattern(1, 300_000)).ctx("create+write");
         chmod(&m2.join("d/f"), 0o600).ctx("chmod");
         lsetxattr(&m2.join("d/f"), "user.x", b"1", 0).ctx("setxattr");
-        utimensat(libc::AT_FDCWD, &m2.join("d/f"), ts(1_000_000_000, 0), ts(1_000_000_000, 0), 0).ctx("utimens");
+        utimensat(
+            libc::AT_FDCWD,
+            &m2.join("d/f"),
+            ts(1_000_000_000, 0),
+            ts(1_000_000_000, 0),
+            0,
+        )
+        .ctx("utimens");
         symlink("f", &m2.join("d/l")).ctx("symlink");
         mknod(&m2.join("d/fifo"), libc::S_IFIFO | 0o644, 0).ctx("mkfifo");
     });
     let m3 = mnt.clone();
     as_user(&b, 0o077, move || {
-        assert_eq!(fs::read(m3.join("d/f")).ctx("B reads A's file (passthrough open)"), pattern(1, 300_000));
+        assert_eq!(
+            fs::read(m3.join("d/f")).ctx("B reads A's file (passthrough open)"),
+            pattern(1, 300_000)
+        );
         link(&m3.join("d/f"), &m3.join("d/hard")).ctx("link (linkat AT_EMPTY_PATH)");
         rename(&m3.join("d/hard"), &m3.join("d/hard2")).ctx("rename");
         truncate(&m3.join("d/f"), 10).ctx("truncate A's file");
@@ -1302,7 +2040,11 @@ fn daemon_works_with_only_the_proposed_capabilities() {
         unlink(&m3.join("d/hard2")).ctx("unlink");
     });
     let st = lst(&s.join("d")).unwrap();
-    assert_eq!((st.uid, st.gid, st.perm()), (a.uid, gid, 0o2770), "setgid dir kept (needs CAP_FSETID)");
+    assert_eq!(
+        (st.uid, st.gid, st.perm()),
+        (a.uid, gid, 0o2770),
+        "setgid dir kept (needs CAP_FSETID)"
+    );
     let st = lst(&s.join("d/new")).unwrap();
     assert_eq!((st.uid, st.gid, st.perm()), (b.uid, gid, 0o660));
     let log_text = fs::read_to_string(&log).unwrap_or_default();
@@ -1320,8 +2062,12 @@ fn strace_violations(text: &str) -> Vec<String> {
     let mut bad = Vec::new();
     for line in text.lines() {
         // "<tid> syscall(args) = ret"
-        let Some(rest) = line.split_once(' ').map(|(_, r)| r.trim_start()) else { continue };
-        let Some((sys, args)) = rest.split_once('(') else { continue };
+        let Some(rest) = line.split_once(' ').map(|(_, r)| r.trim_start()) else {
+            continue;
+        };
+        let Some((sys, args)) = rest.split_once('(') else {
+            continue;
+        };
         if sys.starts_with("---") || sys.starts_with("+++") || sys.starts_with('<') {
             continue;
         }
@@ -1329,14 +2075,17 @@ fn strace_violations(text: &str) -> Vec<String> {
         let first_str = args.split('"').nth(1).unwrap_or("").to_string();
         let is_proc = |p: &str| {
             p.starts_with("/proc/self/fd/")
-                || p.strip_prefix("/proc/").and_then(|r| r.split('/').next()).is_some_and(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
+                || p.strip_prefix("/proc/")
+                    .and_then(|r| r.split('/').next())
+                    .is_some_and(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
         };
         let mut why = None;
         match sys {
             "execve" | "execveat" | "fork" | "vfork" => why = Some("executes/forks"),
             "clone" | "clone3" if !args.contains("CLONE_THREAD") => why = Some("creates a process"),
-            "getxattr" | "setxattr" | "listxattr" | "removexattr" | "lgetxattr" | "lsetxattr" | "llistxattr"
-            | "lremovexattr" | "open" | "stat" | "lstat" | "chown" | "lchown" | "chmod" | "truncate" | "readlink" => {
+            "getxattr" | "setxattr" | "listxattr" | "removexattr" | "lgetxattr" | "lsetxattr"
+            | "llistxattr" | "lremovexattr" | "open" | "stat" | "lstat" | "chown" | "lchown"
+            | "chmod" | "truncate" | "readlink" => {
                 if !is_proc(&first_str) {
                     why = Some("path outside /proc");
                 }
@@ -1346,15 +2095,26 @@ fn strace_violations(text: &str) -> Vec<String> {
                     why = Some("AT_FDCWD path outside /proc");
                 }
             }
-            _ if dirfd.chars().all(|c| c.is_ascii_digit()) && !dirfd.is_empty() && args.contains('"') => {
+            _ if dirfd.chars().all(|c| c.is_ascii_digit())
+                && !dirfd.is_empty()
+                && args.contains('"') =>
+            {
                 let name = first_str.as_str();
                 let empty_path = name.is_empty() && args.contains("AT_EMPTY_PATH");
                 if sys != "symlinkat" && name.contains('/') {
                     why = Some("multi-component name");
                 } else if sys == "openat" && !(name == "." || args.contains("O_NOFOLLOW")) {
                     why = Some("openat without O_NOFOLLOW");
-                } else if matches!(sys, "fchownat" | "utimensat" | "newfstatat" | "statx" | "faccessat" | "faccessat2" | "fchmodat2")
-                    && !empty_path
+                } else if matches!(
+                    sys,
+                    "fchownat"
+                        | "utimensat"
+                        | "newfstatat"
+                        | "statx"
+                        | "faccessat"
+                        | "faccessat2"
+                        | "fchmodat2"
+                ) && !empty_path
                     && !args.contains("AT_SYMLINK_NOFOLLOW")
                 {
                     why = Some("follows a final symlink");
@@ -1381,15 +2141,26 @@ fn daemon_never_executes_anything() {
     let pid = m.daemon_pids[0];
     let trace = m.base.fresh("strace.out");
     let mut c = Command::new("strace");
-    c.args(["-f", "-qq", "-s", "4096", "-e", "trace=%file,%process,fchown,fchmod,fsetxattr,fgetxattr", "-o"])
-        .arg(&trace)
-        .arg("-p")
-        .arg(pid.to_string());
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.args([
+        "-f",
+        "-qq",
+        "-s",
+        "4096",
+        "-e",
+        "trace=%file,%process,fchown,fchmod,fsetxattr,fgetxattr",
+        "-o",
+    ])
+    .arg(&trace)
+    .arg("-p")
+    .arg(pid.to_string());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut st = ChildGuard::spawn(c, "strace");
     // Wait until strace is attached (TracerPid of the daemon).
     assert!(
-        wait_until(Duration::from_secs(10), || status_field(pid, "TracerPid") == st.pid().to_string()),
+        wait_until(Duration::from_secs(10), || status_field(pid, "TracerPid")
+            == st.pid().to_string()),
         "strace did not attach to the daemon (is ptrace allowed?)"
     );
     // A workload with executables in it: a member stores scripts and runs them from the mount;
@@ -1408,7 +2179,14 @@ fn daemon_never_executes_anything() {
     let out = sh_as(&u.a, 0o022, &script);
     let runs = String::from_utf8_lossy(&out.stdout).matches("ran").count();
     assert!(out.status.success(), "workload: {}", out_str(&out));
-    let out = sh_as(&u.b, 0o077, &format!("cd '{}' && ./w/run.sh && cat w/sub2/f1 w/moved >/dev/null && rm -rf w", m.mnt.display()));
+    let out = sh_as(
+        &u.b,
+        0o077,
+        &format!(
+            "cd '{}' && ./w/run.sh && cat w/sub2/f1 w/moved >/dev/null && rm -rf w",
+            m.mnt.display()
+        ),
+    );
     assert!(out.status.success(), "workload B: {}", out_str(&out));
     thread::sleep(Duration::from_millis(300));
     st.kill(libc::SIGINT);
@@ -1417,12 +2195,21 @@ fn daemon_never_executes_anything() {
     let calls = text.lines().filter(|l| l.contains('(')).count();
     let execs: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("execve(") || l.contains("execveat(") || l.contains("fork(") || ((l.contains("clone(") || l.contains("clone3(")) && !l.contains("CLONE_THREAD")))
+        .filter(|l| {
+            l.contains("execve(")
+                || l.contains("execveat(")
+                || l.contains("fork(")
+                || ((l.contains("clone(") || l.contains("clone3(")) && !l.contains("CLONE_THREAD"))
+        })
         .collect();
     let bad = strace_violations(&text);
     let mut hist: BTreeMap<String, u32> = BTreeMap::new();
     for l in text.lines() {
-        if let Some(sys) = l.split_once(' ').and_then(|(_, r)| r.trim_start().split_once('(')).map(|(s, _)| s.to_string()) {
+        if let Some(sys) = l
+            .split_once(' ')
+            .and_then(|(_, r)| r.trim_start().split_once('('))
+            .map(|(s, _)| s.to_string())
+        {
             *hist.entry(sys).or_insert(0) += 1;
         }
     }
@@ -1433,8 +2220,22 @@ fn daemon_never_executes_anything() {
         bad.len(),
         runs + 1
     );
-    assert!(calls > 20, "strace recorded almost nothing: was it attached?\n{text}");
-    assert!(execs.is_empty(), "the daemon executed or forked:\n{}", execs.join("\n"));
-    assert!(bad.is_empty(), "store access outside the *at()/O_NOFOLLOW discipline:\n{}", bad.join("\n"));
-    assert!(m.daemon_pids.iter().all(|p| pid_alive(*p)), "daemon survived being traced");
+    assert!(
+        calls > 20,
+        "strace recorded almost nothing: was it attached?\n{text}"
+    );
+    assert!(
+        execs.is_empty(),
+        "the daemon executed or forked:\n{}",
+        execs.join("\n")
+    );
+    assert!(
+        bad.is_empty(),
+        "store access outside the *at()/O_NOFOLLOW discipline:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        m.daemon_pids.iter().all(|p| pid_alive(*p)),
+        "daemon survived being traced"
+    );
 }

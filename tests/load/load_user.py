@@ -27,13 +27,34 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_user  # noqa: E402  (copied beside this file by the driver)
 
 
+def diagnose(path) -> dict | None:
+    """What the failing path looks like right after the failure, and again 1 s later."""
+    if not path or not isinstance(path, str):
+        return None
+    out = {}
+    for when in ("now", "after 1 s"):
+        d = {}
+        for what, fn in (("lstat", lambda p: oct(os.lstat(p).st_mode)), ("readlink", os.readlink),
+                         ("stat (followed)", lambda p: os.stat(p).st_size),
+                         ("parent listing has it", lambda p: os.path.basename(p) in os.listdir(os.path.dirname(p)))):
+            try:
+                d[what] = fn(path)
+            except OSError as e:
+                d[what] = f"{type(e).__name__} errno {e.errno}"
+        out[when] = d
+        time.sleep(1)
+    return out
+
+
 def one(who: str, repo: str) -> dict:
     t0 = time.time()
     try:
         res = hf_user.act_snapshot(SimpleNamespace(repo=repo, repo_type=None, who=who))
         return {"ok": True, "seconds": time.time() - t0, **res}
     except BaseException as e:  # noqa: BLE001 - report everything
+        diag = diagnose(getattr(e, "filename", None))
         return {
+            "diagnosis": diag,
             "ok": False,
             "seconds": time.time() - t0,
             "exc_type": type(e).__name__,
