@@ -48,7 +48,10 @@ const GONE: &[i32] = &[libc::ENOTCONN, libc::ECONNABORTED];
 
 fn sha256(p: &Path) -> String {
     let out = run_ok(cmd("sha256sum", &[p.to_str().unwrap()]));
-    out.split_whitespace().next().unwrap_or_default().to_string()
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Files of the given sizes with pseudo-random content, each named by its sha256, in a fresh
@@ -70,7 +73,11 @@ fn make_data(base: &Base, stem: &str, sizes: &[usize], seed: u64) -> (PathBuf, V
     }
     shas.sort();
     shas.dedup();
-    assert_eq!(shas.len(), sizes.len(), "make_data: two files with the same content");
+    assert_eq!(
+        shas.len(),
+        sizes.len(),
+        "make_data: two files with the same content"
+    );
     (dir, shas)
 }
 
@@ -104,21 +111,32 @@ impl Writer {
             out.display()
         );
         let mut c = sh_as_cmd(user, 0o022, &sh);
-        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        Writer { child: ChildGuard::spawn(c, "hub writer"), out }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Writer {
+            child: ChildGuard::spawn(c, "hub writer"),
+            out,
+        }
     }
     fn output(&self) -> String {
         fs::read_to_string(&self.out).unwrap_or_default()
     }
     fn done(&self) -> usize {
-        self.output().lines().filter(|l| l.starts_with("DONE ")).count()
+        self.output()
+            .lines()
+            .filter(|l| l.starts_with("DONE "))
+            .count()
     }
     /// Wait for the exit; panics (after killing it) if it is still running after `timeout`.
     fn finish(&mut self, timeout: Duration, what: &str) -> (i32, String) {
         let st = self.child.wait_timeout(timeout);
         let Some(st) = st else {
             self.child.kill(libc::SIGKILL);
-            panic!("{what}: writer still running after {timeout:?} (hung?); output:\n{}", self.output());
+            panic!(
+                "{what}: writer still running after {timeout:?} (hung?); output:\n{}",
+                self.output()
+            );
         };
         (st.code().unwrap_or(-1), self.output())
     }
@@ -144,7 +162,12 @@ fn verify_repo(repo: &Path) -> (usize, usize, Vec<String>) {
             continue;
         }
         let got = sha256(&blobs.join(&name));
-        assert_eq!(got, name, "{}: a final blob name holds other (partial or corrupt) content", blobs.join(&name).display());
+        assert_eq!(
+            got,
+            name,
+            "{}: a final blob name holds other (partial or corrupt) content",
+            blobs.join(&name).display()
+        );
         n_blobs += 1;
     }
     let snaps = repo.join("snapshots/c0ffee");
@@ -159,21 +182,36 @@ fn verify_repo(repo: &Path) -> (usize, usize, Vec<String>) {
             link.display()
         );
         let resolved = snaps.join(&target);
-        assert!(resolved.exists(), "{} -> {target} does not resolve", link.display());
-        assert_eq!(sha256(&resolved), sha, "{} -> {target}: content does not match", link.display());
+        assert!(
+            resolved.exists(),
+            "{} -> {target} does not resolve",
+            link.display()
+        );
+        assert_eq!(
+            sha256(&resolved),
+            sha,
+            "{} -> {target}: content does not match",
+            link.display()
+        );
         n_links += 1;
     }
     (n_blobs, n_links, incomplete)
 }
 
 fn kill_daemon(m: &Mount) {
-    assert!(!m.daemon_pids.is_empty(), "no daemon pid known for {}", m.mnt.display());
+    assert!(
+        !m.daemon_pids.is_empty(),
+        "no daemon pid known for {}",
+        m.mnt.display()
+    );
     for &p in &m.daemon_pids {
         unsafe {
             libc::kill(p, libc::SIGKILL);
         }
     }
-    let gone = wait_until(Duration::from_secs(10), || m.daemon_pids.iter().all(|p| !pid_alive(*p)));
+    let gone = wait_until(Duration::from_secs(10), || {
+        m.daemon_pids.iter().all(|p| !pid_alive(*p))
+    });
     assert!(gone, "daemon {:?} survived SIGKILL for 10 s", m.daemon_pids);
 }
 
@@ -187,7 +225,11 @@ fn timed_op<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'stati
 }
 
 fn daemon_log(m: &Mount, logfile: &Path) -> String {
-    format!("{}{}", m.log_text(), fs::read_to_string(logfile).unwrap_or_default())
+    format!(
+        "{}{}",
+        m.log_text(),
+        fs::read_to_string(logfile).unwrap_or_default()
+    )
 }
 
 #[track_caller]
@@ -207,22 +249,43 @@ struct LoopFs {
 impl LoopFs {
     fn new(base: &Base, dir: &Path, mib: u64) -> LoopFs {
         let img = base.fresh("store-img");
-        run_ok(cmd("truncate", &["-s", &format!("{mib}M"), img.to_str().unwrap()]));
-        run_ok(cmd("mkfs.ext4", &["-q", "-F", "-m", "0", img.to_str().unwrap()]));
-        let mut l = LoopFs { img, dir: dir.to_path_buf(), mounted: false };
+        run_ok(cmd(
+            "truncate",
+            &["-s", &format!("{mib}M"), img.to_str().unwrap()],
+        ));
+        run_ok(cmd(
+            "mkfs.ext4",
+            &["-q", "-F", "-m", "0", img.to_str().unwrap()],
+        ));
+        let mut l = LoopFs {
+            img,
+            dir: dir.to_path_buf(),
+            mounted: false,
+        };
         l.mount();
         let _ = fs::remove_dir(dir.join("lost+found"));
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
         l
     }
     fn mount(&mut self) {
-        run_ok(cmd("mount", &["-o", "loop", self.img.to_str().unwrap(), self.dir.to_str().unwrap()]));
+        run_ok(cmd(
+            "mount",
+            &[
+                "-o",
+                "loop",
+                self.img.to_str().unwrap(),
+                self.dir.to_str().unwrap(),
+            ],
+        ));
         self.mounted = true;
     }
     fn umount(&mut self) {
         let d = self.dir.to_str().unwrap().to_string();
         let ok = wait_until(Duration::from_secs(10), || {
-            run_timeout(cmd("umount", &[&d]), OP_TIMEOUT).status.success() || !is_mounted(&self.dir)
+            run_timeout(cmd("umount", &[&d]), OP_TIMEOUT)
+                .status
+                .success()
+                || !is_mounted(&self.dir)
         });
         assert!(ok, "could not unmount the store filesystem {d}");
         self.mounted = false;
@@ -234,11 +297,16 @@ impl Drop for LoopFs {
         if self.mounted && is_mounted(&self.dir) {
             let d = self.dir.to_str().unwrap().to_string();
             let ok = wait_until(Duration::from_secs(10), || {
-                let _ = std::process::Command::new("umount").arg(&d).stderr(Stdio::null()).status();
+                let _ = std::process::Command::new("umount")
+                    .arg(&d)
+                    .stderr(Stdio::null())
+                    .status();
                 !is_mounted(&self.dir)
             });
             if !ok {
-                let _ = std::process::Command::new("umount").args(["-l", &d]).status();
+                let _ = std::process::Command::new("umount")
+                    .args(["-l", &d])
+                    .status();
             }
         }
         let _ = fs::remove_file(&self.img);
@@ -254,7 +322,10 @@ fn base_on_loopfs(mib: u64) -> (Arc<Base>, LoopFs) {
 
 fn opts(base: &Base, mode: &str) -> (String, PathBuf) {
     let logfile = base.fresh("daemon-log");
-    (format!("passthrough={mode},logfile={}", logfile.display()), logfile)
+    (
+        format!("passthrough={mode},logfile={}", logfile.display()),
+        logfile,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,45 +344,82 @@ fn daemon_killed_mid_write(mode: &str) {
     let store_blobs = m.s(&format!("{REPO}/blobs"));
     let mid_file = wait_until(Duration::from_secs(30), || {
         w.done() >= 2
-            && names(&store_blobs)
-                .unwrap_or_default()
-                .iter()
-                .any(|n| n.ends_with(".incomplete") && lst(&store_blobs.join(n)).map(|s| s.size > 0).unwrap_or(false))
+            && names(&store_blobs).unwrap_or_default().iter().any(|n| {
+                n.ends_with(".incomplete")
+                    && lst(&store_blobs.join(n))
+                        .map(|s| s.size > 0)
+                        .unwrap_or(false)
+            })
     });
-    assert!(mid_file, "writer never got two files done and a third one started:\n{}", w.output());
+    assert!(
+        mid_file,
+        "writer never got two files done and a third one started:\n{}",
+        w.output()
+    );
     let done_before = w.done();
     kill_daemon(&m);
     let t = Instant::now();
 
     // The writer gets an error, promptly, and stops.
-    let (code, out) = w.finish(Duration::from_secs(15), "writer after the daemon was killed");
-    let (err, op) = writer_error(&out).unwrap_or_else(|| panic!("writer did not report an error (exit {code}):\n{out}"));
+    let (code, out) = w.finish(
+        Duration::from_secs(15),
+        "writer after the daemon was killed",
+    );
+    let (err, op) = writer_error(&out)
+        .unwrap_or_else(|| panic!("writer did not report an error (exit {code}):\n{out}"));
     assert_eq!(code, 3, "writer exit status:\n{out}");
-    assert!(err == "ENOTCONN" || err == "ECONNABORTED", "writer saw {err} on {op}, expected ENOTCONN/ECONNABORTED");
-    eprintln!("[{mode}] writer stopped {:?} after the kill with {err} on {op} ({done_before} files done)", t.elapsed());
+    assert!(
+        err == "ENOTCONN" || err == "ECONNABORTED",
+        "writer saw {err} on {op}, expected ENOTCONN/ECONNABORTED"
+    );
+    eprintln!(
+        "[{mode}] writer stopped {:?} after the kill with {err} on {op} ({done_before} files done)",
+        t.elapsed()
+    );
 
     // New calls fail at once with ENOTCONN, for root and for members.
     let p = m.p(REPO);
-    assert_errno(timed_op("stat after kill", move || lst(&p)), GONE, "stat through a dead daemon");
+    assert_errno(
+        timed_op("stat after kill", move || lst(&p)),
+        GONE,
+        "stat through a dead daemon",
+    );
     let p = m.p("new-file");
-    let r = as_user(&u.b, 0o022, move || open(&p, libc::O_CREAT | libc::O_WRONLY, 0o644).map(|_| ()));
+    let r = as_user(&u.b, 0o022, move || {
+        open(&p, libc::O_CREAT | libc::O_WRONLY, 0o644).map(|_| ())
+    });
     assert_errno(r, GONE, "create through a dead daemon");
 
     // Nothing partial under a final name, no snapshot pointing at a partial blob.
     let (blobs, links, incomplete) = verify_repo(&m.s(REPO));
-    assert_eq!((blobs, links), (done_before, done_before), "store after the crash");
-    assert!(incomplete.len() <= 1, "leftover .incomplete files: {incomplete:?}");
+    assert_eq!(
+        (blobs, links),
+        (done_before, done_before),
+        "store after the crash"
+    );
+    assert!(
+        incomplete.len() <= 1,
+        "leftover .incomplete files: {incomplete:?}"
+    );
 
     // umount -l, remount over the same store, and the re-run completes.
     let o = run_timeout(cmd("umount", &["-l", m.mnt.to_str().unwrap()]), OP_TIMEOUT);
-    assert!(o.status.success(), "umount -l after the crash: {}", out_str(&o));
+    assert!(
+        o.status.success(),
+        "umount -l after the crash: {}",
+        out_str(&o)
+    );
     m.remount_same();
     let mut w2 = Writer::spawn(&m, &u.a, &data, 0.0);
     let (code, out) = w2.finish(Duration::from_secs(90), "re-run after remount");
     assert_eq!(code, 0, "re-run after remount failed:\n{out}");
     assert!(out.contains("ALL DONE"), "{out}");
     let (blobs, links, incomplete) = verify_repo(&m.p(REPO));
-    assert_eq!((blobs, links), (shas.len(), shas.len()), "through the new mount after the re-run; writer said:\n{out}");
+    assert_eq!(
+        (blobs, links),
+        (shas.len(), shas.len()),
+        "through the new mount after the re-run; writer said:\n{out}"
+    );
     assert!(incomplete.is_empty(), "the re-run left {incomplete:?}");
     assert_no_panic(&m, &logfile);
 }
@@ -337,20 +445,38 @@ fn store_full(mode: &str) {
     let u = m.users;
     let (big, big_shas) = make_data(&base, "big", &[80 << 20], 2);
     let (small, small_shas) = make_data(&base, "small", &[20 << 20], 3);
-    sh_as_ok(&u.a, 0o022, &format!("echo before > '{}'", m.p("before.txt").display()));
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!("echo before > '{}'", m.p("before.txt").display()),
+    );
 
     // 80 MiB into a ~55 MiB filesystem: ENOSPC on the way, and no final name.
     let mut w = Writer::spawn(&m, &u.a, &big, 0.0);
     let (code, out) = w.finish(Duration::from_secs(60), "writer filling the store");
-    let (err, op) = writer_error(&out).unwrap_or_else(|| panic!("writer did not fail (exit {code}):\n{out}"));
-    assert_eq!(err, "ENOSPC", "the writer got {err} on {op}, expected ENOSPC:\n{out}");
+    let (err, op) =
+        writer_error(&out).unwrap_or_else(|| panic!("writer did not fail (exit {code}):\n{out}"));
+    assert_eq!(
+        err, "ENOSPC",
+        "the writer got {err} on {op}, expected ENOSPC:\n{out}"
+    );
     eprintln!("[{mode}] writer got ENOSPC on {op}");
     let big_final = format!("{REPO}/blobs/{}", big_shas[0]);
-    assert!(lst(&m.s(&big_final)).is_err(), "a partial blob was published under its final name");
+    assert!(
+        lst(&m.s(&big_final)).is_err(),
+        "a partial blob was published under its final name"
+    );
     let p = m.p(&big_final);
-    assert_errno(timed_op("stat final", move || lst(&p)), &[libc::ENOENT], "final name through the mount");
+    assert_errno(
+        timed_op("stat final", move || lst(&p)),
+        &[libc::ENOENT],
+        "final name through the mount",
+    );
     let incomplete = format!("{big_final}.incomplete");
-    assert!(lst(&m.s(&incomplete)).is_ok(), "the .incomplete should stay (the Hub resumes it)");
+    assert!(
+        lst(&m.s(&incomplete)).is_ok(),
+        "the .incomplete should stay (the Hub resumes it)"
+    );
     let (blobs, links, _) = verify_repo(&m.p(REPO));
     assert_eq!((blobs, links), (0, 0));
 
@@ -360,19 +486,29 @@ fn store_full(mode: &str) {
     let (free, content) = timed_op("ops while full", move || {
         names(&mnt).ctx("readdir while full");
         let s = statvfs(&mnt).ctx("statfs while full");
-        (s.f_bavail * s.f_frsize, fs::read_to_string(mnt.join("before.txt")).ctx("read while full"))
+        (
+            s.f_bavail * s.f_frsize,
+            fs::read_to_string(mnt.join("before.txt")).ctx("read while full"),
+        )
     });
     assert_eq!(content, "before\n");
     assert!(free < (1 << 20), "store not full? {free} bytes free");
 
     // Free the space (through the mount, as the user would), then the download succeeds.
-    sh_as_ok(&u.a, 0o022, &format!("rm -f '{}'", m.p(&incomplete).display()));
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!("rm -f '{}'", m.p(&incomplete).display()),
+    );
     let mut w = Writer::spawn(&m, &u.a, &small, 0.0);
     let (code, out) = w.finish(Duration::from_secs(60), "writer after freeing space");
     assert_eq!(code, 0, "write after freeing space failed:\n{out}");
     let (blobs, links, incomplete) = verify_repo(&m.p(REPO));
     assert_eq!((blobs, links, incomplete.len()), (1, 1, 0));
-    assert_eq!(sha256(&m.p(&format!("{REPO}/blobs/{}", small_shas[0]))), small_shas[0]);
+    assert_eq!(
+        sha256(&m.p(&format!("{REPO}/blobs/{}", small_shas[0]))),
+        small_shas[0]
+    );
     assert!(daemon_alive(&m));
     assert_no_panic(&m, &logfile);
 }
@@ -397,7 +533,12 @@ fn shut_down_ext4(dir: &Path) {
     let fd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).ctx("open the store filesystem root");
     let flags: u32 = 2;
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x8004_587D, &flags as *const u32) };
-    assert_eq!(r, 0, "EXT4_IOC_SHUTDOWN: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "EXT4_IOC_SHUTDOWN: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn store_fs_dies(mode: &str) {
@@ -411,7 +552,8 @@ fn store_fs_dies(mode: &str) {
     run_ok(cmd("sync", &[]));
     // An open file, as a long-running reader would have.
     let held = m.p(&format!("{REPO}/blobs/{}", shas[0]));
-    let held_fd = as_user(&u.b, 0o022, move || open(&held, libc::O_RDONLY, 0)).ctx("open before the failure");
+    let held_fd =
+        as_user(&u.b, 0o022, move || open(&held, libc::O_RDONLY, 0)).ctx("open before the failure");
 
     shut_down_ext4(&lfs.dir);
     thread::sleep(Duration::from_millis(1200)); // past the attribute/entry timeouts
@@ -421,32 +563,65 @@ fn store_fs_dies(mode: &str) {
     let r = as_user(&u.b, 0o022, move || fs::read(&blob));
     assert_errno(r, &[libc::EIO], "read a blob of a dead store");
     let raw = held_fd.as_raw_fd();
-    assert_errno(timed_op("pread", move || pread_fd(raw, 4096, 0)), &[libc::EIO], "read on a descriptor opened before");
+    assert_errno(
+        timed_op("pread", move || pread_fd(raw, 4096, 0)),
+        &[libc::EIO],
+        "read on a descriptor opened before",
+    );
     drop(held_fd);
     let p = m.p("new-file");
-    let r = as_user(&u.a, 0o022, move || open(&p, libc::O_CREAT | libc::O_WRONLY, 0o644).map(|_| ()));
+    let r = as_user(&u.a, 0o022, move || {
+        open(&p, libc::O_CREAT | libc::O_WRONLY, 0o644).map(|_| ())
+    });
     assert_errno(r, &[libc::EIO], "create in a dead store");
     let p = m.p(REPO);
     // (ext4 may still answer a directory listing from its caches after the shutdown)
     let r = timed_op("readdir", move || list_dir_raw(&p, false));
-    assert!(matches!(errno_of(&r), None | Some(libc::EIO)), "readdir of a dead store: {r:?}");
+    assert!(
+        matches!(errno_of(&r), None | Some(libc::EIO)),
+        "readdir of a dead store: {r:?}"
+    );
     let p = m.p("hub/not-there");
-    assert_errno(timed_op("lookup", move || lst(&p)), &[libc::EIO, libc::ENOENT], "lookup in a dead store");
+    assert_errno(
+        timed_op("lookup", move || lst(&p)),
+        &[libc::EIO, libc::ENOENT],
+        "lookup in a dead store",
+    );
     assert!(daemon_alive(&m), "the daemon died with its store");
     let mnt = m.mnt.clone();
     timed_op("statfs", move || statvfs(&mnt).map(|_| ())).ctx("statfs still answers");
     let log_after_failure = daemon_log(&m, &logfile);
 
     // Recovery: unmount hfcachefs, repair/remount the store filesystem, mount again.
-    m.unmount().expect("hfcachefs unmounts cleanly with a dead store");
+    m.unmount()
+        .expect("hfcachefs unmounts cleanly with a dead store");
     lfs.umount();
-    let fsck = run_timeout(cmd("e2fsck", &["-f", "-y", lfs.img.to_str().unwrap()]), OP_TIMEOUT);
-    assert!(matches!(fsck.status.code(), Some(0 | 1)), "e2fsck: {}", out_str(&fsck)); // 1: errors fixed
+    let fsck = run_timeout(
+        cmd("e2fsck", &["-f", "-y", lfs.img.to_str().unwrap()]),
+        OP_TIMEOUT,
+    );
+    assert!(
+        matches!(fsck.status.code(), Some(0 | 1)),
+        "e2fsck: {}",
+        out_str(&fsck)
+    ); // 1: errors fixed
     lfs.mount();
     let m2 = Mount::on_base(base.clone(), &o);
     let (blobs, links, incomplete) = verify_repo(&m2.p(REPO));
-    assert_eq!((blobs, links, incomplete.len()), (2, 2, 0), "the store after recovery");
-    sh_as_ok(&u.b, 0o022, &format!("echo after > '{}' && cat '{}'", m2.p("after").display(), m2.p("after").display()));
+    assert_eq!(
+        (blobs, links, incomplete.len()),
+        (2, 2, 0),
+        "the store after recovery"
+    );
+    sh_as_ok(
+        &u.b,
+        0o022,
+        &format!(
+            "echo after > '{}' && cat '{}'",
+            m2.p("after").display(),
+            m2.p("after").display()
+        ),
+    );
     assert_no_panic(&m2, &logfile);
 
     // The daemon must say what happened in its log, not only to the clients.
@@ -473,27 +648,54 @@ fn store_made_unreadable_then_restored() {
     let (o, logfile) = opts(&base, "auto");
     let m = Mount::on_base(base.clone(), &o);
     let u = m.users;
-    sh_as_ok(&u.a, 0o022, &format!("mkdir '{0}/d' && echo hello > '{0}/d/f' && echo x > '{0}/g'", m.mnt.display()));
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!(
+            "mkdir '{0}/d' && echo hello > '{0}/d/f' && echo x > '{0}/g'",
+            m.mnt.display()
+        ),
+    );
     let member_reads = |path: PathBuf| as_user(&u.b, 0o022, move || fs::read_to_string(&path));
 
     // chmod 000 on the store root: members are refused (EACCES), promptly, root still works.
     fs::set_permissions(&m.store, fs::Permissions::from_mode(0o000)).unwrap();
-    let refused = wait_until(Duration::from_secs(5), || errno_of(&member_reads(m.p("g"))) == Some(libc::EACCES));
-    assert!(refused, "members still read the store after chmod 000 of its root: {:?}", member_reads(m.p("g")));
+    let refused = wait_until(Duration::from_secs(5), || {
+        errno_of(&member_reads(m.p("g"))) == Some(libc::EACCES)
+    });
+    assert!(
+        refused,
+        "members still read the store after chmod 000 of its root: {:?}",
+        member_reads(m.p("g"))
+    );
     let p = m.p("");
-    assert_errno(as_user(&u.b, 0o022, move || names(&p)), &[libc::EACCES], "list the root of a chmod-000 store");
+    assert_errno(
+        as_user(&u.b, 0o022, move || names(&p)),
+        &[libc::EACCES],
+        "list the root of a chmod-000 store",
+    );
     assert_eq!(fs::read_to_string(m.p("g")).ctx("root reads"), "x\n");
     fs::set_permissions(&m.store, fs::Permissions::from_mode(0o700)).unwrap();
-    let back = wait_until(Duration::from_secs(5), || member_reads(m.p("g")).ok().as_deref() == Some("x\n"));
-    assert!(back, "no recovery after chmod 0700 of the store root: {:?}", member_reads(m.p("g")));
+    let back = wait_until(Duration::from_secs(5), || {
+        member_reads(m.p("g")).ok().as_deref() == Some("x\n")
+    });
+    assert!(
+        back,
+        "no recovery after chmod 0700 of the store root: {:?}",
+        member_reads(m.p("g"))
+    );
 
     // chmod 000 on a directory in the store: that subtree is refused, the rest works.
     fs::set_permissions(m.s("d"), fs::Permissions::from_mode(0o000)).unwrap();
-    let refused = wait_until(Duration::from_secs(5), || errno_of(&member_reads(m.p("d/f"))) == Some(libc::EACCES));
+    let refused = wait_until(Duration::from_secs(5), || {
+        errno_of(&member_reads(m.p("d/f"))) == Some(libc::EACCES)
+    });
     assert!(refused, "members still read d/f after chmod 000 of store/d");
     assert_eq!(member_reads(m.p("g")).ctx("the rest of the store"), "x\n");
     fs::set_permissions(m.s("d"), fs::Permissions::from_mode(0o2770)).unwrap();
-    let back = wait_until(Duration::from_secs(5), || member_reads(m.p("d/f")).ok().as_deref() == Some("hello\n"));
+    let back = wait_until(Duration::from_secs(5), || {
+        member_reads(m.p("d/f")).ok().as_deref() == Some("hello\n")
+    });
     assert!(back, "no recovery after restoring store/d");
     assert!(daemon_alive(&m));
     assert_no_panic(&m, &logfile);
@@ -505,15 +707,30 @@ fn store_dir_moved_keeps_serving_deleted_needs_remount() {
     let (o, logfile) = opts(&base, "auto");
     let mut m = Mount::on_base(base.clone(), &o);
     let u = m.users;
-    sh_as_ok(&u.a, 0o022, &format!("mkdir '{0}/d' && echo hello > '{0}/d/f'", m.mnt.display()));
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!("mkdir '{0}/d' && echo hello > '{0}/d/f'", m.mnt.display()),
+    );
 
     // Moved: the daemon holds the directory itself, not its path, and goes on serving it.
     let moved = m.store.with_extension("moved");
     fs::rename(&m.store, &moved).unwrap();
     thread::sleep(Duration::from_millis(1200));
-    let out = sh_as_ok(&u.b, 0o022, &format!("cat '{0}/d/f' && echo more > '{0}/d/h' && ls '{0}/d'", m.mnt.display()));
+    let out = sh_as_ok(
+        &u.b,
+        0o022,
+        &format!(
+            "cat '{0}/d/f' && echo more > '{0}/d/h' && ls '{0}/d'",
+            m.mnt.display()
+        ),
+    );
     assert_eq!(out, "hello\nf\nh\n");
-    assert_eq!(fs::read_to_string(moved.join("d/h")).unwrap(), "more\n", "written into the moved store");
+    assert_eq!(
+        fs::read_to_string(moved.join("d/h")).unwrap(),
+        "more\n",
+        "written into the moved store"
+    );
     fs::rename(&moved, &m.store).unwrap();
 
     // Deleted: clients get ENOENT (no hang, no crash); a new empty store directory at the
@@ -522,21 +739,40 @@ fn store_dir_moved_keeps_serving_deleted_needs_remount() {
     thread::sleep(Duration::from_millis(1200));
     let mnt = m.mnt.clone();
     let r = as_user(&u.b, 0o022, move || fs::read_to_string(mnt.join("d/f")));
-    assert_errno(r, &[libc::ENOENT, libc::ESTALE], "read from a deleted store");
+    assert_errno(
+        r,
+        &[libc::ENOENT, libc::ESTALE],
+        "read from a deleted store",
+    );
     let mnt = m.mnt.clone();
     let r = as_user(&u.b, 0o022, move || fs::write(mnt.join("new"), b"x"));
-    assert_errno(r, &[libc::ENOENT, libc::ESTALE], "create in a deleted store");
-    assert!(daemon_alive(&m), "the daemon died when its store was deleted");
+    assert_errno(
+        r,
+        &[libc::ENOENT, libc::ESTALE],
+        "create in a deleted store",
+    );
+    assert!(
+        daemon_alive(&m),
+        "the daemon died when its store was deleted"
+    );
     fs::create_dir(&m.store).unwrap();
     fs::set_permissions(&m.store, fs::Permissions::from_mode(0o700)).unwrap();
     thread::sleep(Duration::from_millis(1200));
     let mnt = m.mnt.clone();
     let r = as_user(&u.b, 0o022, move || fs::write(mnt.join("new"), b"x"));
-    assert_errno(r, &[libc::ENOENT, libc::ESTALE], "create before remounting over the new store");
+    assert_errno(
+        r,
+        &[libc::ENOENT, libc::ESTALE],
+        "create before remounting over the new store",
+    );
     assert_no_panic(&m, &logfile);
     m.unmount().expect("unmount with a deleted store");
     m.remount_same();
-    sh_as_ok(&u.b, 0o022, &format!("echo x > '{0}/new' && cat '{0}/new'", m.mnt.display()));
+    sh_as_ok(
+        &u.b,
+        0o022,
+        &format!("echo x > '{0}/new' && cat '{0}/new'", m.mnt.display()),
+    );
     assert_eq!(fs::read_to_string(m.s("new")).unwrap(), "x\n");
 }
 
@@ -546,30 +782,60 @@ fn store_fs_lazily_unmounted_keeps_serving_until_remount() {
     let (o, logfile) = opts(&base, "auto");
     let mut m = Mount::on_base(base.clone(), &o);
     let u = m.users;
-    sh_as_ok(&u.a, 0o022, &format!("echo before > '{}'", m.p("before").display()));
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!("echo before > '{}'", m.p("before").display()),
+    );
 
     // `umount -l` of the store's filesystem: the path now shows the empty directory below,
     // but the daemon's handles keep the detached filesystem alive and it goes on serving it.
     run_ok(cmd("umount", &["-l", lfs.dir.to_str().unwrap()]));
     lfs.mounted = false;
-    assert!(names(&lfs.dir).unwrap().is_empty(), "the store path should show the empty mountpoint");
-    let out = sh_as_ok(&u.b, 0o022, &format!("cat '{0}/before' && echo during > '{0}/during' && cat '{0}/during'", m.mnt.display()));
+    assert!(
+        names(&lfs.dir).unwrap().is_empty(),
+        "the store path should show the empty mountpoint"
+    );
+    let out = sh_as_ok(
+        &u.b,
+        0o022,
+        &format!(
+            "cat '{0}/before' && echo during > '{0}/during' && cat '{0}/during'",
+            m.mnt.display()
+        ),
+    );
     assert_eq!(out, "before\nduring\n");
     assert!(daemon_alive(&m));
     assert_no_panic(&m, &logfile);
 
     // Supported recovery: unmount hfcachefs (the detached filesystem then goes away, written
     // back), mount the store's filesystem again, mount hfcachefs again: nothing is lost.
-    m.unmount().expect("unmount hfcachefs over a detached store");
+    m.unmount()
+        .expect("unmount hfcachefs over a detached store");
     let remounted = wait_until(Duration::from_secs(10), || {
-        run_timeout(cmd("mount", &["-o", "loop", lfs.img.to_str().unwrap(), lfs.dir.to_str().unwrap()]), OP_TIMEOUT)
-            .status
-            .success()
+        run_timeout(
+            cmd(
+                "mount",
+                &[
+                    "-o",
+                    "loop",
+                    lfs.img.to_str().unwrap(),
+                    lfs.dir.to_str().unwrap(),
+                ],
+            ),
+            OP_TIMEOUT,
+        )
+        .status
+        .success()
     });
     assert!(remounted, "could not mount the store filesystem again");
     lfs.mounted = true;
     m.remount_same();
-    let out = sh_as_ok(&u.b, 0o022, &format!("cat '{0}/before' '{0}/during'", m.mnt.display()));
+    let out = sh_as_ok(
+        &u.b,
+        0o022,
+        &format!("cat '{0}/before' '{0}/during'", m.mnt.display()),
+    );
     assert_eq!(out, "before\nduring\n");
 }
 
@@ -588,19 +854,34 @@ fn marker_dir(base: &Base) -> PathBuf {
 /// `user` takes LOCK_EX on `path` and holds it (sleeping) until killed; waits until it has it.
 fn spawn_holder(user: &User, path: &Path, markers: &Path, tag: &str) -> ChildGuard {
     let marker = markers.join(tag);
-    let script = format!("exec 3<>'{}' && flock -x 3 && touch '{}' && exec sleep 120", path.display(), marker.display());
+    let script = format!(
+        "exec 3<>'{}' && flock -x 3 && touch '{}' && exec sleep 120",
+        path.display(),
+        marker.display()
+    );
     let mut c = sh_as_cmd(user, 0o022, &script);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let g = ChildGuard::spawn(c, tag);
-    assert!(wait_until(Duration::from_secs(10), || marker.exists()), "{tag} never got the lock");
+    assert!(
+        wait_until(Duration::from_secs(10), || marker.exists()),
+        "{tag} never got the lock"
+    );
     g
 }
 
 /// `user` blocks in `flock -x path touch marker`; checks that it is blocked.
 fn spawn_waiter(user: &User, path: &Path, markers: &Path, tag: &str) -> ChildGuard {
-    let script = format!("exec flock -x '{}' touch '{}'", path.display(), markers.join(tag).display());
+    let script = format!(
+        "exec flock -x '{}' touch '{}'",
+        path.display(),
+        markers.join(tag).display()
+    );
     let mut c = sh_as_cmd(user, 0o022, &script);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut g = ChildGuard::spawn(c, tag);
     thread::sleep(Duration::from_millis(500));
     assert!(g.running(), "{tag} did not block");
@@ -609,7 +890,9 @@ fn spawn_waiter(user: &User, path: &Path, markers: &Path, tag: &str) -> ChildGua
 
 fn lock_nb(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
     let raw = fd.as_raw_fd();
-    timed_op("flock LOCK_NB", move || flock(raw, libc::LOCK_EX | libc::LOCK_NB))
+    timed_op("flock LOCK_NB", move || {
+        flock(raw, libc::LOCK_EX | libc::LOCK_NB)
+    })
 }
 
 #[track_caller]
@@ -630,24 +913,47 @@ fn lock_held_and_waited_for_when_the_daemon_is_killed() {
     let m2 = m1.second();
     let u = m1.users;
     let markers = marker_dir(&base);
-    sh_as_ok(&u.a, 0o022, &format!("mkdir -p '{0}/hub/.locks' && : > '{0}/hub/.locks/x.lock'", m1.mnt.display()));
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!(
+            "mkdir -p '{0}/hub/.locks' && : > '{0}/hub/.locks/x.lock'",
+            m1.mnt.display()
+        ),
+    );
     let lock = "hub/.locks/x.lock";
 
     let mut holder = spawn_holder(&u.a, &m1.p(lock), &markers, "holder");
     let mut waiter = spawn_waiter(&u.b, &m1.p(lock), &markers, "waiter");
     let other = open(&m2.p(lock), libc::O_RDWR, 0).ctx("open through the second daemon");
-    assert_errno(lock_nb(&other), &[libc::EWOULDBLOCK], "the other daemon sees the holder's lock");
+    assert_errno(
+        lock_nb(&other),
+        &[libc::EWOULDBLOCK],
+        "the other daemon sees the holder's lock",
+    );
 
     kill_daemon(&m1);
     let st = waiter.wait_timeout(Duration::from_secs(10));
     let st = st.expect("blocked flock waiter still stuck 10 s after the daemon was killed");
-    assert!(!st.success(), "the waiter must fail, not get the lock: {st:?}");
-    assert!(!markers.join("waiter").exists(), "the waiter ran its command");
+    assert!(
+        !st.success(),
+        "the waiter must fail, not get the lock: {st:?}"
+    );
+    assert!(
+        !markers.join("waiter").exists(),
+        "the waiter ran its command"
+    );
     holder.kill(libc::SIGKILL);
-    assert!(holder.wait_timeout(Duration::from_secs(10)).is_some(), "the holder could not exit (close hung?)");
+    assert!(
+        holder.wait_timeout(Duration::from_secs(10)).is_some(),
+        "the holder could not exit (close hung?)"
+    );
 
     // The dead daemon's store descriptors are gone, and their locks with them.
-    eventually_locked(&other, "lock through the second daemon after the first was killed");
+    eventually_locked(
+        &other,
+        "lock through the second daemon after the first was killed",
+    );
 
     // umount -l + remount: exclusion works again across the two daemons.
     let o = run_timeout(cmd("umount", &["-l", m1.mnt.to_str().unwrap()]), OP_TIMEOUT);
@@ -655,8 +961,13 @@ fn lock_held_and_waited_for_when_the_daemon_is_killed() {
     m1.remount_same();
     let mut next = spawn_waiter(&u.b, &m1.p(lock), &markers, "next user");
     flock(other.as_raw_fd(), libc::LOCK_UN).unwrap();
-    let st = next.wait_timeout(Duration::from_secs(10)).expect("the next user is still waiting after the release");
-    assert!(st.success() && markers.join("next user").exists(), "next user: {st:?}");
+    let st = next
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the next user is still waiting after the release");
+    assert!(
+        st.success() && markers.join("next user").exists(),
+        "next user: {st:?}"
+    );
 }
 
 #[test]
@@ -667,30 +978,53 @@ fn lock_waiter_and_holder_killed_release_everything() {
     let m2 = m1.second();
     let u = m1.users;
     let markers = marker_dir(&base);
-    sh_as_ok(&u.a, 0o022, &format!(": > '{}'", m1.p("blob.lock").display()));
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!(": > '{}'", m1.p("blob.lock").display()),
+    );
 
     // A holds through daemon 1; B waits through daemon 2 and is killed while blocked.
     let mut holder = spawn_holder(&u.a, &m1.p("blob.lock"), &markers, "holder");
     let mut waiter = spawn_waiter(&u.b, &m2.p("blob.lock"), &markers, "waiter");
     waiter.kill(libc::SIGKILL);
-    assert!(waiter.wait_timeout(Duration::from_secs(10)).is_some(), "killed blocked waiter is stuck");
+    assert!(
+        waiter.wait_timeout(Duration::from_secs(10)).is_some(),
+        "killed blocked waiter is stuck"
+    );
     assert!(!markers.join("waiter").exists());
     let probe = open(&m2.p("blob.lock"), libc::O_RDWR, 0).unwrap();
-    assert_errno(lock_nb(&probe), &[libc::EWOULDBLOCK], "still the holder's after the waiter died");
+    assert_errno(
+        lock_nb(&probe),
+        &[libc::EWOULDBLOCK],
+        "still the holder's after the waiter died",
+    );
 
     // A is killed while holding: released for everybody, on both daemons.
     holder.kill(libc::SIGKILL);
-    assert!(holder.wait_timeout(Duration::from_secs(10)).is_some(), "killed holder is stuck");
+    assert!(
+        holder.wait_timeout(Duration::from_secs(10)).is_some(),
+        "killed holder is stuck"
+    );
     eventually_locked(&probe, "through daemon 2 after the holder was killed");
     let probe1 = open(&m1.p("blob.lock"), libc::O_RDWR, 0).unwrap();
-    assert_errno(lock_nb(&probe1), &[libc::EWOULDBLOCK], "daemon 1 sees daemon 2's new lock");
+    assert_errno(
+        lock_nb(&probe1),
+        &[libc::EWOULDBLOCK],
+        "daemon 1 sees daemon 2's new lock",
+    );
 
     // The next users proceed, on either daemon.
     let mut next1 = spawn_waiter(&u.b, &m1.p("blob.lock"), &markers, "next on daemon 1");
     let mut next2 = spawn_waiter(&u.a, &m2.p("blob.lock"), &markers, "next on daemon 2");
     flock(probe.as_raw_fd(), libc::LOCK_UN).unwrap();
-    for (w, tag) in [(&mut next1, "next on daemon 1"), (&mut next2, "next on daemon 2")] {
-        let st = w.wait_timeout(Duration::from_secs(10)).unwrap_or_else(|| panic!("{tag} still waiting"));
+    for (w, tag) in [
+        (&mut next1, "next on daemon 1"),
+        (&mut next2, "next on daemon 2"),
+    ] {
+        let st = w
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{tag} still waiting"));
         assert!(st.success() && markers.join(tag).exists(), "{tag}: {st:?}");
     }
     eventually_locked(&probe1, "free again at the end");
@@ -711,8 +1045,18 @@ fn start_fake_hub(base: &Base, spec: &str, bps: u64) -> (ChildGuard, String) {
     fs::write(&spec_path, spec).unwrap();
     let server = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fake_hub.py");
     let mut c = std::process::Command::new("/usr/bin/python3");
-    c.args([server, "--port", "0", "--spec", spec_path.to_str().unwrap(), "--throttle", &bps.to_string()]);
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    c.args([
+        server,
+        "--port",
+        "0",
+        "--spec",
+        spec_path.to_str().unwrap(),
+        "--throttle",
+        &bps.to_string(),
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut g = ChildGuard::spawn(c, "fake hub");
     let stdout = g.child.stdout.take().unwrap();
     let first = in_thread(Duration::from_secs(20), "fake hub start", move || {
@@ -748,8 +1092,13 @@ fn spawn_hub_client(m: &Mount, user: &User, url: &str, repo: &str) -> Writer {
         out = out.display()
     );
     let mut c = sh_as_cmd(user, 0o022, &sh);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    Writer { child: ChildGuard::spawn(c, "snapshot_download"), out }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Writer {
+        child: ChildGuard::spawn(c, "snapshot_download"),
+        out,
+    }
 }
 
 /// Every final blob of an LFS-only repo holds the bytes its sha256 name promises, every
@@ -763,7 +1112,11 @@ fn verify_hub_repo(repo: &Path) -> (usize, usize, usize) {
             n_inc += 1;
             continue;
         }
-        assert_eq!(sha256(&blobs.join(&name)), name, "blob {name}: partial or corrupt content under its final name");
+        assert_eq!(
+            sha256(&blobs.join(&name)),
+            name,
+            "blob {name}: partial or corrupt content under its final name"
+        );
         n_blobs += 1;
     }
     // snapshots/<commit>/<path>: a symlink ../../blobs/<sha> (one more ../ per directory level)
@@ -774,13 +1127,27 @@ fn verify_hub_repo(repo: &Path) -> (usize, usize, usize) {
                 walk(&p, depth + 1, n);
                 continue;
             }
-            let target = readlink(&p).unwrap_or_else(|e| panic!("{}: not a symlink ({e})", p.display()));
+            let target =
+                readlink(&p).unwrap_or_else(|e| panic!("{}: not a symlink ({e})", p.display()));
             let sha = target.rsplit('/').next().unwrap().to_string();
             let prefix = format!("{}blobs/", "../".repeat(depth));
-            assert!(target.starts_with(&prefix) && !sha.contains('.'), "{} -> {target}", p.display());
+            assert!(
+                target.starts_with(&prefix) && !sha.contains('.'),
+                "{} -> {target}",
+                p.display()
+            );
             let resolved = dir.join(&target);
-            assert!(resolved.exists(), "{} -> {target} does not resolve", p.display());
-            assert_eq!(sha256(&resolved), sha, "{} -> {target}: wrong content", p.display());
+            assert!(
+                resolved.exists(),
+                "{} -> {target} does not resolve",
+                p.display()
+            );
+            assert_eq!(
+                sha256(&resolved),
+                sha,
+                "{} -> {target}: wrong content",
+                p.display()
+            );
             *n += 1;
         }
     }
@@ -812,21 +1179,39 @@ fn hub_download_daemon_killed_then_rerun_completes() {
     let mut c = spawn_hub_client(&m, &u.a, &url, "fault/model");
     let store_blobs = m.s(&format!("{repo_dir}/blobs"));
     let started = wait_until(Duration::from_secs(30), || {
-        names(&store_blobs)
-            .unwrap_or_default()
-            .iter()
-            .any(|n| n.ends_with(".incomplete") && lst(&store_blobs.join(n)).map(|s| s.size > (2 << 20)).unwrap_or(false))
+        names(&store_blobs).unwrap_or_default().iter().any(|n| {
+            n.ends_with(".incomplete")
+                && lst(&store_blobs.join(n))
+                    .map(|s| s.size > (2 << 20))
+                    .unwrap_or(false)
+        })
     });
     assert!(started, "the download never got going:\n{}", c.output());
     kill_daemon(&m);
     let t = Instant::now();
-    let (code, out) = c.finish(Duration::from_secs(60), "snapshot_download after the daemon was killed");
-    eprintln!("snapshot_download ended {:?} after the kill: {}", t.elapsed(), out.trim());
+    let (code, out) = c.finish(
+        Duration::from_secs(60),
+        "snapshot_download after the daemon was killed",
+    );
+    eprintln!(
+        "snapshot_download ended {:?} after the kill: {}",
+        t.elapsed(),
+        out.trim()
+    );
     assert_eq!(code, 3, "snapshot_download should fail:\n{out}");
-    let fail = out.lines().find(|l| l.starts_with("FAIL ")).unwrap_or_else(|| panic!("{out}"));
-    assert!(fail.contains(" ENOTCONN ") || fail.contains(" ECONNABORTED "), "expected ENOTCONN: {fail}");
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        fail.contains(" ENOTCONN ") || fail.contains(" ECONNABORTED "),
+        "expected ENOTCONN: {fail}"
+    );
     let (blobs, files, _) = verify_hub_repo(&m.s(repo_dir));
-    assert!(blobs < 3 && files <= blobs, "the download cannot have finished: {blobs} blobs, {files} snapshot files");
+    assert!(
+        blobs < 3 && files <= blobs,
+        "the download cannot have finished: {blobs} blobs, {files} snapshot files"
+    );
 
     // umount -l, remount over the same store, download again: complete and correct.
     let o = run_timeout(cmd("umount", &["-l", m.mnt.to_str().unwrap()]), OP_TIMEOUT);
@@ -836,7 +1221,9 @@ fn hub_download_daemon_killed_then_rerun_completes() {
     let (code, out) = c.finish(Duration::from_secs(120), "snapshot_download after remount");
     assert_eq!(code, 0, "the re-run failed:\n{out}");
     let (blobs, files, inc) = verify_hub_repo(&m.p(repo_dir));
-    eprintln!("after the re-run: {blobs} blobs, {files} snapshot files, {inc} .incomplete left from the crash");
+    eprintln!(
+        "after the re-run: {blobs} blobs, {files} snapshot files, {inc} .incomplete left from the crash"
+    );
     assert_eq!((blobs, files), (3, 3));
     assert_no_panic(&m, &logfile);
 }
@@ -852,23 +1239,36 @@ fn hub_download_store_full_then_succeeds() {
     let m = Mount::on_base(base.clone(), &o);
     let u = m.users;
     // Something else fills most of the store: 40 MiB of the ~55 MiB.
-    sh_as_ok(&u.b, 0o022, &format!("head -c 41943040 /dev/zero > '{}'", m.p("filler").display()));
+    sh_as_ok(
+        &u.b,
+        0o022,
+        &format!("head -c 41943040 /dev/zero > '{}'", m.p("filler").display()),
+    );
     let spec = r#"{"repos": [{"id": "fault/full", "type": "model", "files": [
         {"path": "w.bin", "size": 25165824, "seed": 21, "lfs": true}]}]}"#;
     let (_hub, url) = start_fake_hub(&base, spec, 0);
     let repo_dir = "hub/models--fault--full";
 
-    let (code, out) = spawn_hub_client(&m, &u.a, &url, "fault/full").finish(Duration::from_secs(60), "download into a full store");
+    let (code, out) = spawn_hub_client(&m, &u.a, &url, "fault/full")
+        .finish(Duration::from_secs(60), "download into a full store");
     assert_eq!(code, 3, "the download should fail:\n{out}");
-    let fail = out.lines().find(|l| l.starts_with("FAIL ")).unwrap_or_else(|| panic!("{out}"));
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL "))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(fail.contains(" ENOSPC "), "expected ENOSPC: {fail}");
     let (blobs, files, _) = verify_hub_repo(&m.s(repo_dir));
-    assert_eq!((blobs, files), (0, 0), "nothing may be published from a failed download");
+    assert_eq!(
+        (blobs, files),
+        (0, 0),
+        "nothing may be published from a failed download"
+    );
     assert!(daemon_alive(&m), "the daemon died when the store filled up");
 
     // Space freed: the same download now succeeds.
     sh_as_ok(&u.b, 0o022, &format!("rm '{}'", m.p("filler").display()));
-    let (code, out) = spawn_hub_client(&m, &u.a, &url, "fault/full").finish(Duration::from_secs(60), "download after freeing space");
+    let (code, out) = spawn_hub_client(&m, &u.a, &url, "fault/full")
+        .finish(Duration::from_secs(60), "download after freeing space");
     assert_eq!(code, 0, "the download after freeing space failed:\n{out}");
     let (blobs, files, _) = verify_hub_repo(&m.p(repo_dir));
     assert_eq!((blobs, files), (1, 1));

@@ -1726,7 +1726,11 @@ impl Mount {
         if let Some(w) = self.watchdog.take() {
             let _ = w.send(());
         }
-        assert!(!is_mounted(&self.mnt), "remount_same: {} is still mounted", self.mnt.display());
+        assert!(
+            !is_mounted(&self.mnt),
+            "remount_same: {} is still mounted",
+            self.mnt.display()
+        );
         let mut options = format!("group={}", self.users.group);
         if !self.opts.is_empty() {
             options.push(',');
@@ -1738,20 +1742,40 @@ impl Mount {
                 options.push_str(&more);
             }
         }
-        let logf = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut c = Command::new(BIN);
         c.arg(&self.store).arg(&self.mnt).arg("-o").arg(&options);
-        c.stdin(Stdio::null()).stdout(logf.try_clone().unwrap()).stderr(logf);
+        c.stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
         let mut g = ChildGuard::spawn(c, "hfcachefs remount");
         let status = g.wait_timeout(Duration::from_secs(30));
-        let status = status.unwrap_or_else(|| panic!("hfcachefs remount on {}: did not return within 30 s", self.mnt.display()));
-        assert!(status.success(), "hfcachefs remount on {} failed: {status:?}\n{}", self.mnt.display(), self.log_text());
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "hfcachefs remount on {}: did not return within 30 s",
+                self.mnt.display()
+            )
+        });
+        assert!(
+            status.success(),
+            "hfcachefs remount on {} failed: {status:?}\n{}",
+            self.mnt.display(),
+            self.log_text()
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         let entry = loop {
             if let Some(e) = mount_entry(&self.mnt) {
                 break e;
             }
-            assert!(Instant::now() < deadline, "remount: {} not mounted", self.mnt.display());
+            assert!(
+                Instant::now() < deadline,
+                "remount: {} not mounted",
+                self.mnt.display()
+            );
             thread::sleep(Duration::from_millis(20));
         };
         let mut pids = find_daemon_pids(&self.mnt);
@@ -1762,7 +1786,12 @@ impl Mount {
         }
         self.conn = (entry.major << 20) | entry.minor;
         self.daemon_pids = pids;
-        self.watchdog = Some(start_watchdog(self.mnt.clone(), self.conn, self.daemon_pids.clone(), watchdog_limit()));
+        self.watchdog = Some(start_watchdog(
+            self.mnt.clone(),
+            self.conn,
+            self.daemon_pids.clone(),
+            watchdog_limit(),
+        ));
         self.unmounted = false;
     }
 }
