@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +18,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use log::{info, warn};
+use log::{error, info, warn};
 
 use crate::locks::{self, LockWaiter};
 use crate::store::{Caller, DirItem, Entry, SetAttr, Store};
@@ -47,7 +47,23 @@ pub struct HfCacheFs {
     backings: Backings,
 }
 
+/// The second in which a store failure was last logged: a dying disk fails every request,
+/// and one line a second says so without flooding the log.
+static STORE_ERROR_LOGGED: AtomicU64 = AtomicU64::new(0);
+
 fn errno(e: i32) -> Errno {
+    // Errors that mean the store itself is in trouble, not that the request was wrong.
+    if matches!(
+        e,
+        libc::EIO | libc::ESTALE | libc::EUCLEAN | libc::ENOTCONN | libc::ENXIO
+    ) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if STORE_ERROR_LOGGED.swap(now, Ordering::Relaxed) != now {
+            error!("store error: {}", std::io::Error::from_raw_os_error(e));
+        }
+    }
     Errno::from_i32(e)
 }
 
@@ -135,28 +151,38 @@ impl HfCacheFs {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        let backing = match self.backings.by_inode.entry(inode) {
-            MapEntry::Occupied(e) if e.get().strong_count() > 0 => e.get().upgrade()?,
-            entry => match self
-                .store
-                .backing_fd(inode)
-                .map_err(std::io::Error::from_raw_os_error)
-                .and_then(|fd| open(&fd))
-            {
-                Ok(b) => {
-                    let b = Arc::new(b);
-                    entry.insert(Arc::downgrade(&b));
-                    b
-                }
-                Err(e) => {
-                    if self.passthrough.swap(false, Ordering::Relaxed) {
-                        warn!(
-                            "kernel passthrough refused for this store ({e}); serving file I/O from the daemon"
-                        );
+        // The entry's shard lock is held until the new backing is recorded, so two opens
+        // of one inode cannot make two. A dead weak entry means the last open just
+        // released: the kernel has dropped that backing already, so a new one is right
+        // (serving this open without passthrough would mix I/O modes on the inode, which
+        // the kernel refuses with EIO).
+        let entry = self.backings.by_inode.entry(inode);
+        let live = match &entry {
+            MapEntry::Occupied(e) => e.get().upgrade(),
+            MapEntry::Vacant(_) => None,
+        };
+        let backing = match live {
+            Some(b) => b,
+            None => {
+                let opened = self
+                    .store
+                    .backing_fd(inode)
+                    .map_err(std::io::Error::from_raw_os_error)
+                    .and_then(|fd| open(&fd));
+                let b = match opened {
+                    Ok(b) => Arc::new(b),
+                    Err(e) => {
+                        if self.passthrough.swap(false, Ordering::Relaxed) {
+                            warn!(
+                                "kernel passthrough refused for this store ({e}); serving file I/O from the daemon"
+                            );
+                        }
+                        return None;
                     }
-                    return None;
-                }
-            },
+                };
+                entry.insert(Arc::downgrade(&b));
+                b
+            }
         };
         self.backings.by_handle.insert(fh, Arc::clone(&backing));
         Some(backing)
