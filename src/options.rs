@@ -275,6 +275,11 @@ where
             ("noexec", None) => o.noexec = true,
             ("exec", None) => o.noexec = false,
             ("noatime", None) => o.noatime = true,
+            ("remount", None) => {
+                return err(
+                    "remount goes to the kernel, not to hfcachefs: use mount -i -o remount,... MOUNTPOINT",
+                );
+            }
             (k, None) if IGNORED.contains(&k) => {}
             (k, _) if k.starts_with("x-") || k == "comment" => {}
             (k, Some(v)) => return err(format!("unknown or invalid option {k}={v}")),
@@ -386,6 +391,7 @@ mod tests {
         assert!(usage(&["/mnt", "-o"]).contains("-o needs"));
         assert!(usage(&["/mnt", "--frobnicate"]).contains("unknown flag"));
         assert!(usage(&["/mnt", "-o", "group="]).contains("group="));
+        assert!(usage(&["/mnt", "-o", "remount,ro"]).contains("mount -i"));
     }
 
     #[test]
