@@ -176,12 +176,13 @@ impl Store {
 
     /// Applies owner, group and mode to a handle we just created: never by path.
     fn claim(&self, handle: &OwnedFd, kind: u32, caller: Caller, mode: u32) -> SysResult<()> {
-        sys::chown(handle.as_fd(), Some(caller.uid), Some(self.policy.gid))?;
-        if kind != libc::S_IFLNK {
-            // After chown, which may clear setgid on some filesystems.
-            sys::chmod(handle.as_fd(), mode)?;
-        }
-        Ok(())
+        let mode = (kind != libc::S_IFLNK).then_some(mode);
+        sys::give(
+            handle.as_fd(),
+            Some(caller.uid),
+            Some(self.policy.gid),
+            mode,
+        )
     }
 
     /// Creates something with `make`, then claims the new handle for the caller. If claiming

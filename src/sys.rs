@@ -227,6 +227,23 @@ pub fn chmod(handle: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     check(unsafe { libc::chmod(path.as_ptr(), mode) }).map(drop)
 }
 
+/// Gives the inode behind a handle its owner, group and mode, in that order: chown may
+/// clear setgid, so the mode comes last. `mode` must be `None` for symlinks.
+pub fn give(
+    handle: BorrowedFd<'_>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+) -> SysResult<()> {
+    if uid.is_some() || gid.is_some() {
+        chown(handle, uid, gid)?;
+    }
+    match mode {
+        Some(mode) => chmod(handle, mode),
+        None => Ok(()),
+    }
+}
+
 /// A timestamp change for [`utimens`].
 #[derive(Clone, Copy, Debug)]
 pub enum TimeSet {
