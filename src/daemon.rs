@@ -128,12 +128,16 @@ fn prepare_store(o: &MountOptions) -> Result<(), Failure> {
             path.display()
         )));
     }
-    if meta.mode() & 0o022 != 0 {
+    // Anyone who can reach the store directly bypasses the policy: writers can plant
+    // anything, readers see every blob whatever `others=` says.
+    if meta.mode() & 0o077 != 0 || meta.uid() != 0 {
         warn!(
-            "store {} is group- or world-writable (mode {:o}): users could bypass hfcachefs; \
-             make it root-only with: chmod 0700 {}",
+            "store {} is reachable without hfcachefs (owner uid {}, mode {:o}): \
+             make it root-only with: chown root {} && chmod 0700 {}",
             path.display(),
+            meta.uid(),
             meta.mode() & 0o7777,
+            path.display(),
             path.display()
         );
     }
@@ -186,13 +190,13 @@ fn fuse_config(o: &MountOptions) -> Config {
 /// Mounts and serves until unmounted.
 pub fn run(o: &MountOptions) -> Result<(), Failure> {
     init_logging(o.debug);
-    if !o.foreground {
-        open_log(o)?;
-    }
     if !sys::is_root() {
         return Err(Failure::Usage(
             "hfcachefs must run as root (it sets owners in the store)".into(),
         ));
+    }
+    if !o.foreground {
+        open_log(o)?;
     }
     let gid = o.group.resolve().map_err(Failure::Usage)?;
     prepare_store(o)?;

@@ -8,7 +8,7 @@
 //! interrupts never reach us: fuser answers them with ENOSYS).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ struct Parked {
 #[derive(Default)]
 pub struct LockWaiter {
     queue: Arc<(Mutex<Vec<Parked>>, Condvar)>,
-    thread: OnceLock<()>,
+    started: Mutex<bool>,
 }
 
 /// Retry intervals: quick at first (a local holder usually lets go fast), then at most
@@ -51,14 +51,17 @@ const FIRST_DELAY: Duration = Duration::from_millis(1);
 const MAX_DELAY: Duration = Duration::from_millis(20);
 
 impl LockWaiter {
-    fn start(&self) {
-        self.thread.get_or_init(|| {
+    /// Starts the waiter thread if it is not running; false if it cannot be started.
+    fn start(&self) -> bool {
+        let mut started = self.started.lock();
+        if !*started {
             let q = Arc::clone(&self.queue);
-            thread::Builder::new()
+            *started = thread::Builder::new()
                 .name("lock-waiter".into())
                 .spawn(move || run(&q))
-                .expect("spawn the lock waiter thread");
-        });
+                .is_ok();
+        }
+        *started
     }
 
     /// Takes the lock now if it is free, else parks the request (when `sleep`) or fails
@@ -66,7 +69,9 @@ impl LockWaiter {
     pub fn lock(&self, fd: Arc<OwnedFd>, op: i32, sleep: bool, pid: u32, answer: Answer) {
         match sys::flock(fd.as_fd(), op | libc::LOCK_NB) {
             Err(libc::EWOULDBLOCK) if sleep && op != libc::LOCK_UN => {
-                self.start();
+                if !self.start() {
+                    return answer(Err(libc::ENOLCK));
+                }
                 let (lock, cv) = &*self.queue;
                 lock.lock().push(Parked {
                     fd,

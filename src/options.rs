@@ -159,7 +159,7 @@ Logging: RUST_LOG=info|debug|trace overrides the level.
 fstab:
   /srv/hfstore  /huggingface  fuse.hfcachefs  group=hf-users,nofail  0 0
 
-Unmount with `umount /huggingface`; SIGTERM or SIGINT unmounts too.
+Unmount with `umount /huggingface`; SIGTERM, SIGINT or SIGHUP unmounts too.
 
 Administration (each has --help; a mountpoint named like one is given as ./doctor):
   hfcachefs doctor [MOUNTPOINT]          check a mount and say how to fix what is wrong

@@ -202,9 +202,10 @@ impl Store {
         let handle = sys::open_path(dir.fd(), &name)?;
         let st = sys::fstat(handle.as_fd())?;
         // Still the entry we just made (root's, of the right type), not something a
-        // concurrent rename put under that name: only ours may be handed over.
+        // concurrent rename put under that name: only ours may be handed over; anything
+        // else means the name is taken (EEXIST).
         if kind_of(&st) != kind || st.st_uid != 0 {
-            return Err(libc::EIO);
+            return Err(libc::EEXIST);
         }
         if let Err(e) = self.claim(&handle, kind, caller, mode) {
             // Leave nothing root-owned behind.
@@ -270,7 +271,9 @@ impl Store {
         let dir = self.dir(parent)?;
         let name = Name::new(name)?;
         sys::link_at(inode.fd(), dir.fd(), &name)?;
-        self.lookup_handle(sys::open_path(dir.fd(), &name)?)
+        // The new name is this inode: count the lookup on it, not on whatever the name
+        // holds by the time it could be reopened.
+        self.lookup_handle(sys::dup(inode.fd())?)
     }
 
     /// Creates and opens a regular file. If it appeared meanwhile (another host, another
@@ -314,7 +317,17 @@ impl Store {
                 let entry = self.lookup_handle(sys::open_path(dir.fd(), &name_c)?)?;
                 let opened = self
                     .check_access(&entry.st, caller, flags)
-                    .and_then(|()| self.open(entry.inode.id, flags));
+                    .and_then(|()| self.open(entry.inode.id, flags))
+                    .and_then(|fh| {
+                        // Answered as a create, the kernel will not truncate: we must.
+                        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+                            if let Err(e) = sys::ftruncate(self.file(fh)?.fd.as_fd(), 0) {
+                                self.release(fh);
+                                return Err(e);
+                            }
+                        }
+                        Ok(fh)
+                    });
                 match opened {
                     Ok(fh) => Ok((entry, fh)),
                     Err(e) => {
@@ -439,30 +452,33 @@ impl Store {
         if !self.policy.group_allowed(set.gid) {
             return Err(libc::EPERM);
         }
-        if set.uid.is_some() || set.gid.is_some() {
-            // The kernel has already applied chown's rules (only root changes owners).
-            sys::chown(inode.fd(), set.uid, set.gid)?;
+        if set.size.is_some() && !inode.is_regular() {
+            return Err(if inode.is_dir() {
+                libc::EISDIR
+            } else {
+                libc::EINVAL
+            });
         }
-        if let Some(mode) = set.mode {
-            if !inode.is_symlink() {
-                sys::chmod(inode.fd(), self.policy.mode(inode.kind, mode))?;
-            }
-        } else if set.uid.is_some() && !inode.is_symlink() {
+        let mode = match set.mode {
+            _ if inode.is_symlink() => None,
+            Some(mode) => Some(self.policy.mode(inode.kind, mode)),
             // chown clears setgid on some filesystems: put the policy's mode back.
-            let st = sys::fstat(inode.fd())?;
-            sys::chmod(inode.fd(), self.policy.mode(inode.kind, st.st_mode))?;
-        }
+            None if set.uid.is_some() => Some(
+                self.policy
+                    .mode(inode.kind, sys::fstat(inode.fd())?.st_mode),
+            ),
+            None => None,
+        };
+        // The kernel has already applied chown's and chmod's rules (only root gives files away).
+        sys::give(inode.fd(), set.uid, set.gid, mode)?;
         if let Some(size) = set.size {
-            if !inode.is_regular() {
-                return Err(if inode.is_dir() {
-                    libc::EISDIR
-                } else {
-                    libc::EINVAL
-                });
-            }
-            match fh.and_then(|fh| self.files.get(&fh).map(|f| Arc::clone(&f.fd))) {
-                Some(fd) if sys::ftruncate(fd.as_fd(), size).is_ok() => {}
-                _ => sys::ftruncate(sys::reopen(inode.fd(), libc::O_WRONLY)?.as_fd(), size)?,
+            // Through the open file when there is one that can write, else a fresh descriptor.
+            let file = fh.and_then(|fh| self.files.get(&fh).map(|f| Arc::clone(&f.fd)));
+            match file.map(|fd| sys::ftruncate(fd.as_fd(), size)) {
+                Some(Err(libc::EBADF | libc::EINVAL)) | None => {
+                    sys::ftruncate(sys::reopen(inode.fd(), libc::O_WRONLY)?.as_fd(), size)?
+                }
+                Some(r) => r?,
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
@@ -563,7 +579,24 @@ impl Store {
             stream.seek(offset);
         }
         *pos = offset;
-        while let Some(ent) = stream.next_entry()? {
+        let mut added = false;
+        // Once entries were handed over (and, with `plus`, counted as lookups), an error
+        // must end the batch instead: an error reply would drop them and leak their counts.
+        // The stream has moved on, so the next call seeks back and meets the error again.
+        fn failed(e: i32, added: bool, pos: &mut i64) -> SysResult<()> {
+            if added {
+                *pos = -1;
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        loop {
+            let ent = match stream.next_entry() {
+                Ok(Some(ent)) => ent,
+                Ok(None) => break,
+                Err(e) => return failed(e, added, pos),
+            };
             let dot = ent.name == b"." || ent.name == b"..";
             let entry = if plus && !dot {
                 let name = OsStr::from_bytes(&ent.name);
@@ -571,7 +604,7 @@ impl Store {
                     Ok(e) => Some(e),
                     // Gone since the directory was read: skip it.
                     Err(libc::ENOENT) => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return failed(e, added, pos),
                 }
             } else {
                 None
@@ -600,6 +633,7 @@ impl Store {
                 *pos = -1;
                 return Ok(());
             }
+            added = true;
             *pos = item.next;
         }
         Ok(())
@@ -667,8 +701,9 @@ fn xattr_name(name: &OsStr) -> SysResult<CString> {
     CString::new(name.as_bytes()).map_err(|_| libc::EINVAL)
 }
 
-/// Flags for the store descriptor of an open: creation is ours to do, and O_TRUNC
-/// arrives as a separate setattr.
+/// Flags for the store descriptor of an open: creation is ours to do, O_TRUNC arrives as
+/// a separate setattr, and O_DIRECT would make our buffers (unaligned) fail with EINVAL;
+/// the kernel already bypasses its page cache for an O_DIRECT open of a FUSE file.
 fn open_flags(flags: i32) -> i32 {
-    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC)
+    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC | libc::O_DIRECT)
 }

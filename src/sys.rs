@@ -89,6 +89,12 @@ pub fn open_path(dir: BorrowedFd<'_>, name: &Name) -> SysResult<OwnedFd> {
     owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_cstr().as_ptr(), flags) })
 }
 
+/// A second descriptor for the same open file (O_PATH handles included).
+pub fn dup(fd: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    // SAFETY: plain fcntl on a valid fd.
+    owned(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })
+}
+
 /// Opens the store root given by the administrator (a trusted path).
 pub fn open_root(path: &CStr) -> SysResult<OwnedFd> {
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;

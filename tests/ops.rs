@@ -1295,3 +1295,23 @@ fn two_daemons_close_to_open_consistency() {
         "mount 2 never saw a new file"
     );
 }
+
+/// A file another daemon created behind this mount's cached negative entry: the kernel
+/// sends a create, the daemon finds the file, and O_TRUNC must still empty it.
+#[test]
+fn create_over_a_file_made_behind_a_negative_entry_truncates() {
+    let m1 = Mount::new();
+    let m2 = m1.second();
+    assert!(fs::metadata(m1.p("x")).is_err(), "x must not exist yet");
+    fs::write(m2.p("x"), vec![b'o'; 10_000]).unwrap();
+    // Within entry_timeout, mount 1 still believes x is absent and sends CREATE.
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(m1.p("x"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[b'n'; 1000]).unwrap();
+    drop(f);
+    assert_eq!(fs::read(m1.s("x")).unwrap(), vec![b'n'; 1000]);
+}
