@@ -138,24 +138,23 @@ impl HfCacheFs {
         }
     }
 
-    /// The backing file for a passthrough open of `inode`, shared with its other opens.
-    /// `None` means: serve this open from the daemon. The kernel keeps the registered
-    /// file open as long as the backing lives, so it gets a descriptor of its own: were it
-    /// an open's lock descriptor, that open's flock would outlive its close.
+    /// The backing file for a passthrough open of `inode`, shared with its other opens;
+    /// `Ok(None)`: serve this open from the daemon.
+    ///
+    /// The kernel keeps the registered file open as long as the backing lives, so it gets a
+    /// descriptor of its own: were it an open's lock descriptor, that open's flock would
+    /// outlive its close. The kernel refuses to mix passthrough and daemon I/O on an inode,
+    /// so a live backing is reused even after passthrough was turned off, and a transient
+    /// failure (EMFILE, ENOMEM) fails this open instead of turning passthrough off.
     fn backing(
         &self,
         inode: u64,
         fh: u64,
         open: impl FnOnce(&dyn AsFd) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) {
-            return None;
-        }
-        // The entry's shard lock is held until the new backing is recorded, so two opens
-        // of one inode cannot make two. A dead weak entry means the last open just
-        // released: the kernel has dropped that backing already, so a new one is right
-        // (serving this open without passthrough would mix I/O modes on the inode, which
-        // the kernel refuses with EIO).
+    ) -> Result<Option<Arc<BackingId>>, i32> {
+        // The entry's shard lock is held until a new backing is recorded, so two opens of
+        // one inode cannot make two. A dead weak entry means the last open was released:
+        // the kernel has dropped that backing already, so a new one is right.
         let entry = self.backings.by_inode.entry(inode);
         let live = match &entry {
             MapEntry::Occupied(e) => e.get().upgrade(),
@@ -163,21 +162,32 @@ impl HfCacheFs {
         };
         let backing = match live {
             Some(b) => b,
+            None if !self.passthrough.load(Ordering::Relaxed) => return Ok(None),
             None => {
-                let opened = self
-                    .store
-                    .backing_fd(inode)
-                    .map_err(std::io::Error::from_raw_os_error)
-                    .and_then(|fd| open(&fd));
-                let b = match opened {
+                let fd = self.store.backing_fd(inode)?;
+                let b = match open(&fd) {
                     Ok(b) => Arc::new(b),
                     Err(e) => {
+                        let e = e.raw_os_error().unwrap_or(libc::EIO);
+                        // What the kernel says when it will not pass this store through.
+                        let refused = matches!(
+                            e,
+                            libc::EPERM
+                                | libc::EOPNOTSUPP
+                                | libc::ENOTTY
+                                | libc::EINVAL
+                                | libc::ELOOP
+                        );
+                        if !refused {
+                            return Err(e);
+                        }
                         if self.passthrough.swap(false, Ordering::Relaxed) {
                             warn!(
-                                "kernel passthrough refused for this store ({e}); serving file I/O from the daemon"
+                                "kernel passthrough refused for this store ({}); serving file I/O from the daemon",
+                                std::io::Error::from_raw_os_error(e)
                             );
                         }
-                        return None;
+                        return Ok(None);
                     }
                 };
                 entry.insert(Arc::downgrade(&b));
@@ -185,7 +195,7 @@ impl HfCacheFs {
             }
         };
         self.backings.by_handle.insert(fh, Arc::clone(&backing));
-        Some(backing)
+        Ok(Some(backing))
     }
 
     fn release_backing(&self, inode: u64, fh: u64) {
@@ -393,8 +403,12 @@ impl Filesystem for HfCacheFs {
             Err(e) => return reply.error(errno(e)),
         };
         match self.backing(ino.0, fh, |fd| reply.open_backing(fd.as_fd())) {
-            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
-            None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(Some(b)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            Ok(None) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => {
+                self.store.release(fh);
+                reply.error(errno(e));
+            }
         }
     }
 
@@ -650,7 +664,12 @@ impl Filesystem for HfCacheFs {
         let id = entry.inode.id;
         let a = attr(id, &entry.st);
         let ttl = self.settings.entry_ttl;
-        match self.backing(id, fh, |fd| reply.open_backing(fd.as_fd())) {
+        // A new inode has no other opens, so daemon I/O is a safe answer to any failure.
+        match self
+            .backing(id, fh, |fd| reply.open_backing(fd.as_fd()))
+            .ok()
+            .flatten()
+        {
             Some(b) => reply.created_passthrough(
                 &ttl,
                 &a,
