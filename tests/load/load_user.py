@@ -31,7 +31,9 @@ def diagnose(path) -> dict | None:
     """What the failing path looks like right after the failure, and again 1 s later."""
     if not path or not isinstance(path, str):
         return None
-    out = {}
+    import threading
+
+    out = {"tid": threading.get_native_id(), "time": time.time()}
     for when in ("now", "after 1 s"):
         d = {}
         for what, fn in (("lstat", lambda p: oct(os.lstat(p).st_mode)), ("readlink", os.readlink),

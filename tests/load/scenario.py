@@ -55,6 +55,7 @@ class Report:
         self.name = name
         self.passed: list[str] = []
         self.failed: list[str] = []
+        self.xfailed: list[str] = []
         self.notes: dict = {}
 
     def check(self, what: str, ok: bool, detail: str = "") -> bool:
@@ -82,7 +83,21 @@ class Report:
             self.check(what, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()[-4000:]}")
             return None
 
+    def known(self, what: str, ok: bool, bug: str, detail: str = "") -> bool:
+        """A check that a known daemon bug makes fail: reported as XFAIL and not counted,
+        unless HF_STRICT_KNOWN=1 (then it is an ordinary check). Passing is a plain PASS."""
+        if ok or os.environ.get("HF_STRICT_KNOWN") == "1":
+            return self.check(what if ok else f"{what} [known bug: {bug}]", ok, detail)
+        self.xfailed.append(f"{what}: {bug}")
+        print(f"XFAIL {what}\n     known daemon bug: {bug}\n     "
+              + (detail or "").replace("\n", "\n     ")[:8000], flush=True)
+        return False
+
     def closing(self) -> int:
+        if self.xfailed:
+            print(f"# {len(self.xfailed)} known failure(s), not counted (HF_STRICT_KNOWN=1 counts them):", flush=True)
+            for x in self.xfailed:
+                print(f"#   XFAIL {x}", flush=True)
         print(f"{self.name}: {len(self.passed)} passed, {len(self.failed)} failed", flush=True)
         return 1 if self.failed or not self.passed else 0
 
@@ -275,6 +290,21 @@ def run_downloads(users: list, hf_homes: list[str], want: dict[int, list[str]], 
                     pass
                 p.proc.wait()
     return Run(time.monotonic() - t0, results, procs)
+
+
+def failed_errnos(run: Run) -> list:
+    """errno of every failed snapshot_download (None when it was not an OSError)."""
+    out = []
+    for r in run.results:
+        if isinstance(r, BaseException):
+            out.append(None)
+            continue
+        for v in ((r.data.get("result") or {}).get("repos") or {}).values():
+            if not v.get("ok"):
+                out.append(v.get("errno"))
+        if not r.data.get("ok") and not (r.data.get("result") or {}).get("repos"):
+            out.append(None)
+    return out
 
 
 def result_problems(run: Run, hub, want: dict[int, list[str]]) -> list[str]:
