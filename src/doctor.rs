@@ -9,7 +9,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -18,11 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::admin::{self, AdminError, AdminResult, Parsed};
 use crate::fixstore;
+use crate::format::human_bytes;
 use crate::mounts::{self, FSTYPE, MountInfo};
 use crate::options::{DEFAULT_LOGFILE, MountOptions, Passthrough};
 use crate::policy::{Others, Policy};
 use crate::sys;
-use crate::tree::{self, Node, Visit, human_bytes};
+use crate::tree::{self, Node, Visit};
 
 const USAGE: &str = "\
 Usage: hfcachefs doctor [MOUNTPOINT]
@@ -151,6 +152,35 @@ fn encode_err(e: &io::Error) -> String {
 
 fn decode_err(out: &str) -> Option<i32> {
     out.trim().strip_prefix("errno ")?.parse().ok()
+}
+
+/// How much of the end of the daemon's log doctor reads: the last mount is near the end.
+const LOG_TAIL: u64 = 1 << 20;
+
+/// The last `limit` bytes of a regular file (from the first whole line in them), so that a
+/// large log is not read into memory whole.
+fn read_tail(path: &Path, limit: u64) -> io::Result<String> {
+    // Non-blocking, so that a FIFO there cannot hold doctor up.
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let start = meta.len().saturating_sub(limit);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    f.take(limit).read_to_end(&mut buf)?;
+    if start > 0 {
+        let first_line_end = buf
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(buf.len(), |i| i + 1);
+        buf.drain(..first_line_end);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Whether a kernel release (`6.9.0-...`) has FUSE passthrough (6.9 and later).
@@ -712,7 +742,7 @@ impl Doctor {
                     .daemon
                     .as_ref()
                     .map_or(PathBuf::from(DEFAULT_LOGFILE), |o| o.logfile.clone());
-                let from_log = match (&self.mount, std::fs::read_to_string(&logfile)) {
+                let from_log = match (&self.mount, read_tail(&logfile, LOG_TAIL)) {
                     (Some(mi), Ok(log)) => passthrough_from_log(&log, &mi.source, &self.mnt),
                     _ => None,
                 };
@@ -827,7 +857,7 @@ impl Doctor {
         let mut args = vec![OsString::from("scan"), root.into_os_string()];
         if let Some(p) = &policy {
             args.push(p.gid.to_string().into());
-            args.push(others_name(p.others).into());
+            args.push(p.others.as_str().into());
         }
         let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
         let reply = in_child(&args, SCAN_TIMEOUT);
@@ -924,13 +954,6 @@ impl Doctor {
     }
 }
 
-fn others_name(o: Others) -> &'static str {
-    match o {
-        Others::None => "none",
-        Others::Read => "read",
-    }
-}
-
 /// The child side of [`in_child`]: runs one probe and prints its result.
 fn probe_main(args: &[String]) -> AdminResult {
     let out = match args {
@@ -949,7 +972,7 @@ fn probe_main(args: &[String]) -> AdminResult {
                     gid: gid
                         .parse()
                         .map_err(|_| AdminError::Usage(format!("bad gid {gid}")))?,
-                    others: if others == "read" {
+                    others: if others == Others::Read.as_str() {
                         Others::Read
                     } else {
                         Others::None
@@ -1045,6 +1068,20 @@ mod tests {
             Scan::decode("entries 3\n").is_none(),
             "a cut-off reply is no reply"
         );
+    }
+
+    #[test]
+    fn log_tail_starts_at_a_whole_line() {
+        let dir = std::env::temp_dir().join(format!("hfcachefs-tail-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        std::fs::write(&dir, "first line\nsecond\nthird\n").unwrap();
+        assert_eq!(
+            read_tail(&dir, 1000).unwrap(),
+            "first line\nsecond\nthird\n"
+        );
+        assert_eq!(read_tail(&dir, 10).unwrap(), "third\n");
+        std::fs::remove_file(&dir).unwrap();
+        assert!(read_tail(Path::new("/"), 10).is_err());
     }
 
     #[test]

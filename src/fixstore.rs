@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use crate::admin::{self, AdminError, AdminResult, Parsed};
 use crate::mounts;
-use crate::policy::{Others, Policy};
+use crate::policy::Policy;
 use crate::sys::{self, Stat};
 use crate::tree::{self, Node, Visit};
 
@@ -160,13 +160,10 @@ pub fn main(args: &[String]) -> AdminResult {
     })
     .map_err(|e| AdminError::Runtime(format!("walking {}: {e}", store.display())))?;
     let what = if dry { "to fix" } else { "fixed" };
-    let others = match policy.others {
-        Others::None => "none",
-        Others::Read => "read",
-    };
     println!(
-        "{seen} entries checked, {changed} {what}, {failed} failed (group {}, others={others})",
-        policy.gid
+        "{seen} entries checked, {changed} {what}, {failed} failed (group {}, others={})",
+        policy.gid,
+        policy.others.as_str()
     );
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -178,6 +175,7 @@ pub fn main(args: &[String]) -> AdminResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Others;
 
     fn st(kind: u32, mode: u32, gid: u32) -> Stat {
         let mut s = sys::empty_stat();

@@ -33,11 +33,12 @@ use std::time::{Duration, SystemTime};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::admin::{self, AdminError, AdminResult, Parsed};
+use crate::format::human_bytes;
 use crate::mounts;
 use crate::options::DEFAULT_STORE;
 use crate::policy::Policy;
 use crate::sys::{self, Name, SysResult, TimeSet};
-use crate::tree::{self, IMPORT_TEMP_SUFFIX, Node, human_bytes};
+use crate::tree::{self, IMPORT_TEMP_SUFFIX, Node};
 
 const USAGE: &str = "\
 Usage: hfcachefs import SRC... [--store STORE] [--dry-run] [--move] [--group NAME|GID]

@@ -12,12 +12,14 @@
 //! - `sys`: every raw syscall, behind safe wrappers;
 //! - `admin`: the administration subcommands' dispatch (`doctor`, `import`, `stats`,
 //!   `fix-store`, one module each), with `mounts` (finding mounts and their daemons'
-//!   options) and `tree` (symlink-safe walks, cache layout) shared by them.
+//!   options), `tree` (symlink-safe walks, cache layout) and `format` (sizes, JSON
+//!   strings) shared by them.
 
 mod admin;
 mod daemon;
 mod doctor;
 mod fixstore;
+mod format;
 mod fuse;
 mod import;
 mod inodes;

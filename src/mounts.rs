@@ -30,13 +30,19 @@ fn unescape(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4);
-        match oct {
-            Some(o) if b[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
+        // Three octal digits, computed wide: `\777` is not a byte and stays as it is.
+        let byte = b
+            .get(i + 1..i + 4)
+            .filter(|o| b[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|o| {
+                u8::try_from(o.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'))).ok()
+            });
+        match byte {
+            Some(v) => {
+                out.push(v);
                 i += 4;
             }
-            _ => {
+            None => {
                 out.push(b[i]);
                 i += 1;
             }
@@ -181,6 +187,18 @@ mod tests {
         assert_eq!(m[1].source, PathBuf::from("/srv/hf store"));
         assert_eq!(m[1].dev, (0, 52));
         assert_eq!(m[0].fstype, "ext3");
+    }
+
+    #[test]
+    fn octal_escapes() {
+        assert_eq!(unescape("/a\\040b"), PathBuf::from("/a b"));
+        assert_eq!(
+            unescape("/\\303\\251t\\351"),
+            PathBuf::from(OsStr::from_bytes(b"/\xc3\xa9t\xe9"))
+        );
+        assert_eq!(unescape("/x\\777"), PathBuf::from("/x\\777"));
+        assert_eq!(unescape("/x\\09"), PathBuf::from("/x\\09"));
+        assert_eq!(unescape("/x\\"), PathBuf::from("/x\\"));
     }
 
     #[test]

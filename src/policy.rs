@@ -64,6 +64,16 @@ impl Policy {
     }
 }
 
+impl Others {
+    /// The `others=` value that selects this.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Others::None => "none",
+            Others::Read => "read",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

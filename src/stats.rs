@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use crate::admin::{self, AdminError, AdminResult, Parsed};
+use crate::format::{human_bytes, json_str};
 use crate::mounts;
 use crate::sys;
-use crate::tree::{self, Node, Visit, human_bytes, json_str};
+use crate::tree::{self, Node, Visit};
 
 const USAGE: &str = "\
 Usage: hfcachefs stats [STORE|MOUNTPOINT] [--json]
