@@ -1923,7 +1923,17 @@ fn daemon_keeps_only_the_capabilities_it_needs() {
     let pid = m.daemon_pids[0];
     let mut report = Vec::new();
     let mut sets = BTreeMap::new();
-    for key in ["Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"] {
+    for key in [
+        "Uid",
+        "Gid",
+        "CapInh",
+        "CapPrm",
+        "CapEff",
+        "CapBnd",
+        "CapAmb",
+        "NoNewPrivs",
+        "Seccomp",
+    ] {
         let v = status_field(pid, key);
         let names = if key.starts_with("Cap") {
             let n = cap_names(u64::from_str_radix(&v, 16).unwrap_or(0));
@@ -1940,9 +1950,15 @@ fn daemon_keeps_only_the_capabilities_it_needs() {
     for key in ["CapPrm", "CapEff", "CapBnd"] {
         let mut have = sets[key].clone();
         have.sort();
-        assert_eq!(have, want, "{key} of the mounted daemon: exactly the capabilities it needs");
+        assert_eq!(
+            have, want,
+            "{key} of the mounted daemon: exactly the capabilities it needs"
+        );
     }
-    assert!(sets["CapInh"].is_empty() && sets["CapAmb"].is_empty(), "no inheritable/ambient capabilities");
+    assert!(
+        sets["CapInh"].is_empty() && sets["CapAmb"].is_empty(),
+        "no inheritable/ambient capabilities"
+    );
     assert_eq!(status_field(pid, "NoNewPrivs"), "1", "no_new_privs set");
 }
 

@@ -193,8 +193,9 @@ BUG_B = ("with entry_timeout > 0 a negative lookup cached on one host outlives t
 BUG_D = ("with entry/attr timeouts > 0 and passthrough on, open() of lock or snapshot files sometimes fails "
          "with EIO without any FUSE request reaching the daemon (the kernel had marked the inode bad); the "
          "daemon answered ESTALE to GETATTR/OPEN of files replaced on the other host just before")
-BUG_C = ("when root's chown is squashed after mount, mkdir/symlink/mknod fail with EIO (the new entry is not "
-         "root's, so make() refuses it) and leave the half-made entry, owned by the anonymous uid, in the store")
+BUG_C = ("when root's chown is squashed after mount, mkdir/symlink/mknod fail with EEXIST (EIO before 3d0d223) "
+         "instead of EPERM: the new entry is not root's, so the daemon refuses to hand it over, and it stays in "
+         "the store owned by the anonymous uid")
 
 
 # ----------------------------------------------------------------------------------------
@@ -617,9 +618,10 @@ def step_root_squash(rep: S.Report, cl: Cluster, members, summary: dict) -> None
             left.append(f"{os.path.relpath(os.path.join(dirpath, n), cl.brick_store)} uid {st.st_uid} gid {st.st_gid}")
     rep.known("root squash: failed creations leave nothing behind in the store", not left, BUG_C, "\n".join(left))
     p2 = observed["phase 2 (store and sq/ 0777)"]
-    eio = [k for k, v in p2.items() if "Input/output error" in v]
-    rep.known("root squash after mount: creations that cannot be given to the caller fail with EPERM, not EIO",
-              not eio, BUG_C, f"EIO for: {eio}")
+    creations = ("mkdir", "create file", "symlink", "mkfifo")
+    wrong = {k: p2[k] for k in creations if "Operation not permitted" not in p2[k]}
+    rep.known("root squash after mount: creations that cannot be given to the caller fail with EPERM",
+              not wrong, BUG_C, f"other answers: {wrong}")
     for n in left:
         p = cl.store_a / n.split(" uid ")[0]
         try:

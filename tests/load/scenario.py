@@ -461,10 +461,15 @@ def gets_per_file(hub, repo_ids: list[str]) -> list[str]:
 def contention(hub, min_overlap: int = 2) -> int:
     """How many files had several users asking (HEAD) while one was downloading (GET)."""
     log = hub.log()
+
+    def key(e):  # repo and file, whatever the revision in the URL (HEAD main, GET <commit>)
+        repo, _, rest = e["path"].partition("/resolve/")
+        return repo, rest.split("/", 1)[-1]
+
     gets = [e for e in log if e["method"] == "GET" and "/resolve/" in e["path"] and e.get("end")]
     n = 0
     for g in gets:
-        heads = [e for e in log if e["method"] == "HEAD" and e["path"] == g["path"]
+        heads = [e for e in log if e["method"] == "HEAD" and "/resolve/" in e["path"] and key(e) == key(g)
                  and g["start"] <= e["start"] <= g["end"]]
         if len(heads) + 1 >= min_overlap:
             n += 1
