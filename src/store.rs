@@ -377,10 +377,11 @@ impl Store {
     pub fn open(&self, id: u64, flags: i32) -> SysResult<u64> {
         let inode = self.inode(id)?;
         if !inode.is_regular() {
-            return Err(if inode.is_dir() {
-                libc::EISDIR
-            } else {
-                libc::EINVAL
+            // A symlink here is a name that became one under a create: as with O_NOFOLLOW.
+            return Err(match inode.kind {
+                libc::S_IFDIR => libc::EISDIR,
+                libc::S_IFLNK => libc::ELOOP,
+                _ => libc::EINVAL,
             });
         }
         let fd = sys::reopen(inode.fd(), open_flags(flags))?;
