@@ -18,6 +18,14 @@ pub enum AdminError {
 
 pub type AdminResult = Result<ExitCode, AdminError>;
 
+/// The subcommands' names, recognised as the first argument only.
+pub const SUBCOMMANDS: [&str; 4] = ["doctor", "import", "stats", "fix-store"];
+
+/// Whether `arg`, given first, names a subcommand.
+pub fn is_subcommand(arg: &str) -> bool {
+    SUBCOMMANDS.contains(&arg)
+}
+
 /// Runs the subcommand named by `args[0]`, or returns `None` when it names none.
 pub fn dispatch(args: &[String]) -> Option<ExitCode> {
     let (first, rest) = args.split_first()?;
@@ -165,6 +173,11 @@ mod tests {
 
     #[test]
     fn only_subcommand_names_dispatch() {
+        for name in SUBCOMMANDS {
+            let help = [name.to_string(), "--help".to_string()];
+            assert_eq!(dispatch(&help), Some(ExitCode::SUCCESS), "{name}");
+        }
+        assert!(!is_subcommand("./doctor"));
         assert!(dispatch(&["./doctor".to_string()]).is_none());
         assert!(dispatch(&["/mnt".to_string()]).is_none());
         assert!(dispatch(&[]).is_none());

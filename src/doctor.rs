@@ -145,6 +145,13 @@ fn in_child(args: &[&OsStr], limit: Duration) -> Option<String> {
     Some(out)
 }
 
+/// The group the hfcachefs mount at `mnt` reports for its root, which is the group it was
+/// configured with; `None` if it does not answer within [`ANSWER_TIMEOUT`].
+pub fn mount_root_gid(mnt: &Path) -> Option<u32> {
+    let reply = in_child(&[OsStr::new("answer"), mnt.as_os_str()], ANSWER_TIMEOUT)?;
+    Probe::decode(&reply)?.ok().map(|p| p.root_gid)
+}
+
 /// How a probe reports a failed syscall.
 fn encode_err(e: &io::Error) -> String {
     format!("errno {}\n", e.raw_os_error().unwrap_or(libc::EIO))
@@ -500,6 +507,16 @@ impl Doctor {
             None => check("mounted", Status::Fail, format!("{m} is not mounted")).fix(format!(
                 "mount {m} (given its fstab line; scripts/install.sh adds one), or: mount -t fuse.hfcachefs /var/lib/hfcachefs/store {m} -o group=hf-users"
             )),
+            Some(mi) if mi.fstype == FSTYPE && !mi.is_hfcachefs() => check(
+                "mounted",
+                Status::Fail,
+                format!(
+                    "{m} is a {FSTYPE} mount made by uid {}, not by root: not the shared cache",
+                    mi.fuse_user_id()
+                        .map_or_else(|| "unknown".to_owned(), |u| u.to_string())
+                ),
+            )
+            .fix(format!("umount {m}, then mount {m} as root")),
             Some(mi) if mi.fstype != FSTYPE => check(
                 "mounted",
                 Status::Fail,
@@ -516,7 +533,7 @@ impl Doctor {
     }
 
     fn check_answering(&mut self) {
-        let Some(mi) = self.mount.clone().filter(|m| m.fstype == FSTYPE) else {
+        let Some(mi) = self.mount.clone().filter(MountInfo::is_hfcachefs) else {
             return;
         };
         let m = self.mnt_s();
@@ -648,7 +665,7 @@ impl Doctor {
     }
 
     fn check_store(&mut self) {
-        let Some(mi) = self.mount.clone().filter(|m| m.fstype == FSTYPE) else {
+        let Some(mi) = self.mount.clone().filter(MountInfo::is_hfcachefs) else {
             return;
         };
         let store = mi.source;
@@ -843,7 +860,7 @@ impl Doctor {
 
     /// Stale temporary files, and as root, entries that do not follow the policy.
     fn check_tree(&mut self, gid: Option<u32>) {
-        let Some(mi) = self.mount.clone().filter(|m| m.fstype == FSTYPE) else {
+        let Some(mi) = self.mount.clone().filter(MountInfo::is_hfcachefs) else {
             return;
         };
         let (root, policy) = if self.root {

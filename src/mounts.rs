@@ -3,13 +3,24 @@
 //!
 //! The kernel's mount table names the store (the source) but not our options; the daemon's
 //! command line (`/proc/PID/cmdline`) has them in the exact form `options::parse` reads.
+//!
+//! Neither is taken on trust. Anyone can make a FUSE mount of type `fuse.hfcachefs` with any
+//! source through fusermount, and anyone can start a process whose command line looks like
+//! a daemon's (`exec -a hfcachefs sleep ...`): only mounts the kernel records as root's
+//! (`user_id=0`) count, and only processes whose real and effective uid are 0. The group
+//! is read from the mount itself where it answers: hfcachefs reports its root with the
+//! configured group.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::options::{self, Command, DEFAULT_GROUP, GroupSpec, MountOptions};
 use crate::policy::{Others, Policy};
+use crate::sys::{self, Name};
 
 /// The fstype hfcachefs mounts show in the mount table.
 pub const FSTYPE: &str = "fuse.hfcachefs";
@@ -22,6 +33,25 @@ pub struct MountInfo {
     pub source: PathBuf,
     /// `major:minor` of the mount, which names its FUSE connection.
     pub dev: (u32, u32),
+    /// The filesystem's own options (for FUSE: `rw,user_id=0,group_id=0,...`).
+    pub super_options: String,
+}
+
+impl MountInfo {
+    /// The `user_id=` of a FUSE mount: the user the kernel recorded as mounting it.
+    pub fn fuse_user_id(&self) -> Option<u32> {
+        self.super_options
+            .split(',')
+            .find_map(|o| o.strip_prefix("user_id="))?
+            .parse()
+            .ok()
+    }
+
+    /// Whether this is an hfcachefs mount made by root, as only the daemon makes them (a
+    /// user's fusermount mount may call itself `fuse.hfcachefs` too, with their own id).
+    pub fn is_hfcachefs(&self) -> bool {
+        self.fstype == FSTYPE && self.fuse_user_id() == Some(0)
+    }
 }
 
 /// Undoes the octal escapes (`\040` for a space) of the mount table.
@@ -63,6 +93,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
                 fstype: (*f.get(dash + 1)?).to_owned(),
                 source: unescape(f.get(dash + 2)?),
                 dev: (maj.parse().ok()?, min.parse().ok()?),
+                super_options: f
+                    .get(dash + 3)
+                    .map_or_else(String::new, |o| (*o).to_owned()),
             })
         })
         .collect()
@@ -102,16 +135,57 @@ pub fn mount_at(mountpoint: &Path) -> Option<MountInfo> {
     mounts().into_iter().rfind(|m| m.mountpoint == want)
 }
 
-/// The hfcachefs mounts serving `store`.
+/// The hfcachefs mounts (root's) serving `store`.
 pub fn mounts_of_store(store: &Path) -> Vec<MountInfo> {
     let want = std::fs::canonicalize(store).unwrap_or_else(|_| absolute(store));
     mounts()
         .into_iter()
-        .filter(|m| m.fstype == FSTYPE && m.source == want)
+        .filter(|m| m.is_hfcachefs() && m.source == want)
         .collect()
 }
 
-/// The options of the daemon serving `mountpoint`, read from its command line.
+/// Whether the `Uid:` line of a `/proc/PID/status` has real and effective uid 0.
+pub fn status_is_root(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|ids| {
+            let mut ids = ids.split_whitespace();
+            ids.next() == Some("0") && ids.next() == Some("0")
+        })
+}
+
+/// The mount options of a daemon's command line (`/proc/PID/cmdline`): `argv[0]` names
+/// hfcachefs, the first argument is no administration subcommand (a running `hfcachefs
+/// doctor /huggingface` would parse as a mount), and the rest parses as a mount.
+pub fn daemon_command(cmdline: &[u8]) -> Option<MountOptions> {
+    let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
+    if !args.next()?.ends_with(b"hfcachefs") {
+        return None;
+    }
+    let args: Vec<String> = args
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if args.first().is_some_and(|a| crate::admin::is_subcommand(a)) {
+        return None;
+    }
+    match options::parse(&args) {
+        Ok(Command::Mount(o)) => Some(*o),
+        _ => None,
+    }
+}
+
+/// Reads one file of a process's `/proc` directory through a handle on that directory, so
+/// that every read is about the same process (a pid reused meanwhile makes them fail).
+fn proc_file(dir: BorrowedFd<'_>, name: &str) -> Option<Vec<u8>> {
+    let fd = sys::open_at(dir, &Name::new(OsStr::new(name)).ok()?, libc::O_RDONLY, 0).ok()?;
+    let mut out = Vec::new();
+    File::from(fd).take(1 << 20).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+/// The options of the daemon serving `mountpoint`, read from its command line: only a
+/// process running as root (real and effective uid 0) counts.
 pub fn daemon_options(mountpoint: &Path) -> Option<MountOptions> {
     let want = absolute(mountpoint);
     let me = std::process::id();
@@ -126,47 +200,59 @@ pub fn daemon_options(mountpoint: &Path) -> Option<MountOptions> {
         if pid == me {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        let Ok(dir) = CString::new(format!("/proc/{pid}")).map(|p| sys::open_root(&p)) else {
             continue;
         };
-        let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
-        if !args.next().is_some_and(|a0| a0.ends_with(b"hfcachefs")) {
-            continue;
-        }
-        let args: Vec<String> = args
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let Ok(Command::Mount(o)) = options::parse(&args) else {
+        let Ok(dir) = dir else { continue };
+        let Some(o) = proc_file(dir.as_fd(), "cmdline").and_then(|c| daemon_command(&c)) else {
             continue;
         };
         let mnt = if o.mountpoint.is_absolute() {
             absolute(&o.mountpoint)
         } else {
-            match std::fs::read_link(format!("/proc/{pid}/cwd")) {
-                Ok(cwd) => absolute(&cwd.join(&o.mountpoint)),
+            let cwd = Name::new(OsStr::new("cwd"))
+                .and_then(|n| sys::open_path(dir.as_fd(), &n))
+                .and_then(|l| sys::readlink(l.as_fd()));
+            match cwd {
+                Ok(cwd) => absolute(&Path::new(OsStr::from_bytes(&cwd)).join(&o.mountpoint)),
                 Err(_) => continue,
             }
         };
-        if mnt == want {
-            return Some(*o);
+        // Read last: a uid never goes back to 0 without root, so a process that is root
+        // now was root when it set the command line read above.
+        let root = proc_file(dir.as_fd(), "status")
+            .is_some_and(|s| status_is_root(&String::from_utf8_lossy(&s)));
+        if mnt == want && root {
+            return Some(o);
         }
     }
     None
 }
 
-/// The policy to apply to `store`: the group and `others=` of the hfcachefs daemon serving
-/// it when there is one, else the defaults; `group` (from `--group`) overrides.
+/// The policy to apply to `store`: the group of the hfcachefs mount serving it (as the mount
+/// reports its root), and the `others=` of its daemon (as root started it); else the
+/// daemon's group, else the defaults. `group` (from `--group`) overrides.
 pub fn policy_for_store(store: &Path, group: Option<&str>) -> Result<Policy, String> {
-    let daemon = mounts_of_store(store)
-        .iter()
-        .find_map(|m| daemon_options(&m.mountpoint));
-    let spec = match (group, &daemon) {
-        (Some(g), _) => GroupSpec::parse(g),
-        (None, Some(o)) => o.group.clone(),
-        (None, None) => GroupSpec::Name(DEFAULT_GROUP.into()),
+    let served = mounts_of_store(store);
+    let daemon = served.iter().find_map(|m| daemon_options(&m.mountpoint));
+    let gid = match group {
+        Some(g) => GroupSpec::parse(g).resolve()?,
+        None => match served
+            .iter()
+            .find_map(|m| crate::doctor::mount_root_gid(&m.mountpoint))
+        {
+            Some(gid) => gid,
+            None => daemon
+                .as_ref()
+                .map_or_else(
+                    || GroupSpec::Name(DEFAULT_GROUP.into()),
+                    |o| o.group.clone(),
+                )
+                .resolve()?,
+        },
     };
     Ok(Policy {
-        gid: spec.resolve()?,
+        gid,
         others: daemon.map_or(Others::None, |o| o.others),
     })
 }
@@ -179,9 +265,17 @@ mod tests {
     fn mountinfo_lines() {
         let text = "36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
                     90 29 0:52 / /hug\\040face rw,nosuid,nodev,relatime shared:5 - fuse.hfcachefs /srv/hf\\040store rw,user_id=0\n\
+                    91 29 0:53 / /fake rw,nosuid,nodev - fuse.hfcachefs /srv/hf\\040store rw,user_id=1000,group_id=1000\n\
                     garbage\n";
         let m = parse_mountinfo(text);
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.len(), 3);
+        assert!(m[1].is_hfcachefs());
+        assert_eq!(m[2].fuse_user_id(), Some(1000));
+        assert!(
+            !m[2].is_hfcachefs(),
+            "a user's mount calling itself hfcachefs"
+        );
+        assert!(!m[0].is_hfcachefs());
         assert_eq!(m[1].mountpoint, PathBuf::from("/hug face"));
         assert_eq!(m[1].fstype, FSTYPE);
         assert_eq!(m[1].source, PathBuf::from("/srv/hf store"));
@@ -205,6 +299,27 @@ mod tests {
     fn absolute_is_lexical() {
         assert_eq!(absolute(Path::new("/a/b/../c/./")), PathBuf::from("/a/c"));
         assert_eq!(absolute(Path::new("/../x")), PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn daemons_are_root_processes_with_a_mount_command_line() {
+        let o = daemon_command(b"/usr/local/bin/hfcachefs\0/s\0/m\0-o\0group=g,others=read\0")
+            .expect("a daemon");
+        assert_eq!(o.mountpoint, PathBuf::from("/m"));
+        assert_eq!(o.others, Others::Read);
+        assert!(daemon_command(b"hfcachefs\0doctor\0/m\0").is_none());
+        assert!(daemon_command(b"hfcachefs\0fix-store\0/s\0").is_none());
+        assert!(daemon_command(b"sleep\0/s\0/m\0").is_none());
+        assert!(daemon_command(b"").is_none());
+        let status = |uids: &str| format!("Name:\thfcachefs\nUid:\t{uids}\nGid:\t0\t0\t0\t0\n");
+        assert!(status_is_root(&status("0\t0\t0\t0")));
+        assert!(!status_is_root(&status("1000\t1000\t1000\t1000")));
+        assert!(
+            !status_is_root(&status("1000\t0\t0\t0")),
+            "setuid: real uid is the user"
+        );
+        assert!(!status_is_root(&status("0\t1000\t1000\t1000")));
+        assert!(!status_is_root("Name:\tx\n"));
     }
 
     #[test]

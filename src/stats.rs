@@ -285,7 +285,7 @@ pub fn main(args: &[String]) -> AdminResult {
     };
     // Root reads the store behind a mount directly: faster, and the on-disk truth.
     let walked = match mounts::mount_at(&path) {
-        Some(m) if m.fstype == mounts::FSTYPE && sys::is_root() => m.source,
+        Some(m) if m.is_hfcachefs() && sys::is_root() => m.source,
         _ => path.clone(),
     };
     let root =

@@ -294,3 +294,49 @@ fn fix_store_follows_the_policy_without_following_symlinks() {
     let o = hf_root(None, &["fix-store"]);
     assert_eq!(o.status.code(), Some(2), "{}", out_str(&o));
 }
+
+#[test]
+fn forged_daemon_command_lines_are_ignored() {
+    // Anyone can start a process that looks like the daemon: `argv[0]` hfcachefs and a
+    // mount command line naming the real mountpoint, with another group, others=read and a
+    // log file to read. Started before the mount, it comes first in /proc.
+    let base = Base::new();
+    let u = users();
+    let mnt = base.dir.join("mnt0");
+    let script = base.dir.join("forged.sh");
+    write_file(&script, b"while :; do sleep 1; done\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    let forged = format!(
+        "exec bash -c 'exec -a hfcachefs /bin/sh {} {}/. -o group={},others=read,logfile=/etc/shadow'",
+        script.display(),
+        mnt.display(),
+        u.a.gid
+    );
+    let mut fake = ChildGuard::spawn(sh_as_cmd(&u.a, 0o022, &forged), "forged daemon");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            fs::read(format!("/proc/{}/cmdline", fake.pid()))
+                .is_ok_and(|c| c.starts_with(b"hfcachefs\0"))
+        }),
+        "the forged process did not start"
+    );
+    let m = Mount::on_base(base.clone(), "");
+    assert_eq!(m.mnt, mnt, "the mountpoint the forged process names");
+    assert!(fake.running());
+    let store = m.store.display().to_string();
+
+    let o = hf_root(None, &["fix-store", &store, "--dry-run"]);
+    assert!(o.status.success(), "{}", out_str(&o));
+    assert!(
+        text(&o).contains(&format!("(group {}, others=none)", u.gid)),
+        "fix-store took the forged process's options\n{}",
+        out_str(&o)
+    );
+    let o = hf_root(Some(&m.mnt), &["doctor", &m.mnt.display().to_string()]);
+    assert!(
+        !text(&o).contains("/etc/shadow"),
+        "doctor took the forged process's log file\n{}",
+        out_str(&o)
+    );
+    assert_healthy(&o, "root, with a forged daemon process around");
+}
