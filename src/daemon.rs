@@ -4,11 +4,13 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
@@ -144,6 +146,41 @@ fn prepare_store(o: &MountOptions) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Filesystems whose files other hosts may change behind this kernel's back, by `f_type`.
+fn shared_filesystem(magic: i64) -> Option<&'static str> {
+    Some(match magic {
+        0x6969 => "NFS",
+        0x6573_5546 => "a FUSE filesystem (GlusterFS, ...)",
+        0x0BD0_0BD0 => "Lustre",
+        0x00C3_6400 => "CephFS",
+        0xFE53_4D42 | 0xFF53_4D42 => "SMB",
+        0x4750_4653 => "GPFS",
+        0x1983_0326 => "BeeGFS",
+        0x7461_636f => "OCFS2",
+        0x0116_1970 => "GFS2",
+        _ => return None,
+    })
+}
+
+/// Kernel cache lifetimes: 1 s by default, but none on a shared store, where a name cached
+/// as missing would hide another host's download until it expires (and make the Hub
+/// libraries download it again).
+fn cache_timeouts(o: &MountOptions, fs_magic: i64) -> (Duration, Duration) {
+    let shared = shared_filesystem(fs_magic);
+    let default = if shared.is_some() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1)
+    };
+    if let (Some(fs), None) = (shared, o.entry_timeout.or(o.attr_timeout)) {
+        info!(
+            "store is on {fs}: entry_timeout=0,attr_timeout=0 so other hosts' changes show at once"
+        );
+    }
+    let entry = o.entry_timeout.unwrap_or(default);
+    (entry, o.attr_timeout.or(o.entry_timeout).unwrap_or(default))
+}
+
 fn check_mountpoint(path: &Path) -> Result<(), Failure> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
@@ -211,6 +248,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
             io::Error::from_raw_os_error(e)
         ))
     })?;
+    let (entry_ttl, attr_ttl) = cache_timeouts(o, sys::fs_type(root.as_fd()).unwrap_or(0));
     let policy = Policy {
         gid,
         others: o.others,
@@ -237,8 +275,8 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
     let settings = FuseSettings {
-        entry_ttl: o.entry_timeout,
-        attr_ttl: o.attr_timeout,
+        entry_ttl,
+        attr_ttl,
         passthrough: o.passthrough == Passthrough::Auto,
     };
     let fs = HfCacheFs::new(store, settings);
@@ -300,4 +338,43 @@ fn detach() -> Result<(), Failure> {
     }
     ECHO_WARNINGS.store(false, Ordering::Relaxed);
     sys::detach().map_err(|e| Failure::Runtime(format!("cannot detach: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{Command, parse};
+
+    fn opts(args: &[&str]) -> MountOptions {
+        match parse(args) {
+            Ok(Command::Mount(o)) => *o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const EXT4: i64 = 0xEF53;
+    const NFS: i64 = 0x6969;
+
+    #[test]
+    fn local_store_caches_one_second() {
+        let one = Duration::from_secs(1);
+        assert_eq!(cache_timeouts(&opts(&["/m"]), EXT4), (one, one));
+    }
+
+    #[test]
+    fn shared_store_caches_nothing_unless_asked() {
+        assert_eq!(
+            cache_timeouts(&opts(&["/m"]), NFS),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let half = Duration::from_millis(500);
+        assert_eq!(
+            cache_timeouts(&opts(&["/m", "-o", "entry_timeout=0.5"]), NFS),
+            (half, half)
+        );
+        assert_eq!(
+            cache_timeouts(&opts(&["/m", "-o", "attr_timeout=2"]), EXT4),
+            (Duration::from_secs(1), Duration::from_secs(2))
+        );
+    }
 }

@@ -69,8 +69,9 @@ pub struct MountOptions {
     pub debug: bool,
     pub threads: usize,
     pub logfile: PathBuf,
-    pub entry_timeout: Duration,
-    pub attr_timeout: Duration,
+    /// `None`: 1 s on a local store, 0 on a store shared with other hosts.
+    pub entry_timeout: Option<Duration>,
+    pub attr_timeout: Option<Duration>,
     pub passthrough: Passthrough,
     pub read_only: bool,
     pub noexec: bool,
@@ -142,8 +143,9 @@ Options:
   group=NAME|GID      group that shares the cache (default hf-users)
   others=none|read    what non-members get: nothing (default) or read-only access
   passthrough=auto|off  kernel passthrough for file I/O (default auto)
-  entry_timeout=SECS  how long the kernel caches names (default 1)
-  attr_timeout=SECS   how long the kernel caches attributes (default 1)
+  entry_timeout=SECS  how long the kernel caches names, found or not (default 1, or 0
+                      when the store is on a network/cluster filesystem)
+  attr_timeout=SECS   how long the kernel caches attributes (default as entry_timeout)
   threads=N           request threads (default 8)
   logfile=PATH        log of the detached daemon (default /var/log/hfcachefs.log)
   ro, noexec, noatime honoured; rw, dev, suid, nodev, nosuid, exec, atime, relatime,
@@ -224,8 +226,8 @@ where
         debug: false,
         threads: 8,
         logfile: PathBuf::from(DEFAULT_LOGFILE),
-        entry_timeout: Duration::from_secs(1),
-        attr_timeout: Duration::from_secs(1),
+        entry_timeout: None,
+        attr_timeout: None,
         passthrough: Passthrough::Auto,
         read_only: false,
         noexec: false,
@@ -264,8 +266,8 @@ where
                 _ => return err(format!("threads={v}: expected a number from 1 to 256")),
             },
             ("logfile", Some(v)) if !v.is_empty() => o.logfile = PathBuf::from(v),
-            ("entry_timeout", Some(v)) => o.entry_timeout = parse_seconds(key, v)?,
-            ("attr_timeout", Some(v)) => o.attr_timeout = parse_seconds(key, v)?,
+            ("entry_timeout", Some(v)) => o.entry_timeout = Some(parse_seconds(key, v)?),
+            ("attr_timeout", Some(v)) => o.attr_timeout = Some(parse_seconds(key, v)?),
             ("foreground", None) => o.foreground = true,
             ("debug", None) => {
                 o.debug = true;
@@ -374,8 +376,9 @@ mod tests {
             "-o",
             "entry_timeout=0.5,attr_timeout=0,passthrough=off",
         ]);
-        assert_eq!(o.entry_timeout, Duration::from_millis(500));
-        assert_eq!(o.attr_timeout, Duration::ZERO);
+        assert_eq!(o.entry_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(o.attr_timeout, Some(Duration::ZERO));
+        assert_eq!(mount(&["/mnt"]).entry_timeout, None);
         assert_eq!(o.passthrough, Passthrough::Off);
         assert!(usage(&["/mnt", "-o", "attr_timeout=-1"]).contains("attr_timeout"));
         assert!(usage(&["/mnt", "-o", "passthrough=yes"]).contains("passthrough"));

@@ -404,6 +404,15 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> SysResult<libc::statvfs> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// The filesystem type (`f_type` magic) of the filesystem holding a handle's inode.
+pub fn fs_type(fd: BorrowedFd<'_>) -> SysResult<i64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: valid out pointer.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded.
+    Ok(unsafe { st.assume_init() }.f_type as i64)
+}
+
 /// `flock(2)`; with `LOCK_NB` a held lock gives `EWOULDBLOCK`.
 pub fn flock(fd: BorrowedFd<'_>, op: i32) -> SysResult<()> {
     // SAFETY: plain fd syscall.
