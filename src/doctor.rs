@@ -449,7 +449,7 @@ impl Scan {
 }
 
 fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
-    let node = Node::open(root)?;
+    let node = Node::open_trusted(root)?;
     let mut s = Scan::default();
     let now = SystemTime::now();
     tree::walk(&node, &mut |rel, n| {

@@ -107,7 +107,7 @@ pub fn main(args: &[String]) -> AdminResult {
     let dry = a.has("--dry-run");
     let store = Path::new(store);
     let policy = mounts::policy_for_store(store, a.value("--group")).map_err(AdminError::Usage)?;
-    let root = Node::open(store)
+    let root = Node::open_trusted(store)
         .map_err(|e| AdminError::Usage(format!("store {}: {e}", store.display())))?;
     if !root.is_dir() {
         return Err(AdminError::Usage(format!(

@@ -16,9 +16,12 @@
 //!   interrupted import is finished by running it again.
 //! - A source file is deleted only with `--move`, and only once the store holds the same
 //!   inode or a byte-identical copy.
-//! - Sources are user-controlled trees read as root: every step opens one name relative to
-//!   its parent's handle with O_NOFOLLOW, symlinks are recreated as symlinks and never
-//!   followed, and a hard link to a file owned by someone else is refused.
+//! - Sources are user-controlled trees read as root. The SRC path itself is resolved from
+//!   `/` one component at a time, following only root's symlinks: a user's `~/.cache` made
+//!   a symlink to another user's is refused, naming it and its owner. Below it, every step
+//!   opens one name relative to its parent's handle with O_NOFOLLOW, symlinks are recreated
+//!   as symlinks and never followed, and a hard link to a file owned by someone else is
+//!   refused.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -56,6 +59,7 @@ New entries keep their source owner, get the group (from the mount serving STORE
 hf-users; --group overrides) and the policy's modes. Files are hard-linked when SRC and
 STORE share a filesystem (their group and mode then change in SRC too), else copied and
 verified byte for byte. Temporary files (*.incomplete) and lock files are skipped.
+On the way to SRC only root's symlinks are followed (a user's symlink there is refused).
 
   --dry-run   show what would be imported, change nothing
   --move      delete each source file once the store holds it (verified); empty source
@@ -916,7 +920,7 @@ impl Importer {
     }
 
     fn import_source(&mut self, path: &Path, store: &Node) -> Result<(), String> {
-        let root = Node::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let root = Node::open_untrusted(path).map_err(|e| format!("{}: {e}", path.display()))?;
         if root.is_symlink() {
             return Err(format!(
                 "{} is a symlink: give the directory it points to",
@@ -1004,7 +1008,7 @@ pub fn main(args: &[String]) -> AdminResult {
     }
     admin::require_root()?;
     let store_path = PathBuf::from(a.value("--store").unwrap_or(DEFAULT_STORE));
-    let store = Node::open(&store_path).map_err(|e| {
+    let store = Node::open_trusted(&store_path).map_err(|e| {
         AdminError::Usage(format!(
             "store {}: {e} (mount it once or run scripts/install.sh to create it)",
             store_path.display()

@@ -284,12 +284,16 @@ pub fn main(args: &[String]) -> AdminResult {
         _ => return Err(AdminError::Usage("expected one STORE or MOUNTPOINT".into())),
     };
     // Root reads the store behind a mount directly: faster, and the on-disk truth.
-    let walked = match mounts::mount_at(&path) {
-        Some(m) if m.is_hfcachefs() && sys::is_root() => m.source,
-        _ => path.clone(),
+    // Any other path may lead through a tree users control: only root's symlinks are
+    // followed on the way there.
+    let (walked, root) = match mounts::mount_at(&path) {
+        Some(m) if m.is_hfcachefs() && sys::is_root() => {
+            let root = Node::open_trusted(&m.source);
+            (m.source, root)
+        }
+        _ => (path.clone(), Node::open_untrusted(&path)),
     };
-    let root =
-        Node::open(&walked).map_err(|e| AdminError::Usage(format!("{}: {e}", walked.display())))?;
+    let root = root.map_err(|e| AdminError::Usage(format!("{}: {e}", walked.display())))?;
     if !root.is_dir() {
         return Err(AdminError::Usage(format!(
             "{} is not a directory",

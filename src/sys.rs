@@ -894,11 +894,3 @@ pub fn process_groups() -> io::Result<Vec<u32>> {
     groups.extend([gid, egid]);
     Ok(groups)
 }
-
-/// Opens an O_PATH handle on an administrator-given path whose final component must not be
-/// a symlink (a user's cache given as an import source may be one).
-pub fn open_path_nofollow(path: &CStr) -> SysResult<OwnedFd> {
-    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: NUL-terminated path.
-    owned(unsafe { libc::open(path.as_ptr(), flags) })
-}

@@ -4,8 +4,10 @@
 //! These commands run as root over trees that users control. Every step is an
 //! O_PATH|O_NOFOLLOW open of one validated name relative to its parent's handle, so a
 //! symlink is seen as a symlink and never followed, and a directory swapped for a symlink
-//! during the walk cannot lead it anywhere else.
+//! during the walk cannot lead it anywhere else. A path into such a tree (a user's cache
+//! given to `import`) is resolved the same way from `/`, following only root's symlinks.
 
+use std::collections::VecDeque;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -32,14 +34,135 @@ fn io_err(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
+/// The most symlinks one path may pass through, as in the kernel.
+const MAX_SYMLINKS: u32 = 40;
+
+/// Whether a symlink owned by `uid` may be followed on the way to a tree users control:
+/// root's (`/home -> /data/home`), and when not running as root, the caller's own (which
+/// give it nothing it could not reach anyway).
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || (!sys::is_root() && uid == sys::real_uid())
+}
+
+fn owner_name(uid: u32) -> String {
+    match sys::user_by_uid(uid) {
+        Ok(Some((name, _))) => format!("{name} (uid {uid})"),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// Appends the components of `path` to `pending`: `.` and empty ones dropped, `..` kept.
+fn components(path: &[u8], pending: &mut VecDeque<Vec<u8>>, front: bool) {
+    let parts = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec);
+    if front {
+        for (i, c) in parts.enumerate() {
+            pending.insert(i, c);
+        }
+    } else {
+        pending.extend(parts);
+    }
+}
+
 impl Node {
-    /// Opens an administrator-given path; its final component is not followed.
-    pub fn open(path: &Path) -> io::Result<Node> {
+    /// Opens a directory the administrator names and no user controls (a store, a
+    /// mountpoint), following symlinks as the kernel does.
+    pub fn open_trusted(path: &Path) -> io::Result<Node> {
         let c = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let fd = sys::open_path_nofollow(&c).map_err(io_err)?;
+        let fd = sys::open_root(&c).map_err(io_err)?;
         let st = sys::fstat(fd.as_fd()).map_err(io_err)?;
         Ok(Node { fd, st })
+    }
+
+    /// Opens a path that may lead through trees users control (`~alice/.cache/huggingface`,
+    /// where alice could make `.cache` a symlink to bob's). It is resolved one component at
+    /// a time from `/`, each an O_PATH|O_NOFOLLOW open relative to the handle of the one
+    /// before (`..` goes back one handle, never above `/`). A symlink on the way is followed
+    /// only if root owns it and it has no other hard link; any other is refused with an
+    /// error naming it and its owner. The final component is never followed: a symlink
+    /// there is returned as a symlink. The handle returned is all that is used afterwards.
+    pub fn open_untrusted(path: &Path) -> io::Result<Node> {
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(path)
+        };
+        let mut pending = VecDeque::new();
+        components(abs.as_os_str().as_bytes(), &mut pending, false);
+        let root = Node::open_trusted(Path::new("/"))?;
+        // The handles from `/` down to where the resolution is, and that place as a path
+        // (for messages).
+        let mut stack = vec![root];
+        let mut at = PathBuf::from("/");
+        let mut links = 0;
+        let fail = |p: &Path, e: i32| {
+            io::Error::new(io_err(e).kind(), format!("{}: {}", p.display(), io_err(e)))
+        };
+        loop {
+            let Some(c) = pending.pop_front() else {
+                return stack.pop().ok_or_else(|| io_err(libc::ENOENT));
+            };
+            if c == b".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                    at.pop();
+                }
+                continue;
+            }
+            let here = at.join(OsStr::from_bytes(&c));
+            let dir = stack.last().ok_or_else(|| io_err(libc::ENOENT))?;
+            let node = dir
+                .child(OsStr::from_bytes(&c))
+                .map_err(|e| fail(&here, e))?;
+            if pending.is_empty() {
+                return Ok(node);
+            }
+            if node.is_dir() {
+                stack.push(node);
+                at = here;
+                continue;
+            }
+            if !node.is_symlink() {
+                return Err(fail(&here, libc::ENOTDIR));
+            }
+            let uid = node.st.st_uid;
+            if !trusted_owner(uid) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symlink owned by {}, not root: not followed",
+                        here.display(),
+                        owner_name(uid)
+                    ),
+                ));
+            }
+            if node.st.st_nlink != 1 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symlink with {} hard links (one could be planted): not followed",
+                        here.display(),
+                        node.st.st_nlink
+                    ),
+                ));
+            }
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(fail(&here, libc::ELOOP));
+            }
+            let target = sys::readlink(node.fd()).map_err(|e| fail(&here, e))?;
+            if target.is_empty() {
+                return Err(fail(&here, libc::ENOENT));
+            }
+            if target.starts_with(b"/") {
+                stack.truncate(1);
+                at = PathBuf::from("/");
+            }
+            components(&target, &mut pending, true);
+        }
     }
 
     /// The entry `name` of this directory, not following a symlink.
@@ -223,6 +346,48 @@ mod tests {
         assert!(is_temporary(b".abc.hfcachefs-import"));
         assert!(!is_temporary(b"abc"));
         assert!(!is_temporary(b"abc.lock"));
+    }
+
+    #[test]
+    fn untrusted_paths_follow_only_roots_symlinks() {
+        use std::os::unix::fs::{MetadataExt, lchown, symlink};
+        if !sys::is_root() {
+            return; // needs to make symlinks of another owner
+        }
+        let base = std::env::temp_dir().join(format!("hfcachefs-resolve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("a/b/c")).unwrap();
+        std::fs::write(base.join("a/b/c/f"), b"x").unwrap();
+        symlink("a/b", base.join("rel")).unwrap();
+        symlink(base.join("a"), base.join("abs")).unwrap();
+        symlink("loop", base.join("loop")).unwrap();
+        symlink("a", base.join("theirs")).unwrap();
+        lchown(base.join("theirs"), Some(4321), Some(4321)).unwrap();
+        symlink("c/f", base.join("a/b/last")).unwrap();
+        let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+        let open = |rel: &str| Node::open_untrusted(&base.join(rel));
+
+        let n = open("rel/c/f").unwrap();
+        assert_eq!(n.st.st_ino, ino(&base.join("a/b/c/f")));
+        // `..` after a symlink is the parent of where it led, as in the kernel.
+        let n = open("rel/../b/./c").unwrap();
+        assert_eq!(n.st.st_ino, ino(&base.join("a/b/c")));
+        let n = open("abs/b/c/../../..").unwrap();
+        assert_eq!(n.st.st_ino, ino(&base));
+        let n = Node::open_untrusted(Path::new("/../../")).unwrap();
+        assert_eq!(n.st.st_ino, ino(Path::new("/")));
+        // The final component is never followed.
+        assert!(open("a/b/last").unwrap().is_symlink());
+        let e = open("loop/x").err().unwrap();
+        assert_eq!(e.raw_os_error(), None);
+        assert!(e.to_string().contains("symbolic links"), "{e}");
+        let e = open("theirs/b").err().unwrap().to_string();
+        assert!(
+            e.contains("theirs is a symlink owned by") && e.contains("uid 4321"),
+            "{e}"
+        );
+        assert!(open("a/b/c/f/g").is_err(), "a file is not a directory");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -358,3 +358,70 @@ fn import_refuses_bad_sources_and_usage() {
     );
     assert_eq!(o.status.code(), Some(2), "non-root: {}", out_str(&o));
 }
+
+#[test]
+fn import_follows_only_roots_symlinks_on_the_way_to_a_source() {
+    let m = Mount::new();
+    let u = m.users;
+    let store = m.store.display().to_string();
+    let own_dir = |dir: &Path, user: &User, mode: u32| {
+        lchown(dir, user.uid, user.gid).unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+    };
+
+    // Bob's private cache.
+    let bob_home = m.base.fresh("home-bob");
+    let bob = Cache::new(bob_home.join(".cache/huggingface"));
+    bob.blob("private", b"bob's private weights");
+    bob.revision("rb", &[("model.bin", "private")], "main", 60);
+    bob.own(&u.b);
+    own_dir(&bob_home, &u.b, 0o700);
+    own_dir(&bob_home.join(".cache"), &u.b, 0o700);
+    let before_bob = snapshot(&bob_home, false);
+
+    // Alice makes her ~/.cache a symlink to Bob's and asks root to import her cache.
+    let alice_home = m.base.fresh("home-alice");
+    fs::create_dir(&alice_home).unwrap();
+    own_dir(&alice_home, &u.a, 0o755);
+    symlink(bob_home.join(".cache"), alice_home.join(".cache")).unwrap();
+    lchown(&alice_home.join(".cache"), u.a.uid, u.a.gid).unwrap();
+    let src = alice_home.join(".cache/huggingface");
+    let before_store = snapshot(&m.store, false);
+    for extra in [None, Some("--move")] {
+        let mut args = vec!["import", src.to_str().unwrap(), "--store", &store];
+        args.extend(extra);
+        let o = hf(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", out_str(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        let link = alice_home.join(".cache").display().to_string();
+        assert!(
+            err.contains(&format!("{link} is a symlink owned by {}", u.a.name))
+                && err.lines().count() == 1,
+            "{args:?}: the refusal names the symlink and its owner in one line\n{}",
+            out_str(&o)
+        );
+        assert_same_snapshot(&before_store, &snapshot(&m.store, false), "refused import");
+        assert_same_snapshot(&before_bob, &snapshot(&bob_home, false), "Bob's cache");
+    }
+    assert!(lst(&m.s(REPO)).is_err(), "nothing of Bob's in the store");
+
+    // A symlink root made on the way (like /home -> /data/home) is followed.
+    let carol_home = m.base.fresh("home-carol");
+    let carol = Cache::new(carol_home.join(".cache/huggingface"));
+    carol.blob("c", b"carol's config");
+    carol.revision("rc", &[("config.json", "c")], "main", 60);
+    carol.own(&u.a);
+    own_dir(&carol_home, &u.a, 0o755);
+    let homes = m.base.fresh("homes");
+    symlink(&m.base.dir, &homes).unwrap();
+    let via = homes
+        .join(carol_home.file_name().unwrap())
+        .join(".cache/huggingface");
+    let o = hf(&["import", via.to_str().unwrap(), "--store", &store]);
+    assert!(o.status.success(), "{}", out_str(&o));
+    assert_eq!(
+        fs::read(m.s(&format!("{REPO}/blobs/c"))).unwrap(),
+        b"carol's config"
+    );
+    assert!(lst(&m.s(&format!("{REPO}/blobs/private"))).is_err());
+}
