@@ -73,21 +73,15 @@ fn describe(rel: &Path, st: &Stat, fix: &Fix) -> String {
     format!("{}: {}", rel.display(), parts.join(", "))
 }
 
-/// Applies `fix` to the entry behind `node`: group first, since chown may clear setgid.
+/// Applies `fix` to the entry behind `node` (group, then mode: chown may clear setgid).
 fn apply(node: &Node, fix: &Fix) -> sys::SysResult<()> {
-    if let Some(gid) = fix.gid {
-        sys::chown(node.fd(), None, Some(gid))?;
-    }
     let mode = match fix.mode {
         Some(m) => Some(m),
-        // chown may have cleared a setgid bit the policy wants: put the mode back.
+        // chown may clear a setgid bit the policy wants: put the mode back.
         None if fix.gid.is_some() && !node.is_symlink() => Some(node.st.st_mode & 0o7777),
         None => None,
     };
-    if let Some(m) = mode {
-        sys::chmod(node.fd(), m)?;
-    }
-    Ok(())
+    sys::give(node.fd(), None, fix.gid, mode)
 }
 
 pub fn main(args: &[String]) -> AdminResult {
@@ -125,14 +119,12 @@ pub fn main(args: &[String]) -> AdminResult {
             root.st.st_mode & 0o7777
         );
         if !dry {
-            sys::chown(root.fd(), root_uid, None)
-                .and_then(|()| sys::chmod(root.fd(), 0o700))
-                .map_err(|e| {
-                    AdminError::Runtime(format!(
-                        "store root: {}",
-                        std::io::Error::from_raw_os_error(e)
-                    ))
-                })?;
+            sys::give(root.fd(), root_uid, None, Some(0o700)).map_err(|e| {
+                AdminError::Runtime(format!(
+                    "store root: {}",
+                    std::io::Error::from_raw_os_error(e)
+                ))
+            })?;
         }
     }
 

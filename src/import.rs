@@ -10,10 +10,15 @@
 //!   tokens are never copied; anything else (e.g. `modules/`, code) is left alone.
 //! - New entries keep their source owner and get the configured group and the policy's mode.
 //!   A file is hard-linked when source and store share a filesystem and it has no other
-//!   link (its group and mode then change in the source too), else copied to a temporary
-//!   name in the store, compared byte for byte with the source, synced and renamed into
-//!   place. Temporary names end in `.hfcachefs-import`; a re-run replaces them, so an
-//!   interrupted import is finished by running it again.
+//!   link (its group and mode then change in the source too), else copied into a file
+//!   without a name in the store directory (`O_TMPFILE`), compared byte for byte with the
+//!   source and synced. Either gets its owner, group and mode through its handle, and only
+//!   then a name, with `linkat`, which never replaces anything. Members can rename entries
+//!   of the live store through the mount, so nothing is ever created under a temporary name
+//!   and reopened or published by that name; directories and symlinks are made under their
+//!   own name and checked to still be what was made (root's, of that kind) before they are
+//!   handed over. An interrupted import leaves no half-made file and is finished by running
+//!   it again.
 //! - A source file is deleted only with `--move`, and only once the store holds the same
 //!   inode or a byte-identical copy.
 //! - Sources are user-controlled trees read as root. The SRC path itself is resolved from
@@ -27,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -123,8 +128,9 @@ pub fn skip_reason(name: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// The temporary name a new store entry is written under before being renamed into place:
-/// derived from the final name, so a re-run replaces the leftover of an interrupted one.
+/// The temporary name under which a replacement ref, complete and given its owner, is linked
+/// before being renamed over the old one: derived from the final name, so a re-run removes
+/// the leftover of an interrupted one.
 pub fn temp_name(name: &[u8]) -> Vec<u8> {
     let mut t = Vec::with_capacity(name.len() + 20);
     t.push(b'.');
@@ -337,8 +343,26 @@ struct Importer {
     tree_owner: u32,
 }
 
+/// What the import reports when an entry it made was replaced before it handed it over.
+const SWAPPED: i32 = libc::ESTALE;
+
 fn errno_str(e: i32) -> String {
-    io::Error::from_raw_os_error(e).to_string()
+    if e == SWAPPED {
+        "replaced by something else while being created; left alone".into()
+    } else {
+        io::Error::from_raw_os_error(e).to_string()
+    }
+}
+
+/// A new file without a name in `dir`, which gets one only through `linkat`.
+fn tmpfile(dir: &Node) -> io::Result<File> {
+    match sys::open_tmpfile(dir.fd(), 0o600) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(libc::EOPNOTSUPP | libc::EISDIR) => Err(io::Error::other(
+            "the store's filesystem has no O_TMPFILE, which importing needs",
+        )),
+        Err(e) => Err(io::Error::from_raw_os_error(e)),
+    }
 }
 
 fn name_of(n: &OsStr) -> SysResult<Name> {
@@ -412,28 +436,23 @@ impl Importer {
         Ok((Existing::of(node.as_ref()), node))
     }
 
-    /// Gives a new store entry its owner, the group and the policy's mode.
-    fn claim(&self, node: &Node, src: &Node) -> SysResult<()> {
-        sys::chown(node.fd(), Some(src.st.st_uid), Some(self.policy.gid))?;
-        if !node.is_symlink() {
-            sys::chmod(node.fd(), self.policy.mode(src.kind(), src.st.st_mode))?;
-        }
-        Ok(())
+    /// Gives the store entry behind `fd`, made from `src`, the source's owner, the group and
+    /// the policy's mode.
+    fn give(&self, fd: BorrowedFd<'_>, src: &Node) -> SysResult<()> {
+        let mode = (!src.is_symlink()).then(|| self.policy.mode(src.kind(), src.st.st_mode));
+        sys::give(fd, Some(src.st.st_uid), Some(self.policy.gid), mode)
     }
 
-    /// Renames a prepared temporary entry to `name`; `Ok(false)` if `name` appeared
-    /// meanwhile (the temporary is removed, the store's entry kept).
-    fn publish(&self, dir: &Node, tmp: &Name, name: &Name, is_dir: bool) -> SysResult<bool> {
-        match sys::rename_at(dir.fd(), tmp, dir.fd(), name, libc::RENAME_NOREPLACE) {
-            Ok(()) => Ok(true),
-            Err(libc::EEXIST) => {
-                let _ = sys::unlink_at(dir.fd(), tmp, is_dir);
-                Ok(false)
-            }
-            Err(e) => {
-                let _ = sys::unlink_at(dir.fd(), tmp, is_dir);
-                Err(e)
-            }
+    /// The entry just made as `name` in `dir` (a directory made 0700 or a symlink), checked
+    /// to still be what was made, root's and of that kind, before it is handed over: a
+    /// member may have renamed something else over it through the mount ([`SWAPPED`]).
+    fn made(&self, dir: &Node, name: &OsStr, kind: u32) -> SysResult<Node> {
+        let n = dir.child(name)?;
+        let perm_ok = kind != libc::S_IFDIR || n.st.st_mode & 0o777 == 0o700;
+        if n.kind() == kind && n.st.st_uid == 0 && perm_ok {
+            Ok(n)
+        } else {
+            Err(SWAPPED)
         }
     }
 
@@ -454,25 +473,41 @@ impl Importer {
                 return Ok(None);
             };
             if let Some(n) = parent.child_opt(name)? {
-                return if n.is_dir() {
-                    Ok(Some(n))
-                } else {
-                    Err(libc::ENOTDIR)
-                };
+                if !n.is_dir() {
+                    return Err(libc::ENOTDIR);
+                }
+                // Root's and 0700: made by an import interrupted before handing it over.
+                if n.st.st_uid == 0 && n.st.st_mode & 0o777 == 0o700 && !self.dry {
+                    self.give(n.fd(), src)?;
+                }
+                return Ok(Some(n));
             }
             if self.dry {
                 self.planned_dirs.insert(rel.clone());
                 return Ok(None);
             }
-            let tmp = self.fresh_temp(parent, name, true)?;
-            sys::mkdir_at(parent.fd(), &tmp, 0o700)?;
-            let made = parent.child(OsStr::from_bytes(tmp.as_cstr().to_bytes()))?;
-            if let Err(e) = self.claim(&made, src) {
-                let _ = sys::unlink_at(parent.fd(), &tmp, true);
+            let n = name_of(name)?;
+            match sys::mkdir_at(parent.fd(), &n, 0o700) {
+                Ok(()) => {}
+                // Made meanwhile: merge into it if it is a directory.
+                Err(libc::EEXIST) => {
+                    let made = parent.child(name)?;
+                    return if made.is_dir() {
+                        Ok(Some(made))
+                    } else {
+                        Err(libc::ENOTDIR)
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+            let mut made = self.made(parent, name, libc::S_IFDIR)?;
+            if let Err(e) = self.give(made.fd(), src) {
+                // Leave nothing root-owned behind.
+                let _ = sys::unlink_at(parent.fd(), &n, true);
                 return Err(e);
             }
-            self.publish(parent, &tmp, &name_of(name)?, true)?;
-            parent.child(name).map(Some)
+            made.st = sys::fstat(made.fd())?;
+            Ok(Some(made))
         })();
         match r {
             Ok(node) => Some(Dst { node, rel }),
@@ -511,11 +546,11 @@ impl Importer {
     }
 
     /// Copies `src` into the new file `out`, syncs it and compares it with the source.
-    fn copy_verified(&self, src: &Node, out: OwnedFd) -> io::Result<()> {
+    fn copy_verified(&self, src: &Node, out: &File) -> io::Result<()> {
         let mut input = File::from(
             sys::reopen(src.fd(), libc::O_RDONLY).map_err(io::Error::from_raw_os_error)?,
         );
-        let mut output = File::from(out);
+        let mut output = out;
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
@@ -540,58 +575,46 @@ impl Importer {
         Ok(())
     }
 
-    /// Puts a new file into the store as `name` by linking or copying `src`; `Ok(false)` if
-    /// the name appeared meanwhile.
+    /// Puts a new file into the store as `name`: `src` itself, hard-linked, or a verified
+    /// copy made without a name. Either has its owner, group and mode before it gets the
+    /// name, and `linkat` replaces nothing: `Ok(false)` if the name appeared meanwhile.
     fn place_file(&self, dir: &Node, name: &OsStr, src: &Node, link: bool) -> io::Result<bool> {
         let e = io::Error::from_raw_os_error;
-        let tmp = self.fresh_temp(dir, name, false).map_err(e)?;
-        let tmp_os = OsStr::from_bytes(tmp.as_cstr().to_bytes()).to_owned();
-        let made = if link {
-            sys::link_at(src.fd(), dir.fd(), &tmp).map_err(e)?;
+        let n = name_of(name).map_err(e)?;
+        let linked = if link {
+            self.give(src.fd(), src).map_err(e)?;
             self.progress.inc(src.size());
-            dir.child(&tmp_os).map_err(e)?
+            sys::link_at(src.fd(), dir.fd(), &n)
         } else {
-            let out = sys::open_at(
-                dir.fd(),
-                &tmp,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                0o600,
-            )
-            .map_err(e)?;
-            let made = dir.child(&tmp_os).map_err(e);
-            let copied = made.and_then(|m| self.copy_verified(src, out).map(|()| m));
-            match copied {
-                Ok(m) => m,
-                Err(err) => {
-                    let _ = sys::unlink_at(dir.fd(), &tmp, false);
-                    return Err(err);
-                }
-            }
-        };
-        let finish = self.claim(&made, src).and_then(|()| {
-            if link {
-                return Ok(());
-            }
+            let out = tmpfile(dir)?;
+            self.copy_verified(src, &out)?;
             let t = |s, ns| TimeSet::At(sys::system_time(s, ns));
-            sys::utimens(
-                made.fd(),
-                t(src.st.st_atime, src.st.st_atime_nsec),
-                t(src.st.st_mtime, src.st.st_mtime_nsec),
-            )
-        });
-        if let Err(err) = finish {
-            let _ = sys::unlink_at(dir.fd(), &tmp, false);
-            return Err(e(err));
+            self.give(out.as_fd(), src)
+                .and_then(|()| {
+                    sys::utimens(
+                        out.as_fd(),
+                        t(src.st.st_atime, src.st.st_atime_nsec),
+                        t(src.st.st_mtime, src.st.st_mtime_nsec),
+                    )
+                })
+                .map_err(e)?;
+            if self.move_sources {
+                // The owner and mode too, before the source goes.
+                out.sync_all()?;
+            }
+            sys::link_at(out.as_fd(), dir.fd(), &n)
+        };
+        match linked {
+            Ok(()) => {}
+            Err(libc::EEXIST) => return Ok(false),
+            Err(err) => return Err(e(err)),
         }
-        let placed = self
-            .publish(dir, &tmp, &name_of(name).map_err(e)?, false)
-            .map_err(e)?;
-        if placed && self.move_sources {
+        if self.move_sources {
             // The source goes next: make the new name durable first.
             let d = sys::open_dir(dir.fd()).map_err(e)?;
             sys::fsync(d.as_fd(), false).map_err(e)?;
         }
-        Ok(placed)
+        Ok(true)
     }
 
     fn import_file(&mut self, parent: &Node, name: &OsStr, src: &Node, dst: &Dst, blob: bool) {
@@ -689,22 +712,34 @@ impl Importer {
                 Existing::None => {}
                 _ => return Ok(false),
             }
-            self.summary.symlinks += 1;
-            let Some(dir) = &dst.node else {
-                return Ok(true);
+            let dir = match &dst.node {
+                Some(dir) if !self.dry => dir,
+                _ => {
+                    self.summary.symlinks += 1;
+                    return Ok(true);
+                }
             };
-            if self.dry {
-                return Ok(true);
+            let n = name_of(name)?;
+            let c = std::ffi::CString::new(target.clone()).map_err(|_| libc::EINVAL)?;
+            match sys::symlink_at(&c, dir.fd(), &n) {
+                Ok(()) => {}
+                // Made meanwhile: fine if it is the same symlink.
+                Err(libc::EEXIST) => {
+                    let (now, _) = self.existing(dst, name)?;
+                    return Ok(now == Existing::Symlink(target));
+                }
+                Err(e) => return Err(e),
             }
-            let tmp = self.fresh_temp(dir, name, false)?;
-            let c = std::ffi::CString::new(target).map_err(|_| libc::EINVAL)?;
-            sys::symlink_at(&c, dir.fd(), &tmp)?;
-            let made = dir.child(OsStr::from_bytes(tmp.as_cstr().to_bytes()))?;
-            if let Err(e) = self.claim(&made, src) {
-                let _ = sys::unlink_at(dir.fd(), &tmp, false);
+            let made = self.made(dir, name, libc::S_IFLNK)?;
+            if sys::readlink(made.fd())? != target {
+                return Err(SWAPPED);
+            }
+            if let Err(e) = self.give(made.fd(), src) {
+                // Leave nothing root-owned behind.
+                let _ = sys::unlink_at(dir.fd(), &n, false);
                 return Err(e);
             }
-            self.publish(dir, &tmp, &name_of(name)?, false)?;
+            self.summary.symlinks += 1;
             Ok(true)
         })();
         match r {
@@ -785,14 +820,18 @@ impl Importer {
                     Some(_) => return Err(io::Error::other("the store has a non-file there")),
                     None => None,
                 };
-                let action = ref_action(
+                let mut action = ref_action(
                     &content,
                     s.mtime(),
                     store_content.as_ref().map(|(c, t)| (c.as_slice(), *t)),
                 );
                 if matches!(action, RefAction::Write | RefAction::Replace) && !self.dry {
                     if let Some(dir) = &dst.node {
-                        self.write_ref(dir, &name, &s, &content, action == RefAction::Replace)?;
+                        let replace = action == RefAction::Replace;
+                        if !self.write_ref(dir, &name, &s, &content, replace)? {
+                            // Another ref appeared meanwhile: it stays.
+                            action = RefAction::Keep;
+                        }
                     }
                 }
                 Ok(action)
@@ -811,6 +850,10 @@ impl Importer {
         }
     }
 
+    /// Writes a ref into a new file without a name, complete and given its owner before it
+    /// gets one. A new ref is linked in place (`Ok(false)` if one appeared meanwhile); a
+    /// replacement is linked under its temporary name and renamed over the old one, the one
+    /// way to replace a name at once.
     fn write_ref(
         &self,
         dir: &Node,
@@ -818,35 +861,30 @@ impl Importer {
         src: &Node,
         content: &[u8],
         replace: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let e = io::Error::from_raw_os_error;
-        let tmp = self.fresh_temp(dir, name, false).map_err(e)?;
-        let fd = sys::open_at(
-            dir.fd(),
-            &tmp,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        )
-        .map_err(e)?;
-        let mut f = File::from(fd);
-        let r = f
-            .write_all(content)
-            .and_then(|()| f.sync_all())
-            .and_then(|()| {
-                let made = dir
-                    .child(OsStr::from_bytes(tmp.as_cstr().to_bytes()))
-                    .map_err(e)?;
-                self.claim(&made, src).map_err(e)?;
-                let mtime = TimeSet::At(src.mtime());
-                sys::utimens(made.fd(), mtime, mtime).map_err(e)?;
-                let flags = if replace { 0 } else { libc::RENAME_NOREPLACE };
-                sys::rename_at(dir.fd(), &tmp, dir.fd(), &name_of(name).map_err(e)?, flags)
-                    .map_err(e)
-            });
-        if r.is_err() {
-            let _ = sys::unlink_at(dir.fd(), &tmp, false);
+        let mut f = tmpfile(dir)?;
+        f.write_all(content)?;
+        let mtime = TimeSet::At(src.mtime());
+        self.give(f.as_fd(), src)
+            .and_then(|()| sys::utimens(f.as_fd(), mtime, mtime))
+            .map_err(e)?;
+        f.sync_all()?;
+        let n = name_of(name).map_err(e)?;
+        if !replace {
+            return match sys::link_at(f.as_fd(), dir.fd(), &n) {
+                Ok(()) => Ok(true),
+                Err(libc::EEXIST) => Ok(false),
+                Err(err) => Err(e(err)),
+            };
         }
-        r
+        let tmp = self.fresh_temp(dir, name, false).map_err(e)?;
+        sys::link_at(f.as_fd(), dir.fd(), &tmp).map_err(e)?;
+        if let Err(err) = sys::rename_at(dir.fd(), &tmp, dir.fd(), &n, 0) {
+            let _ = sys::unlink_at(dir.fd(), &tmp, false);
+            return Err(e(err));
+        }
+        Ok(true)
     }
 
     fn merge_repo(&mut self, src: &Node, name: &OsStr, dst_hub: &Dst) {

@@ -894,3 +894,16 @@ pub fn process_groups() -> io::Result<Vec<u32>> {
     groups.extend([gid, egid]);
     Ok(groups)
 }
+
+/// Opens a new regular file without a name in directory `dir` (`O_TMPFILE`), for writing.
+/// It gets a name only through [`link_at`] (which fails with EEXIST rather than replacing
+/// anything), and vanishes when closed without one, so nobody can reach or swap it while
+/// it is written and given its owner.
+pub fn open_tmpfile(dir: BorrowedFd<'_>, mode: u32) -> SysResult<OwnedFd> {
+    // Not O_EXCL: that would forbid linking it later.
+    let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: valid fd and static name.
+    retry(|| {
+        owned(unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, mode as libc::c_uint) })
+    })
+}

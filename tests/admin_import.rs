@@ -299,15 +299,15 @@ fn import_merges_two_users_overlapping_caches_once() {
         "source B without --move",
     );
 
-    // An interrupted run left a temporary copy behind: the next run replaces it.
+    // An interrupted run left a directory made but not handed over (root's, 0700), and
+    // there is a file named like the temporary copies of older versions: the next run
+    // hands the directory over, and neither publishes nor removes the file.
     b.blob("c3", b"three");
-    run_ok(cmd(
-        "chown",
-        &[
-            &format!("{}:{}", u.b.uid, u.b.gid),
-            b.p(&format!("{REPO}/blobs/c3")).to_str().unwrap(),
-        ],
-    ));
+    b.revision("r3", &[("config.json", "c3")], "pr3", 60);
+    b.own(&u.b);
+    let r3 = m.s(&format!("{REPO}/snapshots/r3"));
+    fs::create_dir(&r3).unwrap();
+    fs::set_permissions(&r3, fs::Permissions::from_mode(0o700)).unwrap();
     write_file(&m.s(&format!("{REPO}/blobs/.c3.hfcachefs-import")), b"thr").unwrap();
     // --move: B's files go once the store holds them; B's directory tree goes when empty.
     let o = hf(&["import", &b_home, "--store", &store, "--move"]);
@@ -316,7 +316,15 @@ fn import_merges_two_users_overlapping_caches_once() {
         fs::read(m.s(&format!("{REPO}/blobs/c3"))).unwrap(),
         b"three"
     );
-    assert!(lst(&m.s(&format!("{REPO}/blobs/.c3.hfcachefs-import"))).is_err());
+    assert_eq!(
+        fs::read(m.s(&format!("{REPO}/blobs/.c3.hfcachefs-import"))).unwrap(),
+        b"thr"
+    );
+    assert_store(&m, &format!("{REPO}/snapshots/r3"), u.b.uid, u.gid, 0o2770);
+    assert!(
+        m.sst(&format!("{REPO}/snapshots/r3/config.json"))
+            .is_symlink()
+    );
     assert!(
         lst(&b.p(REPO)).is_err(),
         "B's repo removed by --move: {:?}",
@@ -424,4 +432,59 @@ fn import_follows_only_roots_symlinks_on_the_way_to_a_source() {
         b"carol's config"
     );
     assert!(lst(&m.s(&format!("{REPO}/blobs/private"))).is_err());
+}
+
+#[test]
+fn import_never_hands_over_what_a_member_renames_into_the_store() {
+    let m = Mount::new();
+    let u = m.users;
+    let store = m.store.display().to_string();
+    let mnt = m.mnt.display().to_string();
+    let tmpfs = Tmpfs::new(m.base.fresh("tmpfs"));
+    // B's cache on another filesystem: its large blob is copied, which takes a while.
+    let b = Cache::new(tmpfs.0.join("home-b/.cache/huggingface"));
+    let big = pattern(7, 32 << 20);
+    b.blob("big", &big);
+    b.revision("r", &[("model.bin", "big")], "main", 60);
+    b.own(&u.b);
+    // Member A keeps renaming files of theirs over the names import used to write its
+    // temporary copies under, in the live store.
+    sh_as_ok(
+        &u.a,
+        0o022,
+        &format!("mkdir -p '{mnt}/{REPO}/blobs' '{mnt}/{REPO}/refs'"),
+    );
+    let script = format!(
+        "cd '{mnt}/{REPO}' && while :; do \
+         echo evil > blobs/x && mv -f blobs/x blobs/.big.hfcachefs-import; \
+         echo evil > refs/x && mv -f refs/x refs/.main.hfcachefs-import; done"
+    );
+    let mut swapper = ChildGuard::spawn(sh_as_cmd(&u.a, 0o022, &script), "swapper");
+    assert!(
+        wait_until(Duration::from_secs(10), || lst(
+            &m.s(&format!("{REPO}/blobs/.big.hfcachefs-import"))
+        )
+        .is_ok()),
+        "the swapper did not start"
+    );
+    let o = hf(&["import", &b.home.display().to_string(), "--store", &store]);
+    assert!(swapper.running(), "the swapper stopped early");
+    drop(swapper);
+    assert!(o.status.success(), "{}", out_str(&o));
+    assert_eq!(
+        checksum_file(&m.s(&format!("{REPO}/blobs/big")), 1 << 20).unwrap(),
+        checksum(&big),
+        "the store's blob is the verified copy"
+    );
+    assert_store(&m, &format!("{REPO}/blobs/big"), u.b.uid, u.gid, 0o660);
+    assert_eq!(fs::read(m.s(&format!("{REPO}/refs/main"))).unwrap(), b"r");
+    assert_store(&m, &format!("{REPO}/refs/main"), u.b.uid, u.gid, 0o660);
+    for name in ["blobs/.big.hfcachefs-import", "refs/.main.hfcachefs-import"] {
+        let st = m.sst(&format!("{REPO}/{name}"));
+        assert_eq!(st.uid, u.a.uid, "{name}: A's own file, not given away");
+    }
+    assert_eq!(
+        read_as(&u.a, &m.p(&format!("{REPO}/snapshots/r/model.bin"))),
+        big
+    );
 }
