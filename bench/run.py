@@ -250,11 +250,6 @@ def prepare_store():
     os.chmod(STORE, 0o700)
     for d in ("data", "churn", "dl"):
         os.makedirs(os.path.join(STORE, d), exist_ok=True)
-    # ext4 without a journal (as here) skips inodes freed in the last 5-10 s when it
-    # allocates new ones, scanning past every one of them (recently_deleted()): the churn
-    # run right after another one would pay for its predecessor's 5,000 unlinks. The
-    # top-directory flag makes ext4 spread each run's directory to another block group.
-    subprocess.run(["chattr", "+T", os.path.join(STORE, "churn")], capture_output=True)
     # leftovers of an interrupted run
     for d in ("churn", "dl"):
         for e in os.listdir(os.path.join(STORE, d)):
@@ -397,9 +392,11 @@ def run_workload(w, targets):
 
 
 def timed_worker(t, mode, args, cold, env=None):
+    """cold: False (just sync), True (drop page cache, dentries, inodes) or a drop_caches
+    level."""
     p = worker(mode, args, env)
     if cold:
-        drop_caches()
+        drop_caches(3 if cold is True else cold)
     else:
         os.sync()
     c0 = t.cpu()
@@ -502,8 +499,14 @@ def build_workloads(hub_url, targets):
     def churn(t, r):
         d = os.path.join(t.path, "churn", f"run-{r}-{os.getpid()}")
         try:
+            # Level 1 (clean pages and buffers, after sync): ext4 without a journal skips, when
+            # it allocates an inode, every inode freed in the last 60 s (5 min while the
+            # inode-table block is dirty) whose table block is still cached: right after
+            # another run's 5,000 unlinks each create would scan past all of them
+            # (recently_deleted() in fs/ext4/ialloc.c), and the order of the targets would
+            # decide who pays. Without those cached blocks every run starts alike.
             return timed_worker(t, "churn", {"dir": d, "n": SIZES["churn_files"],
-                                             "size": SIZES["churn_size"]}, False)
+                                             "size": SIZES["churn_size"]}, 1)
         finally:
             shutil.rmtree(d, ignore_errors=True)
 

@@ -118,7 +118,10 @@ def walkstat(a):
     links = 0
     entries = 0
     size = 0
-    for root, dirs, files in os.walk(a["hub"]):
+    def fail(err):
+        raise err
+
+    for root, dirs, files in os.walk(a["hub"], onerror=fail):
         entries += len(dirs) + len(files)
         for name in files:
             p = os.path.join(root, name)
