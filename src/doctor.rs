@@ -45,6 +45,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many entries the scans look at, at most.
 const SCAN_CAP: u64 = 200_000;
+/// How many stale temporary files a scan names (it counts them all).
+const STALE_NAMED: usize = 10;
 /// Free space below this share of the filesystem is reported.
 const MIN_FREE_PERCENT: u64 = 10;
 
@@ -127,6 +129,13 @@ fn in_child(args: &[&OsStr], limit: Duration) -> Option<String> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
+    // Read while it runs: a child whose output fills the pipe would block and seem hung.
+    let mut stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = tx.send(stdout.read_to_string(&mut out).ok().map(|_| out));
+    });
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
@@ -140,9 +149,8 @@ fn in_child(args: &[&OsStr], limit: Duration) -> Option<String> {
             }
         }
     }
-    let mut out = String::new();
-    child.stdout.take()?.read_to_string(&mut out).ok()?;
-    Some(out)
+    // It has exited: its output ends now.
+    rx.recv_timeout(ANSWER_TIMEOUT).ok().flatten()
 }
 
 /// The group the hfcachefs mount at `mnt` reports for its root, which is the group it was
@@ -400,7 +408,11 @@ fn flock_probe(mnt: &Path) -> io::Result<bool> {
 struct Scan {
     entries: u64,
     capped: bool,
+    /// The first [`STALE_NAMED`] stale temporary files, by path relative to the scanned
+    /// root, with their size; all of them counted in `stale_count` and `stale_bytes`.
     stale: Vec<(String, u64)>,
+    stale_count: u64,
+    stale_bytes: u64,
     stray: Vec<String>,
     stray_count: u64,
 }
@@ -409,8 +421,8 @@ impl Scan {
     /// One fact a line; paths lose their (rare) newlines.
     fn encode(&self) -> String {
         let mut out = format!(
-            "entries {}\ncapped {}\nstray_count {}\n",
-            self.entries, self.capped as u8, self.stray_count
+            "entries {}\ncapped {}\nstale_count {}\nstale_bytes {}\nstray_count {}\n",
+            self.entries, self.capped as u8, self.stale_count, self.stale_bytes, self.stray_count
         );
         for (p, size) in &self.stale {
             out += &format!("stale {size} {}\n", p.replace('\n', "?"));
@@ -418,7 +430,7 @@ impl Scan {
         for p in &self.stray {
             out += &format!("stray {}\n", p.replace('\n', "?"));
         }
-        out
+        out + "end\n"
     }
 
     fn decode(out: &str) -> Option<Result<Scan, i32>> {
@@ -428,14 +440,17 @@ impl Scan {
         let mut s = Scan::default();
         let mut complete = false;
         for line in out.lines() {
+            if line == "end" {
+                complete = true;
+                continue;
+            }
             let (key, value) = line.split_once(' ')?;
             match key {
                 "entries" => s.entries = value.parse().ok()?,
                 "capped" => s.capped = value == "1",
-                "stray_count" => {
-                    s.stray_count = value.parse().ok()?;
-                    complete = true;
-                }
+                "stale_count" => s.stale_count = value.parse().ok()?,
+                "stale_bytes" => s.stale_bytes = value.parse().ok()?,
+                "stray_count" => s.stray_count = value.parse().ok()?,
                 "stale" => {
                     let (size, path) = value.split_once(' ')?;
                     s.stale.push((path.to_owned(), size.parse().ok()?));
@@ -456,8 +471,11 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
         s.entries += 1;
         let name = rel.file_name().map_or(&b""[..], |n| n.as_encoded_bytes());
         if tree::is_stale_temporary(name, n, now) {
-            s.stale
-                .push((root.join(rel).display().to_string(), n.size()));
+            s.stale_count += 1;
+            s.stale_bytes += n.size();
+            if s.stale.len() < STALE_NAMED {
+                s.stale.push((rel.display().to_string(), n.size()));
+            }
         }
         if let Some(p) = &policy {
             let fix = fixstore::needed(&n.st, p);
@@ -902,33 +920,41 @@ impl Doctor {
         } else {
             String::new()
         };
-        let c = if s.stale.is_empty() {
+        let c = if s.stale_count == 0 {
             check(
                 "temporary files",
                 Status::Ok,
                 format!("none older than a day{sample}"),
             )
         } else {
-            let bytes: u64 = s.stale.iter().map(|(_, b)| b).sum();
+            // Through the mount, as a member: root deleting by path in a tree members
+            // control would follow the symlinks they put there.
             let quoted: Vec<String> = s
                 .stale
                 .iter()
-                .take(10)
-                .map(|(p, _)| format!("'{}'", p.replace('\'', "'\\''")))
+                .map(|(rel, _)| {
+                    let p = self.mnt.join(rel).display().to_string();
+                    format!("'{}'", p.replace('\'', "'\\''"))
+                })
                 .collect();
+            let more = s.stale_count.saturating_sub(s.stale.len() as u64);
             check(
                 "temporary files",
                 Status::Warn,
                 format!(
                     "{} older than a day ({}){sample}: abandoned downloads",
-                    s.stale.len(),
-                    human_bytes(bytes)
+                    s.stale_count,
+                    human_bytes(s.stale_bytes)
                 ),
             )
             .fix(format!(
-                "if no download is running: rm -rf {}{}",
+                "if no download is running, as a member of the group (not as root): rm -f -- {}{}",
                 quoted.join(" "),
-                if s.stale.len() > 10 { " ..." } else { "" }
+                if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                }
             ))
         };
         self.push(c);
@@ -1070,7 +1096,9 @@ mod tests {
         let s = Scan {
             entries: 9,
             capped: true,
-            stale: vec![("/m/a b.incomplete".into(), 5)],
+            stale: vec![("a b.incomplete".into(), 5)],
+            stale_count: 12,
+            stale_bytes: 60,
             stray: vec!["x (group 0, mode 0644)".into()],
             stray_count: 3,
         };
@@ -1080,11 +1108,14 @@ mod tests {
         };
         assert_eq!((d.entries, d.capped, d.stray_count), (9, true, 3));
         assert_eq!(d.stale, s.stale);
+        assert_eq!((d.stale_count, d.stale_bytes), (12, 60));
         assert_eq!(d.stray, s.stray);
         assert!(
             Scan::decode("entries 3\n").is_none(),
             "a cut-off reply is no reply"
         );
+        let cut = s.encode().replace("end\n", "");
+        assert!(Scan::decode(&cut).is_none(), "a reply without its end");
     }
 
     #[test]

@@ -80,10 +80,9 @@ impl Collector {
     fn visit(&mut self, rel: &Path, node: &Node, now: SystemTime) {
         let name = rel.file_name().map_or(&b""[..], |n| n.as_bytes());
         if tree::is_stale_temporary(name, node, now) {
-            let size = if node.is_file() { node.size() } else { 0 };
             self.stats
                 .stale
-                .push((rel.to_string_lossy().into_owned(), size));
+                .push((rel.to_string_lossy().into_owned(), node.size()));
         }
         let repo = self.repo_of(rel);
         if let Some((repo, below)) = &repo {

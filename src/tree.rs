@@ -310,9 +310,11 @@ pub fn is_temporary(name: &[u8]) -> bool {
     name.ends_with(b".incomplete") || name.ends_with(IMPORT_TEMP_SUFFIX.as_bytes())
 }
 
-/// Whether `node`, named `name`, is an abandoned temporary file at time `now`.
+/// Whether `node`, named `name`, is an abandoned temporary file at time `now` (regular
+/// files only: a directory named like one is not what a download or an import leaves).
 pub fn is_stale_temporary(name: &[u8], node: &Node, now: SystemTime) -> bool {
-    is_temporary(name)
+    node.is_file()
+        && is_temporary(name)
         && now
             .duration_since(node.mtime())
             .is_ok_and(|age| age > STALE_AFTER)

@@ -340,3 +340,51 @@ fn forged_daemon_command_lines_are_ignored() {
     );
     assert_healthy(&o, "root, with a forged daemon process around");
 }
+
+#[test]
+fn doctor_reports_many_stale_files_with_a_fix_through_the_mount() {
+    let m = Mount::new();
+    let mnt = m.mnt.display().to_string();
+    // Enough abandoned downloads that their list overflows a pipe (64 KiB), and a directory
+    // named like one, which is no download.
+    let blobs = m.s("hub/models--o--m/blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    let n = 1200;
+    for i in 0..n {
+        write_file(&blobs.join(format!("{i:0>100}.incomplete")), b"part").unwrap();
+    }
+    fs::create_dir(blobs.join("dir.incomplete")).unwrap();
+    let o = sh(&format!(
+        "cd '{}' && touch -d '2 days ago' *.incomplete",
+        blobs.display()
+    ));
+    assert!(o.status.success(), "{}", out_str(&o));
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("[WARN] temporary files: {n} older than a day")),
+        "every stale file counted, the directory not\n{}",
+        out_str(&o)
+    );
+    let first = format!("'{mnt}/hub/models--o--m/blobs/{:0>100}.incomplete'", 0);
+    assert_finding(
+        &o,
+        "[WARN] temporary files",
+        &format!("as a member of the group (not as root): rm -f -- {first}"),
+        "stale files, root",
+    );
+    assert!(
+        t.contains(&format!("(and {} more)", n - 10)),
+        "{}",
+        out_str(&o)
+    );
+    let fix = t
+        .lines()
+        .skip_while(|l| !l.starts_with("[WARN] temporary files"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        !fix.contains(&m.store.display().to_string()) && !fix.contains("rm -rf"),
+        "no deletion by store path as root\n{t}"
+    );
+}
