@@ -193,6 +193,9 @@ pub enum FileAction {
     SameFile,
     /// The store has a file of that name and size: with content-named blobs, the same data.
     Duplicate,
+    /// The store has a file of that name and size, but the name says nothing of the content
+    /// (datasets, xet, snapshot files): the same data only if the bytes are.
+    Compare,
     /// The store has something else under that name: keep the store's.
     Conflict,
     /// Not imported, for the reason given.
@@ -202,16 +205,19 @@ pub enum FileAction {
 /// Decides what to do with a source file. `tree_owner` owns the source tree: a file with
 /// other hard links is only taken from its own owner (a link planted in a user's cache
 /// could name any file on the disk), and is copied, not linked, since changing its group
-/// and mode would change every other name of it too.
+/// and mode would change every other name of it too. `content_named`: the file is a blob,
+/// whose name is a hash of its content.
 pub fn file_action(
     src: &SrcFile,
     existing: &Existing,
     same_fs: bool,
     tree_owner: u32,
+    content_named: bool,
 ) -> FileAction {
     match existing {
         Existing::File { id, .. } if *id == src.id => FileAction::SameFile,
-        Existing::File { size, .. } if *size == src.size => FileAction::Duplicate,
+        Existing::File { size, .. } if *size == src.size && content_named => FileAction::Duplicate,
+        Existing::File { size, .. } if *size == src.size => FileAction::Compare,
         Existing::None if src.nlink > 1 && (src.uid != tree_owner || src.uid == 0) => {
             FileAction::Refuse("has other hard links and is not owned by the cache's owner")
         }
@@ -634,16 +640,43 @@ impl Importer {
             &existing,
             src.st.st_dev == self.store_dev,
             self.tree_owner,
+            blob,
         );
+        let mut store_node = store_node;
         if matches!(action, FileAction::Link | FileAction::Copy) && !self.dry {
             let Some(dir) = &dst.node else {
                 return self.error(&path, "store directory missing");
             };
             match self.place_file(dir, name, src, action == FileAction::Link) {
                 Ok(true) => {}
-                Ok(false) => action = FileAction::Duplicate,
+                // The name appeared meanwhile.
+                Ok(false) => {
+                    store_node = dir.child(name).ok();
+                    action = if blob {
+                        FileAction::Duplicate
+                    } else {
+                        FileAction::Compare
+                    };
+                }
                 Err(e) => return self.error(&path, e),
             }
+        }
+        // Whether the store's file is known to hold the same bytes.
+        let mut verified = false;
+        if action == FileAction::Compare {
+            action = match &store_node {
+                // Only planned by this dry run: nothing to compare with yet.
+                None if self.dry => FileAction::Duplicate,
+                Some(n) if n.is_file() => match same_bytes(src, n) {
+                    Ok(true) => {
+                        verified = true;
+                        FileAction::Duplicate
+                    }
+                    Ok(false) => FileAction::Conflict,
+                    Err(e) => return self.error(&path, e),
+                },
+                _ => FileAction::Conflict,
+            };
         }
         let size = src.size();
         match action {
@@ -683,16 +716,20 @@ impl Importer {
                 self.progress.inc(size);
                 if self.move_sources && !self.dry {
                     let store_node = store_node.or_else(|| dst.node.as_ref()?.child(name).ok());
-                    match store_node.map(|n| same_bytes(src, &n)) {
-                        Some(Ok(true)) => self.remove_source(parent, name, src, &path),
-                        _ => self.note(format!(
+                    let same = verified
+                        || store_node.is_some_and(|n| same_bytes(src, &n).is_ok_and(|same| same));
+                    if same {
+                        self.remove_source(parent, name, src, &path);
+                    } else {
+                        self.note(format!(
                             "{}: differs from the store's file of the same name; source kept",
                             path.display()
-                        )),
+                        ));
                     }
                 }
             }
-            FileAction::Conflict => self.note(format!(
+            // (Compare was settled above; were it not, keeping the store's is the safe way.)
+            FileAction::Conflict | FileAction::Compare => self.note(format!(
                 "{}: the store has a different entry there; kept the store's",
                 path.display()
             )),
@@ -1147,16 +1184,16 @@ mod tests {
     #[test]
     fn new_files_are_linked_on_one_filesystem_else_copied() {
         assert_eq!(
-            file_action(&f(1, 10, 7, 1), &Existing::None, true, 7),
+            file_action(&f(1, 10, 7, 1), &Existing::None, true, 7, true),
             FileAction::Link
         );
         assert_eq!(
-            file_action(&f(1, 10, 7, 1), &Existing::None, false, 7),
+            file_action(&f(1, 10, 7, 1), &Existing::None, false, 7, false),
             FileAction::Copy
         );
         // Another name of the inode exists: linking would change it too.
         assert_eq!(
-            file_action(&f(1, 10, 7, 2), &Existing::None, true, 7),
+            file_action(&f(1, 10, 7, 2), &Existing::None, true, 7, true),
             FileAction::Copy
         );
     }
@@ -1164,16 +1201,16 @@ mod tests {
     #[test]
     fn planted_hard_links_are_refused() {
         assert!(matches!(
-            file_action(&f(1, 10, 0, 2), &Existing::None, true, 7),
+            file_action(&f(1, 10, 0, 2), &Existing::None, true, 7, true),
             FileAction::Refuse(_)
         ));
         assert!(matches!(
-            file_action(&f(1, 10, 8, 2), &Existing::None, false, 7),
+            file_action(&f(1, 10, 8, 2), &Existing::None, false, 7, true),
             FileAction::Refuse(_)
         ));
         // Its owner's file with another link is fine once it is its own, as a copy.
         assert_eq!(
-            file_action(&f(1, 10, 8, 1), &Existing::None, true, 7),
+            file_action(&f(1, 10, 8, 1), &Existing::None, true, 7, true),
             FileAction::Link
         );
     }
@@ -1193,20 +1230,35 @@ mod tests {
             size: 9,
         };
         assert_eq!(
-            file_action(&f(1, 10, 7, 2), &same, true, 7),
+            file_action(&f(1, 10, 7, 2), &same, true, 7, true),
             FileAction::SameFile
         );
         assert_eq!(
-            file_action(&f(1, 10, 7, 1), &other, true, 7),
+            file_action(&f(1, 10, 7, 1), &other, true, 7, true),
             FileAction::Duplicate
         );
         assert_eq!(
-            file_action(&f(1, 10, 7, 1), &short, true, 7),
+            file_action(&f(1, 10, 7, 1), &short, true, 7, true),
             FileAction::Conflict
         );
         assert_eq!(
-            file_action(&f(1, 10, 7, 1), &Existing::Symlink(b"x".to_vec()), true, 7),
+            file_action(
+                &f(1, 10, 7, 1),
+                &Existing::Symlink(b"x".to_vec()),
+                true,
+                7,
+                true
+            ),
             FileAction::Conflict
+        );
+        // Names of other files say nothing of their content: same size is not enough.
+        assert_eq!(
+            file_action(&f(1, 10, 7, 1), &other, true, 7, false),
+            FileAction::Compare
+        );
+        assert_eq!(
+            file_action(&f(1, 10, 7, 2), &same, true, 7, false),
+            FileAction::SameFile
         );
     }
 

@@ -488,3 +488,53 @@ fn import_never_hands_over_what_a_member_renames_into_the_store() {
         big
     );
 }
+
+#[test]
+fn import_compares_files_whose_names_do_not_vouch_for_their_content() {
+    let m = Mount::new();
+    let u = m.users;
+    let store = m.store.display().to_string();
+    let mnt = m.mnt.display().to_string();
+    // The store has two dataset files; A's cache has files of the same names and sizes,
+    // one with the same bytes and one with others.
+    sh_as_ok(
+        &u.b,
+        0o022,
+        &format!(
+            "mkdir -p '{mnt}/datasets/x' && printf same! > '{mnt}/datasets/x/same.arrow' && printf AAAAA > '{mnt}/datasets/x/diff.arrow'"
+        ),
+    );
+    let a = Cache::new(m.base.fresh("home-a").join(".cache/huggingface"));
+    fs::create_dir_all(a.p("datasets/x")).unwrap();
+    write_file(&a.p("datasets/x/same.arrow"), b"same!").unwrap();
+    write_file(&a.p("datasets/x/diff.arrow"), b"BBBBB").unwrap();
+    a.own(&u.a);
+    let home = a.home.display().to_string();
+
+    let dry = hf(&["import", &home, "--store", &store, "--dry-run"]);
+    let o = hf(&["import", &home, "--store", &store, "--move"]);
+    assert!(o.status.success(), "{}", out_str(&o));
+    for (what, out) in [("dry run", &dry), ("import", &o)] {
+        let t = text(out);
+        assert_eq!(
+            number_after(&t, "bytes saved by deduplication:"),
+            5,
+            "{what}: only the same bytes count as saved\n{t}"
+        );
+        assert!(
+            t.contains("other files: 0 imported, 1 already in the store")
+                && t.contains("datasets/x/diff.arrow: the store has a different entry there"),
+            "{what}\n{t}"
+        );
+    }
+    assert_eq!(fs::read(m.s("datasets/x/diff.arrow")).unwrap(), b"AAAAA");
+    assert_eq!(
+        fs::read(a.p("datasets/x/diff.arrow")).unwrap(),
+        b"BBBBB",
+        "--move keeps a source the store does not hold"
+    );
+    assert!(
+        lst(&a.p("datasets/x/same.arrow")).is_err(),
+        "--move removes a source the store holds"
+    );
+}
