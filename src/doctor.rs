@@ -34,8 +34,8 @@ check as OK, WARN, FAIL or SKIP, with the command that fixes each problem:
   the group exists and you are in it, in the group database and in this login session;
   HF_HOME / HF_HUB_CACHE point at the mount; the store is 0700 root;
   kernel FUSE passthrough; flock through the mount; free space (warns under 10%);
-  temporary files older than a day; as root, store entries whose group or mode do not
-  follow the policy (a sample of the store).
+  temporary files older than a day; directories nested too deep to scan; as root, store
+  entries whose group or mode do not follow the policy (a sample of the store).
 Exit status 0 when healthy, 1 with findings.
 ";
 
@@ -415,6 +415,9 @@ struct Scan {
     stale_bytes: u64,
     stray: Vec<String>,
     stray_count: u64,
+    /// Directories nested too deep to scan below, and the first of them.
+    too_deep: u64,
+    first_too_deep: String,
 }
 
 impl Scan {
@@ -429,6 +432,13 @@ impl Scan {
         }
         for p in &self.stray {
             out += &format!("stray {}\n", p.replace('\n', "?"));
+        }
+        if self.too_deep > 0 {
+            out += &format!(
+                "too_deep {} {}\n",
+                self.too_deep,
+                self.first_too_deep.replace('\n', "?")
+            );
         }
         out + "end\n"
     }
@@ -456,6 +466,11 @@ impl Scan {
                     s.stale.push((path.to_owned(), size.parse().ok()?));
                 }
                 "stray" => s.stray.push(value.to_owned()),
+                "too_deep" => {
+                    let (n, path) = value.split_once(' ')?;
+                    s.too_deep = n.parse().ok()?;
+                    s.first_too_deep = path.to_owned();
+                }
                 _ => return None,
             }
         }
@@ -467,7 +482,7 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
     let node = Node::open_trusted(root)?;
     let mut s = Scan::default();
     let now = SystemTime::now();
-    tree::walk(&node, &mut |rel, n| {
+    let walked = tree::walk(&node, &mut |rel, n| {
         s.entries += 1;
         let name = rel.file_name().map_or(&b""[..], |n| n.as_encoded_bytes());
         if tree::is_stale_temporary(name, n, now) {
@@ -497,6 +512,10 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
         }
         Visit::Descend
     })?;
+    s.too_deep = walked.too_deep;
+    if let Some(p) = walked.first_too_deep {
+        s.first_too_deep = p.display().to_string();
+    }
     Ok(s)
 }
 
@@ -958,6 +977,25 @@ impl Doctor {
             ))
         };
         self.push(c);
+        if s.too_deep > 0 {
+            let first = self.mnt.join(&s.first_too_deep);
+            let quoted = format!("'{}'", first.display().to_string().replace('\'', "'\\''"));
+            self.push(
+                check(
+                    "nesting",
+                    Status::Warn,
+                    format!(
+                        "{} directories {} levels down, e.g. {}: what is below them was not scanned",
+                        s.too_deep,
+                        tree::MAX_DEPTH,
+                        first.display()
+                    ),
+                )
+                .fix(format!(
+                    "nesting that deep is no cache: as a member of the group (not as root), remove it: rm -r -- {quoted}"
+                )),
+            );
+        }
         if policy.is_none() {
             if !self.root {
                 self.push(check(
@@ -1101,6 +1139,8 @@ mod tests {
             stale_bytes: 60,
             stray: vec!["x (group 0, mode 0644)".into()],
             stray_count: 3,
+            too_deep: 2,
+            first_too_deep: "d/d d".into(),
         };
         let d = match Scan::decode(&s.encode()) {
             Some(Ok(d)) => d,
@@ -1109,6 +1149,7 @@ mod tests {
         assert_eq!((d.entries, d.capped, d.stray_count), (9, true, 3));
         assert_eq!(d.stale, s.stale);
         assert_eq!((d.stale_count, d.stale_bytes), (12, 60));
+        assert_eq!((d.too_deep, d.first_too_deep.as_str()), (2, "d/d d"));
         assert_eq!(d.stray, s.stray);
         assert!(
             Scan::decode("entries 3\n").is_none(),

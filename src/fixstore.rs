@@ -129,7 +129,7 @@ pub fn main(args: &[String]) -> AdminResult {
     }
 
     let (mut changed, mut failed, mut seen) = (0u64, 0u64, 0u64);
-    tree::walk(&root, &mut |rel, node| {
+    let walked = tree::walk(&root, &mut |rel, node| {
         seen += 1;
         let fix = needed(&node.st, &policy);
         if fix.is_needed() {
@@ -157,7 +157,14 @@ pub fn main(args: &[String]) -> AdminResult {
         policy.gid,
         policy.others.as_str()
     );
-    Ok(if failed == 0 {
+    if let Some(w) = walked.warning() {
+        // Not everything was checked: say so, and fail.
+        eprintln!(
+            "warning: {w}: what is below them was not checked; nesting that deep is no cache, \
+             remove it through the mount as a member"
+        );
+    }
+    Ok(if failed == 0 && walked.too_deep == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -347,6 +347,9 @@ struct Importer {
     progress: ProgressBar,
     /// Owner of the source tree being imported.
     tree_owner: u32,
+    /// How many directories deep the merge is: it holds two handles a level, and a source
+    /// nested deeper than [`tree::MAX_DEPTH`] is no cache.
+    depth: usize,
 }
 
 /// What the import reports when an entry it made was replaced before it handed it over.
@@ -801,10 +804,14 @@ impl Importer {
             Err(e) => return self.error(&dst.rel.join(name), errno_str(e)),
         };
         if src.is_dir() {
+            if !self.enter(&dst.rel.join(name)) {
+                return;
+            }
             if let Some(d) = self.ensure_dir(dst, name, &src) {
                 self.merge_tree(&src, &d, blobs);
                 self.remove_source(parent, name, &src, &d.rel);
             }
+            self.depth -= 1;
         } else if src.is_file() {
             self.import_file(parent, name, &src, dst, blobs);
         } else if src.is_symlink() {
@@ -813,6 +820,21 @@ impl Importer {
             let p = dst.rel.join(name);
             self.note(format!("{}: special file not imported", p.display()));
         }
+    }
+
+    /// Goes one directory deeper, unless that is deeper than any cache: then the directory
+    /// is left alone with a note, and false returned.
+    fn enter(&mut self, rel: &Path) -> bool {
+        if self.depth >= tree::MAX_DEPTH {
+            self.note(format!(
+                "{}: nested deeper than {} levels; not imported",
+                rel.display(),
+                tree::MAX_DEPTH
+            ));
+            return false;
+        }
+        self.depth += 1;
+        true
     }
 
     fn names(&mut self, dir: &Node, rel: &Path) -> Vec<OsString> {
@@ -837,10 +859,14 @@ impl Importer {
             let path = dst.rel.join(&name);
             let Ok(s) = src.child(&name) else { continue };
             if s.is_dir() {
+                if !self.enter(&path) {
+                    continue;
+                }
                 if let Some(d) = self.ensure_dir(dst, &name, &s) {
                     self.merge_refs(&s, &d);
                     self.remove_source(src, &name, &s, &path);
                 }
+                self.depth -= 1;
                 continue;
             }
             if !s.is_file() || skip_reason(name.as_bytes()).is_some() {
@@ -1129,6 +1155,7 @@ pub fn main(args: &[String]) -> AdminResult {
         summary: Summary::default(),
         progress: progress_bar(),
         tree_owner: 0,
+        depth: 0,
     };
     let mut failed = false;
     for src in &a.positional {

@@ -50,6 +50,8 @@ pub struct Stats {
     /// Bytes of files whose other hard links live outside the tree.
     pub linked_outside_bytes: u64,
     pub stale: Vec<(String, u64)>,
+    /// What the walk passed over (directories nested too deep).
+    pub walked: tree::Walked,
 }
 
 /// Accumulates a walk into [`Stats`].
@@ -153,7 +155,7 @@ pub fn collect(root: &Node) -> std::io::Result<Stats> {
         c.hub_prefix = vec![b"hub".to_vec()];
     }
     let now = SystemTime::now();
-    tree::walk(root, &mut |rel, node| {
+    c.stats.walked = tree::walk(root, &mut |rel, node| {
         c.visit(rel, node, now);
         Visit::Descend
     })?;
@@ -301,6 +303,9 @@ pub fn main(args: &[String]) -> AdminResult {
     }
     let stats = collect(&root)
         .map_err(|e| AdminError::Runtime(format!("reading {}: {e}", walked.display())))?;
+    if let Some(w) = stats.walked.warning() {
+        eprintln!("hfcachefs stats: warning: {w}: what is below them is not counted");
+    }
     let (p, w) = (path.display().to_string(), walked.display().to_string());
     if a.has("--json") {
         print!("{}", stats.json(&p, &w));

@@ -244,19 +244,51 @@ pub enum Visit {
     Stop,
 }
 
-/// Walks the tree below `root` depth-first in name order, calling `f` with each entry's
-/// path relative to `root`. Does not leave `root`'s filesystem (a mount inside the store is
-/// not part of it). Entries that vanish during the walk are passed over.
-pub fn walk(root: &Node, f: &mut dyn FnMut(&Path, &Node) -> Visit) -> io::Result<()> {
-    walk_dir(root, root.st.st_dev, &mut PathBuf::new(), f).map(drop)
+/// How many levels below its root a walk goes: far more than any cache has, and few enough
+/// directory handles (a walk holds one per level) for the usual limit of 1024 descriptors.
+/// Members can nest directories through the mount as deep as they like.
+pub const MAX_DEPTH: usize = 128;
+
+/// What a walk passed over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Walked {
+    /// Directories [`MAX_DEPTH`] levels down, visited but not descended into.
+    pub too_deep: u64,
+    /// The first of them, relative to the root.
+    pub first_too_deep: Option<PathBuf>,
 }
 
-/// Returns false once the walk was stopped.
+impl Walked {
+    /// One line for people when something was passed over.
+    pub fn warning(&self) -> Option<String> {
+        let first = self.first_too_deep.as_ref()?;
+        Some(format!(
+            "{} directories {MAX_DEPTH} levels down were not descended into (the first: {})",
+            self.too_deep,
+            first.display()
+        ))
+    }
+}
+
+/// Walks the tree below `root` depth-first in name order, calling `f` with each entry's
+/// path relative to `root`. Does not leave `root`'s filesystem (a mount inside the store is
+/// not part of it) and goes at most [`MAX_DEPTH`] levels down. Entries that vanish during
+/// the walk are passed over.
+pub fn walk(root: &Node, f: &mut dyn FnMut(&Path, &Node) -> Visit) -> io::Result<Walked> {
+    let mut walked = Walked::default();
+    let mut rel = PathBuf::new();
+    walk_dir(root, root.st.st_dev, 0, &mut rel, f, &mut walked)?;
+    Ok(walked)
+}
+
+/// Returns false once the walk was stopped. `depth` is how many levels below the root `dir` is.
 fn walk_dir(
     dir: &Node,
     dev: u64,
+    depth: usize,
     rel: &mut PathBuf,
     f: &mut dyn FnMut(&Path, &Node) -> Visit,
+    walked: &mut Walked,
 ) -> io::Result<bool> {
     let names = match dir.names() {
         Ok(n) => n,
@@ -285,7 +317,13 @@ fn walk_dir(
         let go_on = match visit {
             Visit::Stop => false,
             Visit::Descend if node.is_dir() && node.st.st_dev == dev => {
-                walk_dir(&node, dev, rel, f)?
+                if depth + 1 < MAX_DEPTH {
+                    walk_dir(&node, dev, depth + 1, rel, f, walked)?
+                } else {
+                    walked.too_deep += 1;
+                    walked.first_too_deep.get_or_insert_with(|| rel.clone());
+                    true
+                }
             }
             Visit::Descend => true,
         };
@@ -389,6 +427,38 @@ mod tests {
             "{e}"
         );
         assert!(open("a/b/c/f/g").is_err(), "a file is not a directory");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn walks_stop_at_the_depth_limit() {
+        let base = std::env::temp_dir().join(format!("hfcachefs-deep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let deep: PathBuf = std::iter::repeat_n("d", MAX_DEPTH + 5).collect();
+        std::fs::create_dir_all(base.join(&deep)).unwrap();
+        std::fs::create_dir(base.join("e")).unwrap();
+        let root = Node::open_trusted(&base).unwrap();
+        let mut seen = Vec::new();
+        let walked = walk(&root, &mut |rel, _| {
+            seen.push(rel.components().count());
+            Visit::Descend
+        })
+        .unwrap();
+        assert_eq!(seen.iter().max(), Some(&MAX_DEPTH));
+        assert_eq!(
+            seen.len(),
+            MAX_DEPTH + 1,
+            "every level down to the limit, and e"
+        );
+        assert_eq!(walked.too_deep, 1);
+        let first: PathBuf = std::iter::repeat_n("d", MAX_DEPTH).collect();
+        assert_eq!(walked.first_too_deep, Some(first));
+        assert!(
+            walked
+                .warning()
+                .unwrap()
+                .contains("1 directories 128 levels down")
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 

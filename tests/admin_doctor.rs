@@ -388,3 +388,51 @@ fn doctor_reports_many_stale_files_with_a_fix_through_the_mount() {
         "no deletion by store path as root\n{t}"
     );
 }
+
+/// Runs the binary as root with at most 1024 open files, a common default.
+fn hf_root_1024(args: &[&str]) -> Output {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .args(args)
+        .env_remove("HF_HOME");
+    run_timeout(c, Duration::from_secs(90))
+}
+
+#[test]
+fn deep_nesting_does_not_break_the_walks() {
+    let m = Mount::new();
+    let store = m.store.display().to_string();
+    let mnt = m.mnt.display().to_string();
+    // Members can nest directories through the mount as deep as they like: deeper than
+    // the walks have descriptors for, one a level.
+    let deep: std::path::PathBuf = std::iter::repeat_n("d", 1100).collect();
+    fs::create_dir_all(m.s("nest").join(&deep)).unwrap();
+
+    let o = hf_root_1024(&["fix-store", &store]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        text(&o).contains("entries checked") && err.contains("levels down were not descended"),
+        "fix-store walks what it can and says what it left\n{}",
+        out_str(&o)
+    );
+    assert_eq!(o.status.code(), Some(1), "not everything was checked");
+    assert_store(&m, "nest/d/d", 0, m.users.gid, 0o2770);
+
+    let o = hf_root_1024(&["stats", &store, "--json"]);
+    assert!(o.status.success(), "{}", out_str(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("levels down were not descended"),
+        "{}",
+        out_str(&o)
+    );
+
+    let o = hf_root_1024(&["doctor", &mnt]);
+    assert_finding(&o, "[WARN] nesting", "rm -r -- '", "deep nesting");
+    assert!(
+        !text(&o).contains("cannot read the cache"),
+        "{}",
+        out_str(&o)
+    );
+}

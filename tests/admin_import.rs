@@ -538,3 +538,29 @@ fn import_compares_files_whose_names_do_not_vouch_for_their_content() {
         "--move removes a source the store holds"
     );
 }
+
+#[test]
+fn import_leaves_a_source_nested_deeper_than_any_cache() {
+    let m = Mount::new();
+    let u = m.users;
+    let store = m.store.display().to_string();
+    let a = Cache::new(m.base.fresh("home-a").join(".cache/huggingface"));
+    a.blob("c", b"config");
+    a.revision("r", &[("config.json", "c")], "main", 60);
+    let deep: PathBuf = std::iter::repeat_n("d", 1100).collect();
+    fs::create_dir_all(a.p("datasets/nest").join(&deep)).unwrap();
+    a.own(&u.a);
+    // At most 1024 open files, a common default.
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .args(["import", a.home.to_str().unwrap(), "--store", &store]);
+    let o = run_timeout(c, Duration::from_secs(90));
+    assert!(o.status.success(), "{}", out_str(&o));
+    assert!(text(&o).contains("levels; not imported"), "{}", out_str(&o));
+    assert_eq!(
+        fs::read(m.s(&format!("{REPO}/blobs/c"))).unwrap(),
+        b"config"
+    );
+}
