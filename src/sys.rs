@@ -410,7 +410,7 @@ pub fn fs_type(fd: BorrowedFd<'_>) -> SysResult<i64> {
     // SAFETY: valid out pointer.
     check(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstatfs succeeded.
-    Ok(unsafe { st.assume_init() }.f_type as i64)
+    Ok(unsafe { st.assume_init() }.f_type)
 }
 
 /// `flock(2)`; with `LOCK_NB` a held lock gives `EWOULDBLOCK`.

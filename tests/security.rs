@@ -1463,10 +1463,7 @@ fn name_length_255_ok_256_enametoolong() {
         v.push(("mkdir 255 (UTF-8)", errno_of(&mkdir(&mnt.join(&c), 0o755))));
         v.push((
             "symlink 255",
-            errno_of(&symlink(
-                "target",
-                &mnt.join(format!("{}", "s".repeat(255))),
-            )),
+            errno_of(&symlink("target", &mnt.join("s".repeat(255)))),
         ));
         v.push((
             "link 255",
@@ -1781,7 +1778,7 @@ fn probe_nonmember(m: &Mount, who: &User) -> Vec<(String, Option<i32>)> {
         v.push((
             "chdir dir".into(),
             errno_of(&{
-                let c = cs(&mnt.join("dir"));
+                let c = cs(mnt.join("dir"));
                 r0(unsafe { libc::chdir(c.as_ptr()) })
             }),
         ));
@@ -2101,15 +2098,15 @@ fn strace_violations(text: &str) -> Vec<String> {
             "clone" | "clone3" if !args.contains("CLONE_THREAD") => why = Some("creates a process"),
             "getxattr" | "setxattr" | "listxattr" | "removexattr" | "lgetxattr" | "lsetxattr"
             | "llistxattr" | "lremovexattr" | "open" | "stat" | "lstat" | "chown" | "lchown"
-            | "chmod" | "truncate" | "readlink" => {
-                if !is_proc(&first_str) {
-                    why = Some("path outside /proc");
-                }
+            | "chmod" | "truncate" | "readlink"
+                if !is_proc(&first_str) =>
+            {
+                why = Some("path outside /proc");
             }
-            _ if args.starts_with("AT_FDCWD, \"") || args.starts_with("AT_FDCWD,\"") => {
-                if !is_proc(&first_str) {
-                    why = Some("AT_FDCWD path outside /proc");
-                }
+            _ if (args.starts_with("AT_FDCWD, \"") || args.starts_with("AT_FDCWD,\""))
+                && !is_proc(&first_str) =>
+            {
+                why = Some("AT_FDCWD path outside /proc");
             }
             _ if dirfd.chars().all(|c| c.is_ascii_digit())
                 && !dirfd.is_empty()
