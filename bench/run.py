@@ -843,7 +843,8 @@ def report(W, targets, info, started, load_start, prof_rows=()):
              f"whole passes for at least {WARM_MIN_S:g} s per run. Before each workload the kernel drops dentries "
              "and inodes (`echo 2`), so every daemon starts it having forgotten the last one. fio: psync, `--invalidate=0`, "
              "`--norandommap`, time-based; its O_DIRECT row reaches the disk only where O_DIRECT reaches the "
-             "store (native, passthrough); bindfs clears O_DIRECT, so there it reads the store's page cache. "
+             "store (native, passthrough); bindfs and hfcachefs passthrough=off drop O_DIRECT on the store side, "
+             "so there the daemon reads through the store's page cache. "
              "All workloads run as root; entry/attr timeouts are the defaults of each filesystem.")
     return "\n".join(L) + "\n"
 
