@@ -41,6 +41,9 @@ struct Backings {
 
 pub struct HfCacheFs {
     store: Store,
+    /// Let the kernel keep directory listings between opens where it caches names at all:
+    /// it drops them when it sees the directory change (its own changes, or a new mtime).
+    dir_open_flags: FopenFlags,
     locks: LockWaiter,
     settings: FuseSettings,
     passthrough: AtomicBool,
@@ -117,8 +120,14 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
 impl HfCacheFs {
     pub fn new(store: Store, settings: FuseSettings) -> HfCacheFs {
         let passthrough = AtomicBool::new(settings.passthrough);
+        let dir_open_flags = if settings.entry_ttl.is_zero() {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        };
         HfCacheFs {
             store,
+            dir_open_flags,
             locks: LockWaiter::default(),
             settings,
             passthrough,
@@ -218,6 +227,9 @@ impl Filesystem for HfCacheFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            // Re-check mtime before trusting cached pages or listings (a shared store changes
+            // behind the kernel's back).
+            InitFlags::FUSE_AUTO_INVAL_DATA,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -447,6 +459,8 @@ impl Filesystem for HfCacheFs {
         }
     }
 
+    /// Writes go straight to the store and flock locks end with the last close (release):
+    /// ENOSYS tells the kernel to stop sending a request per close(2).
     fn flush(
         &self,
         _req: &Request,
@@ -455,8 +469,7 @@ impl Filesystem for HfCacheFs {
         _owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes go straight to the store; flock locks end with the last close (release).
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -490,7 +503,7 @@ impl Filesystem for HfCacheFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.store.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), self.dir_open_flags),
             Err(e) => reply.error(errno(e)),
         }
     }

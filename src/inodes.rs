@@ -105,6 +105,16 @@ impl InodeTable {
         }
     }
 
+    /// Records one kernel lookup of the store inode `st` describes if it is already in the
+    /// table: a lookup of a known inode then needs no descriptor of its own.
+    pub fn lookup_known(&self, st: &libc::stat) -> Option<Arc<Inode>> {
+        // Under the by_key shard lock, like `lookup` and `forget`.
+        let id = self.by_key.get_mut(&(st.st_dev, st.st_ino))?;
+        let inode = self.get(*id)?;
+        inode.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(inode)
+    }
+
     /// Drops `n` kernel references; the inode (and its handle) goes when none are left.
     pub fn forget(&self, id: u64, n: u64) {
         let Some(inode) = self.get(id) else { return };

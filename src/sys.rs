@@ -133,6 +133,22 @@ pub fn open_dir(handle: BorrowedFd<'_>) -> SysResult<OwnedFd> {
     owned(unsafe { libc::openat(handle.as_raw_fd(), c".".as_ptr(), flags) })
 }
 
+/// `lstat` of `name` in `dir`: the attributes of what the name holds now, never followed.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &Name) -> SysResult<Stat> {
+    let mut st = std::mem::MaybeUninit::<Stat>::uninit();
+    // SAFETY: `st` is a valid out pointer, filled on success.
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_cstr().as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: fstatat succeeded.
+    Ok(unsafe { st.assume_init() })
+}
+
 /// `fstat` on any handle, O_PATH symlinks included.
 pub fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
     let mut st = std::mem::MaybeUninit::<Stat>::uninit();
@@ -534,7 +550,9 @@ impl Drop for DirStream {
     }
 }
 
-/// Raises the soft open-file limit to the hard limit: every cached inode holds an O_PATH fd.
+/// Raises the open-file limit as far as allowed: every inode the kernel holds pins an O_PATH
+/// descriptor. The hard limit goes up to `fs.nr_open` where root may (CAP_SYS_RESOURCE),
+/// else the soft limit goes up to the hard one.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -544,12 +562,21 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: valid in pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    for max in [nr_open.max(lim.rlim_max), lim.rlim_max] {
+        let want = libc::rlimit {
+            rlim_cur: max,
+            rlim_max: max,
+        };
+        // SAFETY: valid in pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return Ok(max);
+        }
     }
-    Ok(lim.rlim_cur)
+    Err(io::Error::last_os_error())
 }
 
 pub fn is_root() -> bool {
