@@ -70,6 +70,13 @@ fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
 }
 
+fn reply_empty(reply: ReplyEmpty, r: Result<(), i32>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -351,17 +358,11 @@ impl Filesystem for HfCacheFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.store.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.store.unlink(parent.0, name))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.store.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.store.rmdir(parent.0, name))
     }
 
     fn symlink(
@@ -389,13 +390,10 @@ impl Filesystem for HfCacheFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
+        let r = self
             .store
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        reply_empty(reply, r);
     }
 
     fn link(
@@ -495,10 +493,7 @@ impl Filesystem for HfCacheFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.store.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.store.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -595,10 +590,7 @@ impl Filesystem for HfCacheFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.store.fsyncdir(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.store.fsyncdir(fh.0, datasync))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -627,10 +619,7 @@ impl Filesystem for HfCacheFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.store.setxattr(ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.store.setxattr(ino.0, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -651,10 +640,7 @@ impl Filesystem for HfCacheFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.store.removexattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.store.removexattr(ino.0, name))
     }
 
     fn create(
@@ -738,10 +724,7 @@ impl Filesystem for HfCacheFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.store.fallocate(fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.store.fallocate(fh.0, offset, length, mode))
     }
 
     fn lseek(
