@@ -253,7 +253,17 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
         gid,
         others: o.others,
     };
-    let store = Store::new(root, policy).map_err(|e| {
+    let nofile = match sys::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("cannot raise the open file limit: {e}");
+            1024
+        }
+    };
+    // Half the descriptors for inodes; the rest for open files, directories and backings.
+    let fd_budget = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
+    info!("open file limit {nofile}: up to {fd_budget} inode descriptors kept open");
+    let store = Store::new(root, policy, fd_budget).map_err(|e| {
         Failure::Runtime(format!(
             "store {}: {}",
             o.store.display(),
@@ -269,10 +279,6 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
                 io::Error::from_raw_os_error(e)
             ))
         })?;
-    }
-    match sys::raise_nofile_limit() {
-        Ok(n) => info!("open file limit {n}"),
-        Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
     let settings = FuseSettings {
         entry_ttl,

@@ -255,7 +255,8 @@ impl Filesystem for HfCacheFs {
     }
 
     fn destroy(&mut self) {
-        info!("unmounted; {} inodes were cached", self.store.inode_count());
+        let (inodes, open) = self.store.inode_count();
+        info!("unmounted; {inodes} inodes were cached, {open} of them with an open descriptor");
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

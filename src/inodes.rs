@@ -1,35 +1,83 @@
 //! The inode table: kernel node ids mapped to O_PATH handles on store inodes.
 //!
 //! As in virtiofsd and libfuse's passthrough_hp, an inode is known by its (st_dev, st_ino)
-//! and pinned by an O_PATH handle for as long as the kernel holds a lookup reference, so
-//! that the same store inode always gets the same node id and its inode number cannot be
-//! reused underneath us. Node ids are never reused, so generation 0 is always right.
+//! and reached through an O_PATH handle, so that the same store inode always gets the same
+//! node id. Node ids are never reused, so generation 0 is always right.
+//!
+//! The kernel may hold hundreds of thousands of inodes (a big cache walked once), more than
+//! a process may keep descriptors. Where the store's filesystem has file handles, an
+//! inode's descriptor is therefore only a cache: past a budget, descriptors of inodes not
+//! used lately are closed (clock sweep) and reopened by file handle when next needed. An
+//! inode without a file handle stays pinned, which also keeps its inode number from being
+//! reused; for the others the file handle tells a reused number from the old inode.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use parking_lot::Mutex;
+
+use crate::sys::{self, FileHandle, SysResult};
 
 /// The kernel's node id of the mount root.
 pub const ROOT_ID: u64 = 1;
 
+/// What all inodes of a table share: the store root to reopen file handles from (opened
+/// for reading: open_by_handle_at refuses an O_PATH descriptor there), and the count of
+/// descriptors held.
+struct Shared {
+    mount: OwnedFd,
+    open: AtomicUsize,
+}
+
 /// One store inode the kernel knows about.
-#[derive(Debug)]
 pub struct Inode {
     pub id: u64,
-    handle: OwnedFd,
     /// File type bits (`S_IFMT` part of `st_mode`): fixed for an inode's life.
     pub kind: u32,
     key: (u64, u64),
     lookups: AtomicU64,
+    /// `None`: the filesystem has no file handles, so the descriptor is never closed.
+    file_handle: Option<FileHandle>,
+    cached: Mutex<Option<Arc<OwnedFd>>>,
+    /// Set on use, cleared by the sweep: a second sweep closes what nobody used between.
+    used: AtomicBool,
+    shared: Arc<Shared>,
 }
 
 impl Inode {
-    /// The O_PATH handle every store operation on this inode starts from.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.handle.as_fd()
+    /// The O_PATH handle every store operation on this inode starts from (reopened by file
+    /// handle if it was closed to stay within the descriptor budget).
+    pub fn fd(&self) -> SysResult<Arc<OwnedFd>> {
+        self.used.store(true, Ordering::Relaxed);
+        let mut cached = self.cached.lock();
+        if let Some(fd) = &*cached {
+            return Ok(Arc::clone(fd));
+        }
+        let fh = self.file_handle.as_ref().ok_or(libc::ESTALE)?;
+        let fd = Arc::new(sys::open_file_handle(self.shared.mount.as_fd(), fh)?);
+        self.shared.open.fetch_add(1, Ordering::Relaxed);
+        *cached = Some(Arc::clone(&fd));
+        Ok(fd)
+    }
+
+    /// Whether the inode's descriptor is open now (so its inode number cannot be reused).
+    fn pinned(&self) -> bool {
+        self.cached.lock().is_some()
+    }
+
+    /// Closes the descriptor if it can be reopened; true if it did.
+    fn evict(&self) -> bool {
+        if self.file_handle.is_none() || self.id == ROOT_ID {
+            return false;
+        }
+        let closed = self.cached.lock().take().is_some();
+        if closed {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        closed
     }
 
     pub fn is_dir(&self) -> bool {
@@ -45,32 +93,60 @@ impl Inode {
     }
 }
 
+impl Drop for Inode {
+    fn drop(&mut self) {
+        if self.cached.get_mut().is_some() {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// All inodes the kernel holds references to.
 pub struct InodeTable {
     by_id: DashMap<u64, Arc<Inode>>,
     by_key: DashMap<(u64, u64), u64>,
     next_id: AtomicU64,
+    shared: Arc<Shared>,
+    /// How many inode descriptors to keep open before closing unused ones.
+    budget: usize,
+    sweeping: Mutex<()>,
 }
 
 impl InodeTable {
-    /// A table holding the store root as node [`ROOT_ID`], never forgotten.
-    pub fn new(root: OwnedFd, st: &libc::stat) -> InodeTable {
-        let key = (st.st_dev, st.st_ino);
-        let root = Arc::new(Inode {
-            id: ROOT_ID,
-            handle: root,
-            kind: st.st_mode & libc::S_IFMT,
-            key,
-            lookups: AtomicU64::new(1 << 62),
+    /// A table holding the store root as node [`ROOT_ID`], never forgotten, keeping at
+    /// most about `budget` inode descriptors open.
+    pub fn new(root: OwnedFd, st: &libc::stat, budget: usize) -> SysResult<InodeTable> {
+        let shared = Arc::new(Shared {
+            mount: sys::open_dir(root.as_fd())?,
+            open: AtomicUsize::new(0),
         });
         let table = InodeTable {
             by_id: DashMap::new(),
             by_key: DashMap::new(),
             next_id: AtomicU64::new(ROOT_ID + 1),
+            shared,
+            budget: budget.max(64),
+            sweeping: Mutex::new(()),
         };
-        table.by_key.insert(key, ROOT_ID);
-        table.by_id.insert(ROOT_ID, root);
-        table
+        let root_inode = table.new_inode(ROOT_ID, root, st);
+        root_inode.lookups.store(1 << 62, Ordering::Relaxed);
+        table.by_key.insert(root_inode.key, ROOT_ID);
+        table.by_id.insert(ROOT_ID, root_inode);
+        Ok(table)
+    }
+
+    fn new_inode(&self, id: u64, handle: OwnedFd, st: &libc::stat) -> Arc<Inode> {
+        self.shared.open.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Inode {
+            id,
+            kind: st.st_mode & libc::S_IFMT,
+            key: (st.st_dev, st.st_ino),
+            lookups: AtomicU64::new(1),
+            file_handle: sys::file_handle(handle.as_fd()).ok(),
+            cached: Mutex::new(Some(Arc::new(handle))),
+            used: AtomicBool::new(true),
+            shared: Arc::clone(&self.shared),
+        })
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Inode>> {
@@ -78,56 +154,184 @@ impl InodeTable {
     }
 
     /// Records one kernel lookup of the store inode behind `handle` (stat'ed as `st`),
-    /// reusing the existing node if there is one (then `handle` is simply dropped).
+    /// reusing the existing node if there is one.
     pub fn lookup(&self, handle: OwnedFd, st: &libc::stat) -> Arc<Inode> {
         let key = (st.st_dev, st.st_ino);
         // The by_key shard lock orders this against `forget` of the same key.
-        match self.by_key.entry(key) {
-            Entry::Occupied(e) => {
-                let id = *e.get();
-                let inode = self.get(id).expect("by_key and by_id agree");
-                inode.lookups.fetch_add(1, Ordering::Relaxed);
-                inode
+        let inode = match self.by_key.entry(key) {
+            Entry::Occupied(mut e) => {
+                let known = self.get(*e.get()).expect("by_key and by_id agree");
+                if known.pinned() || Self::same_inode(&known, &handle) {
+                    known.lookups.fetch_add(1, Ordering::Relaxed);
+                    known
+                } else {
+                    // The number was reused by a new inode: the old node lives on (stale)
+                    // until the kernel forgets it.
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let inode = self.new_inode(id, handle, st);
+                    self.by_id.insert(id, Arc::clone(&inode));
+                    e.insert(id);
+                    inode
+                }
             }
             Entry::Vacant(e) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let inode = Arc::new(Inode {
-                    id,
-                    handle,
-                    kind: st.st_mode & libc::S_IFMT,
-                    key,
-                    lookups: AtomicU64::new(1),
-                });
+                let inode = self.new_inode(id, handle, st);
                 self.by_id.insert(id, Arc::clone(&inode));
                 e.insert(id);
                 inode
             }
-        }
+        };
+        self.trim();
+        inode
     }
 
-    /// Records one kernel lookup of the store inode `st` describes if it is already in the
-    /// table: a lookup of a known inode then needs no descriptor of its own.
+    fn same_inode(known: &Inode, handle: &OwnedFd) -> bool {
+        known.file_handle.is_some() && sys::file_handle(handle.as_fd()).ok() == known.file_handle
+    }
+
+    /// Records one kernel lookup of the store inode `st` describes if it is in the table
+    /// with its descriptor open: a lookup then needs no descriptor of its own. (An evicted
+    /// inode's number may have been reused: that case goes through [`lookup`].)
     pub fn lookup_known(&self, st: &libc::stat) -> Option<Arc<Inode>> {
         // Under the by_key shard lock, like `lookup` and `forget`.
         let id = self.by_key.get_mut(&(st.st_dev, st.st_ino))?;
         let inode = self.get(*id)?;
+        if !inode.pinned() {
+            return None;
+        }
+        inode.used.store(true, Ordering::Relaxed);
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         Some(inode)
     }
 
-    /// Drops `n` kernel references; the inode (and its handle) goes when none are left.
+    /// Drops `n` kernel references; the inode (and its descriptor) goes when none are left.
     pub fn forget(&self, id: u64, n: u64) {
         let Some(inode) = self.get(id) else { return };
-        let removed = self.by_key.remove_if(&inode.key, |_, &kid| {
-            kid == id && inode.lookups.fetch_sub(n, Ordering::Relaxed) <= n
-        });
-        if removed.is_some() {
-            self.by_id.remove(&id);
+        match self.by_key.entry(inode.key) {
+            Entry::Occupied(e) if *e.get() == id => {
+                if inode.lookups.fetch_sub(n, Ordering::Relaxed) <= n {
+                    e.remove();
+                    self.by_id.remove(&id);
+                }
+            }
+            // A node whose number a newer inode took over.
+            _ => {
+                if inode.lookups.fetch_sub(n, Ordering::Relaxed) <= n {
+                    self.by_id.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Closes descriptors of inodes not used since the last sweep while more than the
+    /// budget are open. One sweep at a time; others go on.
+    pub fn trim(&self) {
+        if self.shared.open.load(Ordering::Relaxed) <= self.budget {
+            return;
+        }
+        let Some(_sweep) = self.sweeping.try_lock() else {
+            return;
+        };
+        let target = self.budget * 3 / 4;
+        for _pass in 0..2 {
+            for inode in self.by_id.iter() {
+                if self.shared.open.load(Ordering::Relaxed) <= target {
+                    return;
+                }
+                if !inode.used.swap(false, Ordering::Relaxed) {
+                    inode.evict();
+                }
+            }
         }
     }
 
     /// Number of inodes held (root included).
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Number of inode descriptors open now.
+    pub fn open_descriptors(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("hfc-inodes-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn table(dir: &std::path::Path, budget: usize) -> InodeTable {
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        let root = sys::open_root(&c).unwrap();
+        let st = sys::fstat(root.as_fd()).unwrap();
+        InodeTable::new(root, &st, budget).unwrap()
+    }
+
+    fn look(t: &InodeTable, name: &str) -> Arc<Inode> {
+        let root = t.get(ROOT_ID).unwrap();
+        let name = sys::Name::new(OsStr::new(name)).unwrap();
+        let h = sys::open_path(root.fd().unwrap().as_fd(), &name).unwrap();
+        let st = sys::fstat(h.as_fd()).unwrap();
+        t.lookup(h, &st)
+    }
+
+    #[test]
+    fn descriptors_stay_within_budget_and_reopen_by_handle() {
+        let d = temp_dir("budget");
+        for i in 0..400 {
+            std::fs::write(d.join(format!("f{i}")), format!("{i}")).unwrap();
+        }
+        let t = table(&d, 64);
+        let inodes: Vec<_> = (0..400).map(|i| look(&t, &format!("f{i}"))).collect();
+        assert!(
+            t.open_descriptors() <= 64 + 1,
+            "{} open",
+            t.open_descriptors()
+        );
+        assert_eq!(t.len(), 401);
+        // Every inode still reaches its own file.
+        for (i, inode) in inodes.iter().enumerate() {
+            let fd = sys::reopen(inode.fd().unwrap().as_fd(), libc::O_RDONLY).unwrap();
+            let mut buf = [0u8; 8];
+            let n = sys::pread(fd.as_fd(), &mut buf, 0).unwrap();
+            assert_eq!(&buf[..n], i.to_string().as_bytes());
+        }
+        // A second lookup of a known name keeps its node id.
+        assert_eq!(look(&t, "f7").id, inodes[7].id);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_reused_inode_number_gets_a_new_node() {
+        let d = temp_dir("reuse");
+        std::fs::write(d.join("old"), "old").unwrap();
+        std::fs::write(d.join("new"), "new").unwrap();
+        let t = table(&d, 64);
+        let old = look(&t, "old");
+        assert!(old.evict());
+        std::fs::remove_file(d.join("old")).unwrap();
+        // "new" presented under old's inode number, as when the filesystem reuses it.
+        let root = t.get(ROOT_ID).unwrap();
+        let name = sys::Name::new(OsStr::new("new")).unwrap();
+        let h = sys::open_path(root.fd().unwrap().as_fd(), &name).unwrap();
+        let mut st = sys::fstat(h.as_fd()).unwrap();
+        (st.st_dev, st.st_ino) = old.key;
+        let new = t.lookup(h, &st);
+        assert_ne!(new.id, old.id, "a new file must not take the old node");
+        assert_eq!(old.fd().err(), Some(libc::ESTALE));
+        // Forgetting the stale node leaves the new one in place.
+        t.forget(old.id, 1);
+        assert!(t.get(old.id).is_none());
+        assert_eq!(t.lookup_known(&st).map(|i| i.id), Some(new.id));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

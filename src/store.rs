@@ -83,15 +83,16 @@ fn kind_of(st: &Stat) -> u32 {
 }
 
 impl Store {
-    /// Serves the store whose root directory handle is `root`.
-    pub fn new(root: OwnedFd, policy: Policy) -> SysResult<Store> {
+    /// Serves the store whose root directory handle is `root`, keeping at most about
+    /// `fd_budget` inode descriptors open.
+    pub fn new(root: OwnedFd, policy: Policy, fd_budget: usize) -> SysResult<Store> {
         let st = sys::fstat(root.as_fd())?;
         if kind_of(&st) != libc::S_IFDIR {
             return Err(libc::ENOTDIR);
         }
         Ok(Store {
             policy,
-            inodes: InodeTable::new(root, &st),
+            inodes: InodeTable::new(root, &st, fd_budget)?,
             files: DashMap::new(),
             dirs: DashMap::new(),
             next_handle: AtomicU64::new(1),
@@ -108,7 +109,7 @@ impl Store {
             std::process::id()
         )))?;
         let fd = sys::open_at(
-            root.fd(),
+            root.fd()?.as_fd(),
             &name,
             libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
             0o600,
@@ -123,11 +124,13 @@ impl Store {
                     Err(libc::EPERM)
                 }
             });
-        let removed = sys::unlink_at(root.fd(), &name, false);
+        let removed = sys::unlink_at(root.fd()?.as_fd(), &name, false);
         given.and(removed)
     }
 
     fn inode(&self, id: u64) -> SysResult<Arc<Inode>> {
+        // Every request starts here: keep the inode descriptors within their budget.
+        self.inodes.trim();
         self.inodes.get(id).ok_or(libc::ESTALE)
     }
 
@@ -161,14 +164,14 @@ impl Store {
         let dir = self.dir(parent)?;
         let name = Name::new(name).map_err(|e| if e == libc::EINVAL { libc::ENOENT } else { e })?;
         // Most lookups in a walk find inodes the kernel already knows: one stat then does.
-        let st = sys::stat_at(dir.fd(), &name)?;
+        let st = sys::stat_at(dir.fd()?.as_fd(), &name)?;
         if let Some(inode) = self.inodes.lookup_known(&st) {
             return Ok(Entry {
                 inode,
                 st: self.report(st),
             });
         }
-        self.lookup_handle(sys::open_path(dir.fd(), &name)?)
+        self.lookup_handle(sys::open_path(dir.fd()?.as_fd(), &name)?)
     }
 
     pub fn forget(&self, id: u64, n: u64) {
@@ -179,7 +182,7 @@ impl Store {
 
     pub fn getattr(&self, id: u64) -> SysResult<Stat> {
         let inode = self.inode(id)?;
-        Ok(self.report(sys::fstat(inode.fd())?))
+        Ok(self.report(sys::fstat(inode.fd()?.as_fd())?))
     }
 
     /// Applies owner, group and mode to a handle we just created: never by path.
@@ -207,7 +210,7 @@ impl Store {
         let dir = self.dir(parent)?;
         let name = Name::new(name)?;
         make(&dir, &name)?;
-        let handle = sys::open_path(dir.fd(), &name)?;
+        let handle = sys::open_path(dir.fd()?.as_fd(), &name)?;
         let st = sys::fstat(handle.as_fd())?;
         // Still the entry we just made (root's, of the right type), not something a
         // concurrent rename put under that name: only ours may be handed over; anything
@@ -217,7 +220,7 @@ impl Store {
         }
         if let Err(e) = self.claim(&handle, kind, caller, mode) {
             // Leave nothing root-owned behind.
-            let _ = sys::unlink_at(dir.fd(), &name, kind == libc::S_IFDIR);
+            let _ = sys::unlink_at(dir.fd()?.as_fd(), &name, kind == libc::S_IFDIR);
             return Err(e);
         }
         self.lookup_handle(handle)
@@ -233,7 +236,7 @@ impl Store {
     ) -> SysResult<Entry> {
         let mode = self.policy.create_mode(libc::S_IFDIR, mode, umask);
         self.make(parent, name, caller, libc::S_IFDIR, mode, |dir, name| {
-            sys::mkdir_at(dir.fd(), name, mode & 0o777)
+            sys::mkdir_at(dir.fd()?.as_fd(), name, mode & 0o777)
         })
     }
 
@@ -253,7 +256,7 @@ impl Store {
         }
         let mode = self.policy.create_mode(kind, mode, umask);
         self.make(parent, name, caller, kind, mode, |dir, name| {
-            sys::mknod_at(dir.fd(), name, kind | (mode & 0o777))
+            sys::mknod_at(dir.fd()?.as_fd(), name, kind | (mode & 0o777))
         })
     }
 
@@ -266,7 +269,7 @@ impl Store {
     ) -> SysResult<Entry> {
         let target = CString::new(target.as_bytes()).map_err(|_| libc::EINVAL)?;
         self.make(parent, name, caller, libc::S_IFLNK, 0o777, |dir, name| {
-            sys::symlink_at(&target, dir.fd(), name)
+            sys::symlink_at(&target, dir.fd()?.as_fd(), name)
         })
     }
 
@@ -278,10 +281,10 @@ impl Store {
         }
         let dir = self.dir(parent)?;
         let name = Name::new(name)?;
-        sys::link_at(inode.fd(), dir.fd(), &name)?;
+        sys::link_at(inode.fd()?.as_fd(), dir.fd()?.as_fd(), &name)?;
         // The new name is this inode: count the lookup on it, not on whatever the name
         // holds by the time it could be reopened.
-        self.lookup_handle(sys::dup(inode.fd())?)
+        self.lookup_handle(sys::dup(inode.fd()?.as_fd())?)
     }
 
     /// Creates and opens a regular file. If it appeared meanwhile (another host, another
@@ -300,7 +303,7 @@ impl Store {
         let mode = self.policy.create_mode(libc::S_IFREG, mode, umask);
         let io_flags = open_flags(flags);
         match sys::open_at(
-            dir.fd(),
+            dir.fd()?.as_fd(),
             &name_c,
             io_flags | libc::O_CREAT | libc::O_EXCL,
             mode & 0o777,
@@ -316,13 +319,13 @@ impl Store {
                         Ok((entry, fh))
                     }
                     Err(e) => {
-                        let _ = sys::unlink_at(dir.fd(), &name_c, false);
+                        let _ = sys::unlink_at(dir.fd()?.as_fd(), &name_c, false);
                         Err(e)
                     }
                 }
             }
             Err(libc::EEXIST) if flags & libc::O_EXCL == 0 => {
-                let entry = self.lookup_handle(sys::open_path(dir.fd(), &name_c)?)?;
+                let entry = self.lookup_handle(sys::open_path(dir.fd()?.as_fd(), &name_c)?)?;
                 let opened = self
                     .check_access(&entry.st, caller, flags)
                     .and_then(|()| self.open(entry.inode.id, flags))
@@ -392,7 +395,7 @@ impl Store {
                 _ => libc::EINVAL,
             });
         }
-        let fd = sys::reopen(inode.fd(), open_flags(flags))?;
+        let fd = sys::reopen(inode.fd()?.as_fd(), open_flags(flags))?;
         Ok(self.add_file(fd))
     }
 
@@ -402,7 +405,7 @@ impl Store {
         if !inode.is_regular() {
             return Err(libc::EINVAL);
         }
-        sys::reopen(inode.fd(), libc::O_RDONLY)
+        sys::reopen(inode.fd()?.as_fd(), libc::O_RDONLY)
     }
 
     pub fn file(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
@@ -474,30 +477,31 @@ impl Store {
             // chown clears setgid on some filesystems: put the policy's mode back.
             None if set.uid.is_some() => Some(
                 self.policy
-                    .mode(inode.kind, sys::fstat(inode.fd())?.st_mode),
+                    .mode(inode.kind, sys::fstat(inode.fd()?.as_fd())?.st_mode),
             ),
             None => None,
         };
         // The kernel has already applied chown's and chmod's rules (only root gives files away).
-        sys::give(inode.fd(), set.uid, set.gid, mode)?;
+        sys::give(inode.fd()?.as_fd(), set.uid, set.gid, mode)?;
         if let Some(size) = set.size {
             // Through the open file when there is one that can write, else a fresh descriptor.
             let file = fh.and_then(|fh| self.files.get(&fh).map(|f| Arc::clone(&f.fd)));
             match file.map(|fd| sys::ftruncate(fd.as_fd(), size)) {
-                Some(Err(libc::EBADF | libc::EINVAL)) | None => {
-                    sys::ftruncate(sys::reopen(inode.fd(), libc::O_WRONLY)?.as_fd(), size)?
-                }
+                Some(Err(libc::EBADF | libc::EINVAL)) | None => sys::ftruncate(
+                    sys::reopen(inode.fd()?.as_fd(), libc::O_WRONLY)?.as_fd(),
+                    size,
+                )?,
                 Some(r) => r?,
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
             sys::utimens(
-                inode.fd(),
+                inode.fd()?.as_fd(),
                 set.atime.unwrap_or(TimeSet::Omit),
                 set.mtime.unwrap_or(TimeSet::Omit),
             )?;
         }
-        Ok(self.report(sys::fstat(inode.fd())?))
+        Ok(self.report(sys::fstat(inode.fd()?.as_fd())?))
     }
 
     pub fn readlink(&self, id: u64) -> SysResult<Vec<u8>> {
@@ -505,17 +509,17 @@ impl Store {
         if !inode.is_symlink() {
             return Err(libc::EINVAL);
         }
-        sys::readlink(inode.fd())
+        sys::readlink(inode.fd()?.as_fd())
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> SysResult<()> {
         let dir = self.dir(parent)?;
-        sys::unlink_at(dir.fd(), &Name::new(name)?, false)
+        sys::unlink_at(dir.fd()?.as_fd(), &Name::new(name)?, false)
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> SysResult<()> {
         let dir = self.dir(parent)?;
-        sys::unlink_at(dir.fd(), &Name::new(name)?, true)
+        sys::unlink_at(dir.fd()?.as_fd(), &Name::new(name)?, true)
     }
 
     pub fn rename(
@@ -531,9 +535,9 @@ impl Store {
         }
         let (old_dir, new_dir) = (self.dir(parent)?, self.dir(newparent)?);
         sys::rename_at(
-            old_dir.fd(),
+            old_dir.fd()?.as_fd(),
             &Name::new(name)?,
-            new_dir.fd(),
+            new_dir.fd()?.as_fd(),
             &Name::new(newname)?,
             flags,
         )
@@ -541,7 +545,7 @@ impl Store {
 
     pub fn opendir(&self, id: u64) -> SysResult<u64> {
         let inode = self.dir(id)?;
-        let stream = sys::DirStream::new(sys::open_dir(inode.fd())?)?;
+        let stream = sys::DirStream::new(sys::open_dir(inode.fd()?.as_fd())?)?;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.dirs.insert(
             fh,
@@ -649,7 +653,7 @@ impl Store {
     }
 
     pub fn statfs(&self) -> SysResult<libc::statvfs> {
-        sys::fstatvfs(self.inode(ROOT_ID)?.fd())
+        sys::fstatvfs(self.inode(ROOT_ID)?.fd()?.as_fd())
     }
 
     /// The inode whose attribute `name` a member may change (EPERM for refused namespaces
@@ -664,7 +668,7 @@ impl Store {
 
     pub fn setxattr(&self, id: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let inode = self.xattr_target(id, name)?;
-        sys::xattr::set(inode.fd(), &xattr_name(name)?, value, flags)
+        sys::xattr::set(inode.fd()?.as_fd(), &xattr_name(name)?, value, flags)
     }
 
     /// Reads an attribute into a buffer of `size` bytes (0: just report the size).
@@ -674,7 +678,7 @@ impl Store {
             return Err(libc::ENODATA);
         }
         let mut buf = vec![0u8; size as usize];
-        let n = sys::xattr::get(inode.fd(), &xattr_name(name)?, &mut buf)?;
+        let n = sys::xattr::get(inode.fd()?.as_fd(), &xattr_name(name)?, &mut buf)?;
         buf.truncate(n);
         Ok(if size == 0 { vec![0u8; n] } else { buf })
     }
@@ -686,7 +690,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut buf = vec![0u8; 64 * 1024];
-        let n = sys::xattr::list(inode.fd(), &mut buf)?;
+        let n = sys::xattr::list(inode.fd()?.as_fd(), &mut buf)?;
         let mut out = Vec::new();
         for name in buf[..n].split(|&b| b == 0).filter(|n| xattr_allowed(n)) {
             out.extend_from_slice(name);
@@ -697,12 +701,12 @@ impl Store {
 
     pub fn removexattr(&self, id: u64, name: &OsStr) -> SysResult<()> {
         let inode = self.xattr_target(id, name)?;
-        sys::xattr::remove(inode.fd(), &xattr_name(name)?)
+        sys::xattr::remove(inode.fd()?.as_fd(), &xattr_name(name)?)
     }
 
-    /// Number of inodes the kernel currently holds.
-    pub fn inode_count(&self) -> usize {
-        self.inodes.len()
+    /// Number of inodes the kernel currently holds, and of their descriptors open now.
+    pub fn inode_count(&self) -> (usize, usize) {
+        (self.inodes.len(), self.inodes.open_descriptors())
     }
 }
 

@@ -1315,3 +1315,37 @@ fn create_over_a_file_made_behind_a_negative_entry_truncates() {
     drop(f);
     assert_eq!(fs::read(m1.s("x")).unwrap(), vec![b'n'; 1000]);
 }
+
+/// A cache with more entries than the daemon may hold descriptors: walked twice with every
+/// entry stat'ed and read, nothing fails with EMFILE (inode descriptors are closed and
+/// reopened by file handle), and the daemon's descriptors stay within its limit.
+#[test]
+fn walk_more_entries_than_the_daemon_may_keep_descriptors() {
+    let m = Mount::with_nofile_limit(256);
+    for d in 0..30 {
+        let dir = m.s(&format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..50 {
+            fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    for pass in 0..2 {
+        let mut seen = 0;
+        for d in 0..30 {
+            for f in 0..50 {
+                let p = m.p(&format!("d{d}/f{f}"));
+                let data =
+                    fs::read(&p).unwrap_or_else(|e| panic!("pass {pass}: {}: {e}", p.display()));
+                assert_eq!(data, format!("{d}/{f}").into_bytes());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 1500);
+    }
+    let pid = m.daemon_pids[0];
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    assert!(
+        fds <= 256,
+        "daemon holds {fds} descriptors, over its limit of 256"
+    );
+}

@@ -789,12 +789,21 @@ impl Mount {
         Self::mount_on(Base::new(), extra)
     }
 
+    /// Mount with the daemon's open-file limit (soft and hard) set to `nofile`.
+    pub fn with_nofile_limit(nofile: u32) -> Mount {
+        Self::mount_with(Base::new(), "", Some(nofile))
+    }
+
     /// A second daemon over the SAME store at another mountpoint.
     pub fn second(&self) -> Mount {
         Self::mount_on(self.base.clone(), &self.opts)
     }
 
     fn mount_on(base: Arc<Base>, extra: &str) -> Mount {
+        Self::mount_with(base, extra, None)
+    }
+
+    fn mount_with(base: Arc<Base>, extra: &str, nofile: Option<u32>) -> Mount {
         let users = users();
         let mnt = base.fresh("mnt");
         fs::create_dir(&mnt).unwrap();
@@ -813,7 +822,14 @@ impl Mount {
             }
         }
         let logf = fs::File::create(&log).unwrap();
-        let mut c = Command::new(BIN);
+        let mut c = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         c.arg(&base.store).arg(&mnt).arg("-o").arg(&options);
         c.stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
