@@ -27,6 +27,20 @@
 #                         remembers (about 36,000 for the 500x20 tree) and raises its soft limit
 #                         only to the hard one it inherits (20,000 in our sandboxes, which
 #                         cannot raise it): the results show where that runs out.
+#   BENCH_SOAK=SECONDS    soak instead of the workloads (issue 4; default off; 600 = the
+#                         10-minute soak): bench/soak.py mounts hfcachefs over a fresh store and
+#                         repeats tests/load's scenario (8 members, mixed umasks, 20 repos, each
+#                         by >= 3 users) in rounds -- download all, check, one member deletes all
+#                         through the mount -- for SECONDS (the last round runs to its end),
+#                         sampling the daemon's VmRSS/VmHWM and open fds every
+#                         BENCH_SOAK_INTERVAL=5 s. Prints a per-minute table, rounds, errors
+#                         (must be 0) and a verdict (flat: last third's max <= 1.25x the first
+#                         third's max + 2 MiB RSS / + 16 fds), exits 1 on FAIL, and appends the
+#                         summary to bench/results/soak.md (BENCH_SOAK_OUT). Runs scripts/setup-e2e.sh
+#                         for the users' venvs. BENCH_DIR defaults to /var/tmp/hfcachefs-soak here,
+#                         so that a soak and a benchmark run never unmount each other's mounts.
+#                         Does not drop caches. A round takes ~15 s (2 x 200 MB files served at
+#                         BENCH_SOAK_THROTTLE=16 MiB/s per connection; BENCH_SOAK_BIG_MB=200).
 # Full run: about 15 minutes on 2 vCPUs. Drops the page cache (cold runs): other work on
 # the machine slows down meanwhile.
 set -euo pipefail
@@ -38,6 +52,10 @@ cd "$REPO"
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh: must run as root" >&2; exit 1; }
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
+BENCH_SOAK="${BENCH_SOAK:-0}"
+case "$BENCH_SOAK" in *[!0-9]*) echo "bench.sh: BENCH_SOAK must be a number of seconds" >&2; exit 2 ;; esac
+export BENCH_SOAK
+if [ "$BENCH_SOAK" -gt 0 ]; then export BENCH_DIR="${BENCH_DIR:-/var/tmp/hfcachefs-soak}"; fi
 export BENCH_DIR="${BENCH_DIR:-/var/tmp/hfcachefs-bench}"
 export BENCH_GROUP="${BENCH_GROUP:-hfbench}"
 VENV="${BENCH_VENV:-/opt/hfcachefs-bench}"
@@ -135,7 +153,12 @@ fi
 
 # --- run (in the background, so that a signal reaches the trap at once) ------------------
 echo "bench.sh: load average now: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; others may be busy)"
+if [ "$BENCH_SOAK" -gt 0 ]; then
+    bash "$REPO/scripts/setup-e2e.sh" >/dev/null
+    "${HFCACHEFS_E2E_PREFIX:-/opt/hfcachefs-e2e}/venv-new/bin/python" -u "$REPO/bench/soak.py" &
+else
 "$VENV/bin/python" "$REPO/bench/run.py" &
+fi
 driver_pid=$!
 set +e
 wait "$driver_pid"
