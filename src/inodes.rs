@@ -25,10 +25,10 @@ use crate::sys::{self, FileHandle, SysResult};
 pub const ROOT_ID: u64 = 1;
 
 /// What all inodes of a table share: the store root to reopen file handles from (opened
-/// for reading: open_by_handle_at refuses an O_PATH descriptor there), and the count of
-/// descriptors held.
+/// for reading: open_by_handle_at refuses an O_PATH descriptor there; `None` if root may
+/// not read it, and then every inode stays pinned), and the count of descriptors held.
 struct Shared {
-    mount: OwnedFd,
+    mount: Option<OwnedFd>,
     open: AtomicUsize,
 }
 
@@ -56,8 +56,10 @@ impl Inode {
         if let Some(fd) = &*cached {
             return Ok(Arc::clone(fd));
         }
-        let fh = self.file_handle.as_ref().ok_or(libc::ESTALE)?;
-        let fd = Arc::new(sys::open_file_handle(self.shared.mount.as_fd(), fh)?);
+        let (Some(fh), Some(mount)) = (&self.file_handle, &self.shared.mount) else {
+            return Err(libc::ESTALE);
+        };
+        let fd = Arc::new(sys::open_file_handle(mount.as_fd(), fh)?);
         self.shared.open.fetch_add(1, Ordering::Relaxed);
         *cached = Some(Arc::clone(&fd));
         Ok(fd)
@@ -115,9 +117,9 @@ pub struct InodeTable {
 impl InodeTable {
     /// A table holding the store root as node [`ROOT_ID`], never forgotten, keeping at
     /// most about `budget` inode descriptors open.
-    pub fn new(root: OwnedFd, st: &libc::stat, budget: usize) -> SysResult<InodeTable> {
+    pub fn new(root: OwnedFd, st: &libc::stat, budget: usize) -> InodeTable {
         let shared = Arc::new(Shared {
-            mount: sys::open_dir(root.as_fd())?,
+            mount: sys::open_dir(root.as_fd()).ok(),
             open: AtomicUsize::new(0),
         });
         let table = InodeTable {
@@ -132,7 +134,7 @@ impl InodeTable {
         root_inode.lookups.store(1 << 62, Ordering::Relaxed);
         table.by_key.insert(root_inode.key, ROOT_ID);
         table.by_id.insert(ROOT_ID, root_inode);
-        Ok(table)
+        table
     }
 
     fn new_inode(&self, id: u64, handle: OwnedFd, st: &libc::stat) -> Arc<Inode> {
@@ -142,7 +144,11 @@ impl InodeTable {
             kind: st.st_mode & libc::S_IFMT,
             key: (st.st_dev, st.st_ino),
             lookups: AtomicU64::new(1),
-            file_handle: sys::file_handle(handle.as_fd()).ok(),
+            file_handle: self
+                .shared
+                .mount
+                .as_ref()
+                .and_then(|_| sys::file_handle(handle.as_fd()).ok()),
             cached: Mutex::new(Some(Arc::new(handle))),
             used: AtomicBool::new(true),
             shared: Arc::clone(&self.shared),
@@ -273,7 +279,7 @@ mod tests {
         let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
         let root = sys::open_root(&c).unwrap();
         let st = sys::fstat(root.as_fd()).unwrap();
-        InodeTable::new(root, &st, budget).unwrap()
+        InodeTable::new(root, &st, budget)
     }
 
     fn look(t: &InodeTable, name: &str) -> Arc<Inode> {

@@ -92,7 +92,7 @@ impl Store {
         }
         Ok(Store {
             policy,
-            inodes: InodeTable::new(root, &st, fd_budget)?,
+            inodes: InodeTable::new(root, &st, fd_budget),
             files: DashMap::new(),
             dirs: DashMap::new(),
             next_handle: AtomicU64::new(1),
