@@ -59,7 +59,7 @@ impl Inode {
         let (Some(fh), Some(mount)) = (&self.file_handle, &self.shared.mount) else {
             return Err(libc::ESTALE);
         };
-        let fd = Arc::new(sys::open_file_handle(mount.as_fd(), fh)?);
+        let fd = Arc::new(reopen_by_handle(mount.as_fd(), fh)?);
         self.shared.open.fetch_add(1, Ordering::Relaxed);
         *cached = Some(Arc::clone(&fd));
         Ok(fd)
@@ -99,6 +99,22 @@ impl Drop for Inode {
     fn drop(&mut self) {
         if self.cached.get_mut().is_some() {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reopens an evicted inode. While the filesystem is creating a new inode under the same
+/// number, the kernel answers ENOMEM (`iget_locked` finds it `I_CREATING`); that passes in
+/// microseconds, after which the handle resolves, or fails with ESTALE, as it should.
+fn reopen_by_handle(mount: std::os::fd::BorrowedFd<'_>, fh: &FileHandle) -> SysResult<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match sys::open_file_handle(mount, fh) {
+            Err(libc::ENOMEM) if tries < 100 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            other => return other,
         }
     }
 }
