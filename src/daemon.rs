@@ -16,6 +16,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
 use parking_lot::Mutex;
 
+use crate::cache_ttl::Timeouts;
 use crate::fuse::{FuseSettings, HfCacheFs};
 use crate::options::{MountOptions, Passthrough};
 use crate::policy::Policy;
@@ -162,10 +163,10 @@ fn shared_filesystem(magic: i64) -> Option<&'static str> {
     })
 }
 
-/// Kernel cache lifetimes: 1 s by default, but none on a shared store, where a name cached
-/// as missing would hide another host's download until it expires (and make the Hub
-/// libraries download it again).
-fn cache_timeouts(o: &MountOptions, fs_magic: i64) -> (Duration, Duration) {
+/// Kernel cache lifetimes: 1 s by default (60 s for content-addressed names), but none on
+/// a shared store, where a name cached as missing would hide another host's download until
+/// it expires (and make the Hub libraries download it again).
+fn cache_timeouts(o: &MountOptions, fs_magic: i64) -> Timeouts {
     let shared = shared_filesystem(fs_magic);
     let default = if shared.is_some() {
         Duration::ZERO
@@ -178,7 +179,15 @@ fn cache_timeouts(o: &MountOptions, fs_magic: i64) -> (Duration, Duration) {
         );
     }
     let entry = o.entry_timeout.unwrap_or(default);
-    (entry, o.attr_timeout.or(o.entry_timeout).unwrap_or(default))
+    let content = match shared {
+        Some(_) => entry,
+        None => Duration::from_secs(60),
+    };
+    Timeouts {
+        entry,
+        attr: o.attr_timeout.or(o.entry_timeout).unwrap_or(default),
+        content: o.content_timeout.unwrap_or(content),
+    }
 }
 
 fn check_mountpoint(path: &Path) -> Result<(), Failure> {
@@ -248,7 +257,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
             io::Error::from_raw_os_error(e)
         ))
     })?;
-    let (entry_ttl, attr_ttl) = cache_timeouts(o, sys::fs_type(root.as_fd()).unwrap_or(0));
+    let timeouts = cache_timeouts(o, sys::fs_type(root.as_fd()).unwrap_or(0));
     let policy = Policy {
         gid,
         others: o.others,
@@ -281,8 +290,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
         })?;
     }
     let settings = FuseSettings {
-        entry_ttl,
-        attr_ttl,
+        timeouts,
         passthrough: o.passthrough == Passthrough::Auto,
     };
     let fs = HfCacheFs::new(store, settings);
@@ -361,26 +369,40 @@ mod tests {
     const EXT4: i64 = 0xEF53;
     const NFS: i64 = 0x6969;
 
+    fn timeouts(entry: f64, attr: f64, content: f64) -> Timeouts {
+        Timeouts {
+            entry: Duration::from_secs_f64(entry),
+            attr: Duration::from_secs_f64(attr),
+            content: Duration::from_secs_f64(content),
+        }
+    }
+
     #[test]
-    fn local_store_caches_one_second() {
-        let one = Duration::from_secs(1);
-        assert_eq!(cache_timeouts(&opts(&["/m"]), EXT4), (one, one));
+    fn local_store_caches_one_second_and_content_a_minute() {
+        assert_eq!(
+            cache_timeouts(&opts(&["/m"]), EXT4),
+            timeouts(1.0, 1.0, 60.0)
+        );
+        assert_eq!(
+            cache_timeouts(&opts(&["/m", "-o", "attr_timeout=2"]), EXT4),
+            timeouts(1.0, 2.0, 60.0)
+        );
+        assert_eq!(
+            cache_timeouts(&opts(&["/m", "-o", "content_timeout=0"]), EXT4),
+            timeouts(1.0, 1.0, 0.0)
+        );
     }
 
     #[test]
     fn shared_store_caches_nothing_unless_asked() {
-        assert_eq!(
-            cache_timeouts(&opts(&["/m"]), NFS),
-            (Duration::ZERO, Duration::ZERO)
-        );
-        let half = Duration::from_millis(500);
+        assert_eq!(cache_timeouts(&opts(&["/m"]), NFS), timeouts(0.0, 0.0, 0.0));
         assert_eq!(
             cache_timeouts(&opts(&["/m", "-o", "entry_timeout=0.5"]), NFS),
-            (half, half)
+            timeouts(0.5, 0.5, 0.5)
         );
         assert_eq!(
-            cache_timeouts(&opts(&["/m", "-o", "attr_timeout=2"]), EXT4),
-            (Duration::from_secs(1), Duration::from_secs(2))
+            cache_timeouts(&opts(&["/m", "-o", "content_timeout=30"]), NFS),
+            timeouts(0.0, 0.0, 30.0)
         );
     }
 }

@@ -20,14 +20,14 @@ use fuser::{
 };
 use log::{error, info, warn};
 
+use crate::cache_ttl::Timeouts;
 use crate::locks::{self, LockWaiter};
-use crate::store::{Caller, DirItem, Entry, SetAttr, Store};
+use crate::store::{Caller, DirItem, Entry, NO_HANDLE, SetAttr, Store};
 use crate::sys::{self, Stat, TimeSet};
 
 /// Kernel-side settings of a mount.
 pub struct FuseSettings {
-    pub entry_ttl: Duration,
-    pub attr_ttl: Duration,
+    pub timeouts: Timeouts,
     pub passthrough: bool,
 }
 
@@ -41,9 +41,11 @@ struct Backings {
 
 pub struct HfCacheFs {
     store: Store,
-    /// Let the kernel keep directory listings between opens where it caches names at all:
-    /// it drops them when it sees the directory change (its own changes, or a new mtime).
-    dir_open_flags: FopenFlags,
+    /// Where the kernel caches names at all, it need not open directories: answered
+    /// ENOSYS, it stops sending OPENDIR/RELEASEDIR and keeps listings between opens,
+    /// dropping them when it sees the directory change (its own changes, or a new mtime).
+    /// Elsewhere (shared stores) every opendir reads the store afresh.
+    open_dirs: bool,
     locks: LockWaiter,
     settings: FuseSettings,
     passthrough: AtomicBool,
@@ -127,14 +129,9 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
 impl HfCacheFs {
     pub fn new(store: Store, settings: FuseSettings) -> HfCacheFs {
         let passthrough = AtomicBool::new(settings.passthrough);
-        let dir_open_flags = if settings.entry_ttl.is_zero() {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-        };
         HfCacheFs {
             store,
-            dir_open_flags,
+            open_dirs: settings.timeouts.entry.is_zero(),
             locks: LockWaiter::default(),
             settings,
             passthrough,
@@ -144,12 +141,15 @@ impl HfCacheFs {
 
     fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, i32>) {
         match r {
-            Ok(e) => reply.entry_with_ttls(
-                &self.settings.attr_ttl,
-                &self.settings.entry_ttl,
-                &attr(e.inode.id, &e.st),
-                Generation(0),
-            ),
+            Ok(e) => {
+                let (attr_ttl, entry_ttl) = self.settings.timeouts.of(e.inode.place);
+                reply.entry_with_ttls(
+                    &attr_ttl,
+                    &entry_ttl,
+                    &attr(e.inode.id, &e.st),
+                    Generation(0),
+                )
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -263,12 +263,12 @@ impl Filesystem for HfCacheFs {
         match self.store.lookup(parent.0, name) {
             // A negative entry (node id 0) lets the kernel remember the miss: the Hub
             // libraries probe many names that do not exist (.no_exist, refs, locks).
-            Err(libc::ENOENT) if !self.settings.entry_ttl.is_zero() => {
+            Err(libc::ENOENT) if !self.settings.timeouts.entry.is_zero() => {
                 let mut st = sys::empty_stat();
                 st.st_mode = libc::S_IFREG;
                 reply.entry_with_ttls(
                     &Duration::ZERO,
-                    &self.settings.entry_ttl,
+                    &self.settings.timeouts.entry,
                     &attr(0, &st),
                     Generation(0),
                 )
@@ -283,7 +283,10 @@ impl Filesystem for HfCacheFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.store.getattr(ino.0) {
-            Ok(st) => reply.attr(&self.settings.attr_ttl, &attr(ino.0, &st)),
+            Ok(e) => reply.attr(
+                &self.settings.timeouts.of(e.inode.place).0,
+                &attr(ino.0, &e.st),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -315,7 +318,10 @@ impl Filesystem for HfCacheFs {
             mtime: time_set(mtime),
         };
         match self.store.setattr(ino.0, fh.map(|f| f.0), set) {
-            Ok(st) => reply.attr(&self.settings.attr_ttl, &attr(ino.0, &st)),
+            Ok(e) => reply.attr(
+                &self.settings.timeouts.of(e.inode.place).0,
+                &attr(ino.0, &e.st),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -498,8 +504,11 @@ impl Filesystem for HfCacheFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if !self.open_dirs {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.store.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), self.dir_open_flags),
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -507,14 +516,14 @@ impl Filesystem for HfCacheFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let r = self
             .store
-            .readdir(fh.0, offset as i64, false, |item: &DirItem| {
+            .readdir(ino.0, fh.0, offset as i64, false, |item: &DirItem| {
                 reply.add(
                     INodeNo(item.ino),
                     item.next as u64,
@@ -531,22 +540,21 @@ impl Filesystem for HfCacheFs {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let ttl = self.settings.attr_ttl;
         let r = self
             .store
-            .readdir(fh.0, offset as i64, true, |item: &DirItem| {
+            .readdir(ino.0, fh.0, offset as i64, true, |item: &DirItem| {
                 let name = OsStr::from_bytes(&item.name);
                 match &item.entry {
                     Some(e) => reply.add(
                         INodeNo(e.inode.id),
                         item.next as u64,
                         name,
-                        &ttl,
+                        &self.settings.timeouts.of(e.inode.place).0,
                         &attr(e.inode.id, &e.st),
                         Generation(0),
                     ),
@@ -579,19 +587,21 @@ impl Filesystem for HfCacheFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.store.releasedir(fh.0);
+        if fh.0 != NO_HANDLE {
+            self.store.releasedir(fh.0);
+        }
         reply.ok();
     }
 
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.store.fsyncdir(fh.0, datasync))
+        reply_empty(reply, self.store.fsyncdir(ino.0, fh.0, datasync))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -663,7 +673,7 @@ impl Filesystem for HfCacheFs {
         };
         let id = entry.inode.id;
         let a = attr(id, &entry.st);
-        let ttl = self.settings.entry_ttl;
+        let ttl = self.settings.timeouts.of(entry.inode.place).1;
         // A new inode has no other opens, so daemon I/O is a safe answer to any failure.
         match self
             .backing(id, fh, |fd| reply.open_backing(fd.as_fd()))

@@ -19,6 +19,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 
+use crate::cache_ttl::Place;
 use crate::sys::{self, FileHandle, SysResult};
 
 /// The kernel's node id of the mount root.
@@ -37,6 +38,8 @@ pub struct Inode {
     pub id: u64,
     /// File type bits (`S_IFMT` part of `st_mode`): fixed for an inode's life.
     pub kind: u32,
+    /// Where the inode was first found in the cache layout: decides its cache timeouts.
+    pub place: Place,
     key: (u64, u64),
     lookups: AtomicU64,
     /// `None`: the filesystem has no file handles, so the descriptor is never closed.
@@ -146,18 +149,19 @@ impl InodeTable {
             budget: budget.max(64),
             sweeping: Mutex::new(()),
         };
-        let root_inode = table.new_inode(ROOT_ID, root, st);
+        let root_inode = table.new_inode(ROOT_ID, root, st, Place::Other);
         root_inode.lookups.store(1 << 62, Ordering::Relaxed);
         table.by_key.insert(root_inode.key, ROOT_ID);
         table.by_id.insert(ROOT_ID, root_inode);
         table
     }
 
-    fn new_inode(&self, id: u64, handle: OwnedFd, st: &libc::stat) -> Arc<Inode> {
+    fn new_inode(&self, id: u64, handle: OwnedFd, st: &libc::stat, place: Place) -> Arc<Inode> {
         self.shared.open.fetch_add(1, Ordering::Relaxed);
         Arc::new(Inode {
             id,
             kind: st.st_mode & libc::S_IFMT,
+            place,
             key: (st.st_dev, st.st_ino),
             lookups: AtomicU64::new(1),
             file_handle: self
@@ -175,9 +179,9 @@ impl InodeTable {
         self.by_id.get(&id).map(|i| Arc::clone(&i))
     }
 
-    /// Records one kernel lookup of the store inode behind `handle` (stat'ed as `st`),
-    /// reusing the existing node if there is one.
-    pub fn lookup(&self, handle: OwnedFd, st: &libc::stat) -> Arc<Inode> {
+    /// Records one kernel lookup of the store inode behind `handle` (stat'ed as `st`, found
+    /// at `place`), reusing the existing node if there is one.
+    pub fn lookup(&self, handle: OwnedFd, st: &libc::stat, place: Place) -> Arc<Inode> {
         let key = (st.st_dev, st.st_ino);
         // The by_key shard lock orders this against `forget` of the same key.
         let inode = match self.by_key.entry(key) {
@@ -190,7 +194,7 @@ impl InodeTable {
                     // The number was reused by a new inode: the old node lives on (stale)
                     // until the kernel forgets it.
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let inode = self.new_inode(id, handle, st);
+                    let inode = self.new_inode(id, handle, st, place);
                     self.by_id.insert(id, Arc::clone(&inode));
                     e.insert(id);
                     inode
@@ -198,7 +202,7 @@ impl InodeTable {
             }
             Entry::Vacant(e) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let inode = self.new_inode(id, handle, st);
+                let inode = self.new_inode(id, handle, st, place);
                 self.by_id.insert(id, Arc::clone(&inode));
                 e.insert(id);
                 inode
@@ -303,7 +307,7 @@ mod tests {
         let name = sys::Name::new(OsStr::new(name)).unwrap();
         let h = sys::open_path(root.fd().unwrap().as_fd(), &name).unwrap();
         let st = sys::fstat(h.as_fd()).unwrap();
-        t.lookup(h, &st)
+        t.lookup(h, &st, Place::Other)
     }
 
     #[test]
@@ -347,7 +351,7 @@ mod tests {
         let h = sys::open_path(root.fd().unwrap().as_fd(), &name).unwrap();
         let mut st = sys::fstat(h.as_fd()).unwrap();
         (st.st_dev, st.st_ino) = old.key;
-        let new = t.lookup(h, &st);
+        let new = t.lookup(h, &st, Place::Other);
         assert_ne!(new.id, old.id, "a new file must not take the old node");
         assert_eq!(old.fd().err(), Some(libc::ESTALE));
         // Forgetting the stale node leaves the new one in place.

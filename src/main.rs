@@ -16,6 +16,7 @@
 //!   strings) shared by them.
 
 mod admin;
+mod cache_ttl;
 mod daemon;
 mod doctor;
 mod fixstore;

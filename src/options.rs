@@ -72,6 +72,8 @@ pub struct MountOptions {
     /// `None`: 1 s on a local store, 0 on a store shared with other hosts.
     pub entry_timeout: Option<Duration>,
     pub attr_timeout: Option<Duration>,
+    /// `None`: 60 s on a local store, as entry_timeout on a shared one.
+    pub content_timeout: Option<Duration>,
     pub passthrough: Passthrough,
     pub read_only: bool,
     pub noexec: bool,
@@ -146,6 +148,9 @@ Options:
   entry_timeout=SECS  how long the kernel caches names, found or not (default 1, or 0
                       when the store is on a network/cluster filesystem)
   attr_timeout=SECS   how long the kernel caches attributes (default as entry_timeout)
+  content_timeout=SECS  the same for what never changes once written: blobs/<etag> and
+                      snapshots/<commit>/... (default 60, or entry_timeout on a shared
+                      store)
   threads=N           request threads (default 8)
   logfile=PATH        log of the detached daemon (default /var/log/hfcachefs.log)
   ro, noexec, noatime honoured; rw, dev, suid, nodev, nosuid, exec, atime, relatime,
@@ -228,6 +233,7 @@ where
         logfile: PathBuf::from(DEFAULT_LOGFILE),
         entry_timeout: None,
         attr_timeout: None,
+        content_timeout: None,
         passthrough: Passthrough::Auto,
         read_only: false,
         noexec: false,
@@ -268,6 +274,7 @@ where
             ("logfile", Some(v)) if !v.is_empty() => o.logfile = PathBuf::from(v),
             ("entry_timeout", Some(v)) => o.entry_timeout = Some(parse_seconds(key, v)?),
             ("attr_timeout", Some(v)) => o.attr_timeout = Some(parse_seconds(key, v)?),
+            ("content_timeout", Some(v)) => o.content_timeout = Some(parse_seconds(key, v)?),
             ("foreground", None) => o.foreground = true,
             ("debug", None) => {
                 o.debug = true;
@@ -378,6 +385,10 @@ mod tests {
         ]);
         assert_eq!(o.entry_timeout, Some(Duration::from_millis(500)));
         assert_eq!(o.attr_timeout, Some(Duration::ZERO));
+        assert_eq!(o.content_timeout, None);
+        let c = mount(&["/mnt", "-o", "content_timeout=600"]);
+        assert_eq!(c.content_timeout, Some(Duration::from_secs(600)));
+        assert!(usage(&["/mnt", "-o", "content_timeout=x"]).contains("content_timeout"));
         assert_eq!(mount(&["/mnt"]).entry_timeout, None);
         assert_eq!(o.passthrough, Passthrough::Off);
         assert!(usage(&["/mnt", "-o", "attr_timeout=-1"]).contains("attr_timeout"));

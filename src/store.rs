@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+use crate::cache_ttl::place_of;
 use crate::inodes::{Inode, InodeTable, ROOT_ID};
 use crate::policy::Policy;
 use crate::sys::{self, Name, Stat, SysResult, TimeSet};
@@ -69,6 +70,10 @@ pub struct SetAttr {
 fn xattr_allowed(name: &[u8]) -> bool {
     name.starts_with(b"user.")
 }
+
+/// The directory handle of requests on a directory the kernel did not open (see
+/// `HfCacheFs::opendir`); real handles start at 1.
+pub const NO_HANDLE: u64 = 0;
 
 pub struct Store {
     pub policy: Policy,
@@ -150,10 +155,11 @@ impl Store {
         st
     }
 
-    /// Looks `name` up in `parent` and counts one kernel reference on the result.
-    fn lookup_handle(&self, handle: OwnedFd) -> SysResult<Entry> {
+    /// Counts one kernel reference on the inode behind `handle`, found as `name` in `dir`.
+    fn lookup_handle(&self, handle: OwnedFd, dir: &Inode, name: &Name) -> SysResult<Entry> {
         let st = sys::fstat(handle.as_fd())?;
-        let inode = self.inodes.lookup(handle, &st);
+        let place = place_of(dir.place, name.as_cstr().to_bytes(), kind_of(&st));
+        let inode = self.inodes.lookup(handle, &st, place);
         Ok(Entry {
             inode,
             st: self.report(st),
@@ -171,7 +177,7 @@ impl Store {
                 st: self.report(st),
             });
         }
-        self.lookup_handle(sys::open_path(dir.fd()?.as_fd(), &name)?)
+        self.lookup_handle(sys::open_path(dir.fd()?.as_fd(), &name)?, &dir, &name)
     }
 
     pub fn forget(&self, id: u64, n: u64) {
@@ -180,9 +186,10 @@ impl Store {
         }
     }
 
-    pub fn getattr(&self, id: u64) -> SysResult<Stat> {
+    pub fn getattr(&self, id: u64) -> SysResult<Entry> {
         let inode = self.inode(id)?;
-        Ok(self.report(sys::fstat(inode.fd()?.as_fd())?))
+        let st = self.report(sys::fstat(inode.fd()?.as_fd())?);
+        Ok(Entry { inode, st })
     }
 
     /// Applies owner, group and mode to a handle we just created: never by path.
@@ -223,7 +230,7 @@ impl Store {
             let _ = sys::unlink_at(dir.fd()?.as_fd(), &name, kind == libc::S_IFDIR);
             return Err(e);
         }
-        self.lookup_handle(handle)
+        self.lookup_handle(handle, &dir, &name)
     }
 
     pub fn mkdir(
@@ -284,7 +291,7 @@ impl Store {
         sys::link_at(inode.fd()?.as_fd(), dir.fd()?.as_fd(), &name)?;
         // The new name is this inode: count the lookup on it, not on whatever the name
         // holds by the time it could be reopened.
-        self.lookup_handle(sys::dup(inode.fd()?.as_fd())?)
+        self.lookup_handle(sys::dup(inode.fd()?.as_fd())?, &dir, &name)
     }
 
     /// Creates and opens a regular file. If it appeared meanwhile (another host, another
@@ -311,7 +318,7 @@ impl Store {
             Ok(fd) => {
                 let claimed = sys::reopen(fd.as_fd(), libc::O_PATH).and_then(|handle| {
                     self.claim(&handle, libc::S_IFREG, caller, mode)?;
-                    self.lookup_handle(handle)
+                    self.lookup_handle(handle, &dir, &name_c)
                 });
                 match claimed {
                     Ok(entry) => {
@@ -325,7 +332,8 @@ impl Store {
                 }
             }
             Err(libc::EEXIST) if flags & libc::O_EXCL == 0 => {
-                let entry = self.lookup_handle(sys::open_path(dir.fd()?.as_fd(), &name_c)?)?;
+                let handle = sys::open_path(dir.fd()?.as_fd(), &name_c)?;
+                let entry = self.lookup_handle(handle, &dir, &name_c)?;
                 let opened = self
                     .check_access(&entry.st, caller, flags)
                     .and_then(|()| self.open(entry.inode.id, flags))
@@ -459,7 +467,7 @@ impl Store {
         sys::copy_file_range(a.fd.as_fd(), off_in, b.fd.as_fd(), off_out, len)
     }
 
-    pub fn setattr(&self, id: u64, fh: Option<u64>, set: SetAttr) -> SysResult<Stat> {
+    pub fn setattr(&self, id: u64, fh: Option<u64>, set: SetAttr) -> SysResult<Entry> {
         let inode = self.inode(id)?;
         if !self.policy.group_allowed(set.gid) {
             return Err(libc::EPERM);
@@ -501,7 +509,8 @@ impl Store {
                 set.mtime.unwrap_or(TimeSet::Omit),
             )?;
         }
-        Ok(self.report(sys::fstat(inode.fd()?.as_fd())?))
+        let st = self.report(sys::fstat(inode.fd()?.as_fd())?);
+        Ok(Entry { inode, st })
     }
 
     pub fn readlink(&self, id: u64) -> SysResult<Vec<u8>> {
@@ -543,17 +552,19 @@ impl Store {
         )
     }
 
-    pub fn opendir(&self, id: u64) -> SysResult<u64> {
+    fn open_dir_stream(&self, id: u64) -> SysResult<OpenDir> {
         let inode = self.dir(id)?;
         let stream = sys::DirStream::new(sys::open_dir(inode.fd()?.as_fd())?)?;
+        Ok(OpenDir {
+            inode,
+            stream: Mutex::new((stream, 0)),
+        })
+    }
+
+    pub fn opendir(&self, id: u64) -> SysResult<u64> {
+        let dir = self.open_dir_stream(id)?;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.dirs.insert(
-            fh,
-            Arc::new(OpenDir {
-                inode,
-                stream: Mutex::new((stream, 0)),
-            }),
-        );
+        self.dirs.insert(fh, Arc::new(dir));
         Ok(fh)
     }
 
@@ -561,31 +572,36 @@ impl Store {
         self.dirs.remove(&fh);
     }
 
-    pub fn fsyncdir(&self, fh: u64, datasync: bool) -> SysResult<()> {
-        let dir = self
-            .dirs
+    /// The directory stream of handle `fh`, or, for [`NO_HANDLE`] (the kernel was told it
+    /// need not open directories), a stream of inode `id` opened for this request alone.
+    fn dir_stream(&self, id: u64, fh: u64) -> SysResult<Arc<OpenDir>> {
+        if fh == NO_HANDLE {
+            return self.open_dir_stream(id).map(Arc::new);
+        }
+        self.dirs
             .get(&fh)
             .map(|d| Arc::clone(&d))
-            .ok_or(libc::EBADF)?;
+            .ok_or(libc::EBADF)
+    }
+
+    pub fn fsyncdir(&self, id: u64, fh: u64, datasync: bool) -> SysResult<()> {
+        let dir = self.dir_stream(id, fh)?;
         let stream = dir.stream.lock();
         sys::fsync(stream.0.fd(), datasync)
     }
 
-    /// Reads entries from `offset` on, handing each to `add` until it reports a full buffer.
-    /// With `plus`, each entry but `.` and `..` is looked up; an entry that did not fit is
-    /// forgotten again so the kernel's reference count stays exact.
+    /// Reads entries of directory `id` from `offset` on, handing each to `add` until it
+    /// reports a full buffer. With `plus`, each entry but `.` and `..` is looked up; an
+    /// entry that did not fit is forgotten again so the kernel's reference count stays exact.
     pub fn readdir(
         &self,
+        id: u64,
         fh: u64,
         offset: i64,
         plus: bool,
         mut add: impl FnMut(&DirItem) -> bool,
     ) -> SysResult<()> {
-        let dir = self
-            .dirs
-            .get(&fh)
-            .map(|d| Arc::clone(&d))
-            .ok_or(libc::EBADF)?;
+        let dir = self.dir_stream(id, fh)?;
         let mut guard = dir.stream.lock();
         let (stream, pos) = &mut *guard;
         if *pos != offset {
