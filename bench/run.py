@@ -10,7 +10,7 @@ venv and group, and guarantees that no mount outlives it). Environment:
   BENCH_RUNS         measured runs per cell, median     (3)
   BENCH_QUICK=1      small files, short fio: a smoke run of a minute or two
   BENCH_FIO_RUNTIME  seconds per fio run                (10; 3 quick)
-  BENCH_ONLY         comma list of workloads to run: seq,mmap,fio,st,meta,churn,dl
+  BENCH_ONLY         comma list of workloads to run: seq,mmap,fio,st,meta,churn,dl,scale
   BENCH_OUT          markdown result file (bench/results/latest.md; quick.md if quick)
   BENCH_PROFILE=0    skip the closing strace pass that counts FUSE requests per operation
 
@@ -66,6 +66,8 @@ SIZES = {
     # a second, smaller tree that hfcachefs can hold under a 20,000-descriptor limit
     "meta_small_repos": 20 if QUICK else 200,
     "meta_blobs": 20,
+    # the scale check: >= 200,000 entries (73 per repo), walked twice through hfcachefs
+    "scale_repos": 300 if QUICK else 2800,
     "churn_files": 500 if QUICK else 5000,
     "churn_size": 4 * KiB,
     "fio_runtime": env_int("BENCH_FIO_RUNTIME", 3 if QUICK else 10),
@@ -291,7 +293,10 @@ def prepare_store():
         with open(st_stamp, "w") as f:
             f.write(st_want)
 
-    for sub, repos in (("meta", SIZES["meta_repos"]), ("meta-small", SIZES["meta_small_repos"])):
+    trees = [("meta", SIZES["meta_repos"]), ("meta-small", SIZES["meta_small_repos"])]
+    if not ONLY or "scale" in ONLY:
+        trees.append(("meta-scale", SIZES["scale_repos"]))
+    for sub, repos in trees:
         meta = os.path.join(STORE, sub)
         meta_stamp = os.path.join(meta, ".bench-stamp")
         meta_want = f"{repos}x{SIZES['meta_blobs']}"
@@ -542,6 +547,49 @@ def build_workloads(hub_url, targets):
     return [w for w in W if not ONLY or w.group in ONLY or w.key in ONLY]
 
 
+def run_scale(targets):
+    """The scale check of issue 3: a cache of >= 200,000 entries walked twice (os.walk +
+    lstat of every entry, every snapshot symlink followed) through hfcachefs, with the
+    daemon's RSS and descriptors after each walk, then after the kernel forgets (echo 2 >
+    drop_caches sends FORGETs); native walks for comparison. Returns table rows."""
+    if ONLY and "scale" not in ONLY:
+        return []
+    by = {t.key: t for t in targets}
+    hfc, native = by["hfc"], by["native"]
+    rows = []
+    drop_caches(2)
+    for t in (native, hfc):
+        hub = os.path.join(t.path, "meta-scale", "hub")
+        for walk in (1, 2):
+            res = timed_worker(t, "walkstat", {"hub": hub}, False)
+            hwm, rss = t.rss() if t.is_mount else (None, None)
+            rows.append({"target": t.label, "walk": walk, "entries": res["entries"],
+                         "symlinks": res["symlinks"], "seconds": res["seconds"], "cpu": res["cpu"],
+                         "rss": rss, "hwm": hwm, "fds": t.fds() if t.is_mount else None})
+            log(f"  scale: {rows[-1]}")
+    drop_caches(2)
+    time.sleep(2)
+    hwm, rss = hfc.rss()
+    rows.append({"target": hfc.label, "walk": "after echo 2 > drop_caches", "entries": None,
+                 "symlinks": None, "seconds": None, "cpu": None, "rss": rss, "hwm": hwm, "fds": hfc.fds()})
+    return rows
+
+
+def scale_report(rows):
+    nofile = HFC_NOFILE.get("hfc")
+    L = ["", f"Scale (issue 3): a Hugging Face cache of {SIZES['scale_repos']} repos walked twice: `os.walk` + "
+         "`lstat` of every file, `stat` through every snapshot symlink. The daemon's open file limit is "
+         f"{nofile}, so it may keep {nofile // 2 if nofile else '?'} inode descriptors; RSS and descriptors "
+         "are read after each walk.", "",
+         "| target | walk | entries | seconds | daemon CPU s | daemon RSS MiB | peak RSS MiB | daemon fds |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        f = lambda v, spec="": "—" if v is None else format(v, spec)  # noqa: E731
+        L.append(f"| {r['target']} | {r['walk']} | {f(r['entries'], ',')} | {f(r['seconds'], '.2f')} | "
+                 f"{f(r['cpu'], '.2f')} | {f(r['rss'], '.0f')} | {f(r['hwm'], '.0f')} | {f(r['fds'])} |")
+    return L
+
+
 def run_profiles(targets):
     """One extra, untimed pass of some workloads under strace (bench/fuseprof.py): how many
     FUSE requests of which kind, and how many daemon syscalls, each unit of work costs."""
@@ -760,7 +808,7 @@ def profile_report(rows):
     return L
 
 
-def report(W, targets, info, started, load_start, prof_rows=()):
+def report(W, targets, info, started, load_start, prof_rows=(), scale_rows=()):
     L = []
     L.append("# hfcachefs benchmark" + (" (BENCH_QUICK smoke run: small files)" if QUICK else ""))
     L.append("")
@@ -826,6 +874,8 @@ def report(W, targets, info, started, load_start, prof_rows=()):
             L.append(f"- {w.label}, {dict(COLS)[k]}: {e.splitlines()[-1][:300] if e else e}")
     if prof_rows:
         L += profile_report(prof_rows)
+    if scale_rows:
+        L += scale_report(scale_rows)
     L.append("")
     L.append("## Targets (issue 3), hfcachefs with passthrough")
     L.append("")
@@ -876,6 +926,7 @@ def main():
     hub = None
     W = []
     prof_rows = []
+    scale_rows = []
     try:
         for t in targets:
             if t.is_mount:
@@ -905,6 +956,7 @@ def main():
         W = build_workloads(hub_url, targets)
         for w in W:
             run_workload(w, targets)
+        scale_rows = run_scale(targets)
         prof_rows = run_profiles(targets) if PROFILE and shutil.which("strace") else []
         info = machine_info(targets)
     finally:
@@ -918,7 +970,7 @@ def main():
         for t in targets:
             if t.is_mount:
                 t.unmount()
-    text = report(W, targets, info, started, load_start, prof_rows)
+    text = report(W, targets, info, started, load_start, prof_rows, scale_rows)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         f.write(text)
