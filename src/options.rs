@@ -148,9 +148,9 @@ Options:
   entry_timeout=SECS  how long the kernel caches names, found or not (default 1, or 0
                       when the store is on a network/cluster filesystem)
   attr_timeout=SECS   how long the kernel caches attributes (default as entry_timeout)
-  content_timeout=SECS  the same for what never changes once written: blobs/<etag> and
-                      snapshots/<commit>/... (default 60, or entry_timeout on a shared
-                      store)
+  content_timeout=SECS  the same for what nothing rewrites: the hub cache layout,
+                      blobs, snapshots, .no_exist markers and blob lock files (default
+                      60, or entry_timeout on a shared store)
   threads=N           request threads (default 8)
   logfile=PATH        log of the detached daemon (default /var/log/hfcachefs.log)
   ro, noexec, noatime honoured; rw, dev, suid, nodev, nosuid, exec, atime, relatime,
