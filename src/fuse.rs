@@ -674,13 +674,11 @@ impl Filesystem for HfCacheFs {
         let id = entry.inode.id;
         let a = attr(id, &entry.st);
         let ttl = self.settings.timeouts.of(entry.inode.place).1;
-        // A new inode has no other opens, so daemon I/O is a safe answer to any failure.
-        match self
-            .backing(id, fh, |fd| reply.open_backing(fd.as_fd()))
-            .ok()
-            .flatten()
-        {
-            Some(b) => reply.created_passthrough(
+        // As in `open`: a failure fails this create. Daemon I/O instead would put the inode
+        // in the kernel's cached mode while passthrough is on, and every passthrough open of
+        // it (other users of a lock file) would then fail with EIO while this one lasts.
+        match self.backing(id, fh, |fd| reply.open_backing(fd.as_fd())) {
+            Ok(Some(b)) => reply.created_passthrough(
                 &ttl,
                 &a,
                 Generation(0),
@@ -688,7 +686,12 @@ impl Filesystem for HfCacheFs {
                 FopenFlags::empty(),
                 &b,
             ),
-            None => reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok(None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Err(e) => {
+                self.store.release(fh);
+                self.store.forget(id, 1);
+                reply.error(errno(e));
+            }
         }
     }
 
