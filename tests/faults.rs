@@ -844,6 +844,48 @@ fn store_fs_lazily_unmounted_keeps_serving_until_remount() {
 // ---------------------------------------------------------------------------------------------
 
 /// A world-writable directory for marker files of the user processes.
+/// The daemon runs out of descriptors while members keep creating files: each create
+/// either succeeds in passthrough mode or fails with EMFILE. None may succeed with daemon
+/// I/O instead (as one did when only the passthrough backing could not be opened): the
+/// kernel would then answer EIO to every later passthrough open of that file while the
+/// first open lasts, e.g. other users of a lock file.
+#[test]
+fn descriptor_exhaustion_fails_creates_without_poisoning_files() {
+    let m = Mount::with_nofile_limit("threads=1", 64);
+    let mut held: Vec<(PathBuf, fs::File)> = Vec::new();
+    let mut failures = 0;
+    for i in 0..400 {
+        let p = m.p(&format!("f{i}"));
+        match fs::OpenOptions::new().create_new(true).write(true).open(&p) {
+            Ok(f) => held.push((p, f)),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "create f{i}: {e}");
+                failures += 1;
+                if failures == 8 {
+                    break;
+                }
+                // Closing one file frees one daemon descriptor: the next creates meet the
+                // limit at another point (store descriptor, inode handle or backing file).
+                held.remove(0);
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    assert_eq!(failures, 8, "the daemon never ran out of descriptors");
+    assert!(held.len() > 8, "only {} files were created", held.len());
+    // Free half of the daemon's file descriptors, then open each file still held a second
+    // time, as another user of it would.
+    let keep = held.split_off(held.len() / 2);
+    drop(held);
+    thread::sleep(Duration::from_millis(200));
+    for (p, _first) in &keep {
+        if let Err(e) = fs::OpenOptions::new().write(true).open(p) {
+            panic!("second open of {} while the first lasts: {e}", p.display());
+        }
+    }
+    assert!(daemon_alive(&m), "the daemon died");
+}
+
 fn marker_dir(base: &Base) -> PathBuf {
     let d = base.fresh("markers");
     fs::create_dir(&d).unwrap();

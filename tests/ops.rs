@@ -1321,7 +1321,7 @@ fn create_over_a_file_made_behind_a_negative_entry_truncates() {
 /// reopened by file handle), and the daemon's descriptors stay within its limit.
 #[test]
 fn walk_more_entries_than_the_daemon_may_keep_descriptors() {
-    let m = Mount::with_nofile_limit(256);
+    let m = Mount::with_nofile_limit("", 256);
     for d in 0..30 {
         let dir = m.s(&format!("d{d}"));
         fs::create_dir(&dir).unwrap();

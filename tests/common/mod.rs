@@ -789,9 +789,10 @@ impl Mount {
         Self::mount_on(Base::new(), extra)
     }
 
-    /// Mount with the daemon's open-file limit (soft and hard) set to `nofile`.
-    pub fn with_nofile_limit(nofile: u32) -> Mount {
-        Self::mount_with(Base::new(), "", Some(nofile))
+    /// Mount with `extra` options and the daemon's open-file limit (soft and hard) set to
+    /// `nofile`.
+    pub fn with_nofile_limit(extra: &str, nofile: u32) -> Mount {
+        Self::mount_with(Base::new(), extra, Some(nofile))
     }
 
     /// A second daemon over the SAME store at another mountpoint.
