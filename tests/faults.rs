@@ -150,8 +150,9 @@ fn writer_error(out: &str) -> Option<(String, String)> {
 }
 
 /// Check a repo directory (through the mount or in the store): every blob with a final name
-/// holds exactly the content its name promises, every snapshot symlink resolves to such a
-/// blob. Returns (final blobs, snapshot links, leftover .incomplete files).
+/// holds exactly the content its name promises, every snapshot entry (any commit, any
+/// depth) is a symlink resolving to such a blob. Returns (final blobs, snapshot links,
+/// leftover .incomplete files).
 fn verify_repo(repo: &Path) -> (usize, usize, Vec<String>) {
     let blobs = repo.join("blobs");
     let mut n_blobs = 0;
@@ -170,30 +171,41 @@ fn verify_repo(repo: &Path) -> (usize, usize, Vec<String>) {
         );
         n_blobs += 1;
     }
-    let snaps = repo.join("snapshots/c0ffee");
+    // snapshots/<commit>/<path>: a symlink ../../blobs/<sha> (one more ../ per directory level)
+    fn walk(dir: &Path, depth: usize, n: &mut usize) {
+        for name in names(dir).unwrap_or_default() {
+            let p = dir.join(&name);
+            if lst(&p).map(|s| s.is_dir()).unwrap_or(false) {
+                walk(&p, depth + 1, n);
+                continue;
+            }
+            let target =
+                readlink(&p).unwrap_or_else(|e| panic!("{}: not a symlink ({e})", p.display()));
+            let sha = target.rsplit('/').next().unwrap().to_string();
+            let prefix = format!("{}blobs/", "../".repeat(depth));
+            assert!(
+                target.starts_with(&prefix) && !sha.contains('.'),
+                "{} -> {target}",
+                p.display()
+            );
+            let resolved = dir.join(&target);
+            assert!(
+                resolved.exists(),
+                "{} -> {target} does not resolve",
+                p.display()
+            );
+            assert_eq!(
+                sha256(&resolved),
+                sha,
+                "{} -> {target}: wrong content",
+                p.display()
+            );
+            *n += 1;
+        }
+    }
     let mut n_links = 0;
-    for name in names(&snaps).unwrap_or_default() {
-        let link = snaps.join(&name);
-        let target = readlink(&link).unwrap_or_else(|e| panic!("readlink {}: {e}", link.display()));
-        let sha = target.rsplit('/').next().unwrap().to_string();
-        assert!(
-            !sha.ends_with(".incomplete") && target.starts_with("../../blobs/"),
-            "{} points at {target}",
-            link.display()
-        );
-        let resolved = snaps.join(&target);
-        assert!(
-            resolved.exists(),
-            "{} -> {target} does not resolve",
-            link.display()
-        );
-        assert_eq!(
-            sha256(&resolved),
-            sha,
-            "{} -> {target}: content does not match",
-            link.display()
-        );
-        n_links += 1;
+    for commit in names(&repo.join("snapshots")).unwrap_or_default() {
+        walk(&repo.join("snapshots").join(&commit), 2, &mut n_links);
     }
     (n_blobs, n_links, incomplete)
 }
@@ -1143,63 +1155,6 @@ fn spawn_hub_client(m: &Mount, user: &User, url: &str, repo: &str) -> Writer {
     }
 }
 
-/// Every final blob of an LFS-only repo holds the bytes its sha256 name promises, every
-/// snapshot entry is a symlink resolving to such a blob. Returns (blobs, snapshot files,
-/// .incomplete leftovers).
-fn verify_hub_repo(repo: &Path) -> (usize, usize, usize) {
-    let blobs = repo.join("blobs");
-    let (mut n_blobs, mut n_inc) = (0, 0);
-    for name in names(&blobs).unwrap_or_default() {
-        if name.ends_with(".incomplete") {
-            n_inc += 1;
-            continue;
-        }
-        assert_eq!(
-            sha256(&blobs.join(&name)),
-            name,
-            "blob {name}: partial or corrupt content under its final name"
-        );
-        n_blobs += 1;
-    }
-    // snapshots/<commit>/<path>: a symlink ../../blobs/<sha> (one more ../ per directory level)
-    fn walk(dir: &Path, depth: usize, n: &mut usize) {
-        for name in names(dir).unwrap_or_default() {
-            let p = dir.join(&name);
-            if lst(&p).map(|s| s.is_dir()).unwrap_or(false) {
-                walk(&p, depth + 1, n);
-                continue;
-            }
-            let target =
-                readlink(&p).unwrap_or_else(|e| panic!("{}: not a symlink ({e})", p.display()));
-            let sha = target.rsplit('/').next().unwrap().to_string();
-            let prefix = format!("{}blobs/", "../".repeat(depth));
-            assert!(
-                target.starts_with(&prefix) && !sha.contains('.'),
-                "{} -> {target}",
-                p.display()
-            );
-            let resolved = dir.join(&target);
-            assert!(
-                resolved.exists(),
-                "{} -> {target} does not resolve",
-                p.display()
-            );
-            assert_eq!(
-                sha256(&resolved),
-                sha,
-                "{} -> {target}: wrong content",
-                p.display()
-            );
-            *n += 1;
-        }
-    }
-    let mut n_files = 0;
-    for commit in names(&repo.join("snapshots")).unwrap_or_default() {
-        walk(&repo.join("snapshots").join(&commit), 2, &mut n_files);
-    }
-    (n_blobs, n_files, n_inc)
-}
-
 #[test]
 fn hub_download_daemon_killed_then_rerun_completes() {
     assert!(
@@ -1249,7 +1204,7 @@ fn hub_download_daemon_killed_then_rerun_completes() {
         fail.contains(" ENOTCONN ") || fail.contains(" ECONNABORTED "),
         "expected ENOTCONN: {fail}"
     );
-    let (blobs, files, _) = verify_hub_repo(&m.s(repo_dir));
+    let (blobs, files, _) = verify_repo(&m.s(repo_dir));
     assert!(
         blobs < 3 && files <= blobs,
         "the download cannot have finished: {blobs} blobs, {files} snapshot files"
@@ -1262,7 +1217,8 @@ fn hub_download_daemon_killed_then_rerun_completes() {
     let mut c = spawn_hub_client(&m, &u.b, &url, "fault/model");
     let (code, out) = c.finish(Duration::from_secs(120), "snapshot_download after remount");
     assert_eq!(code, 0, "the re-run failed:\n{out}");
-    let (blobs, files, inc) = verify_hub_repo(&m.p(repo_dir));
+    let (blobs, files, inc) = verify_repo(&m.p(repo_dir));
+    let inc = inc.len();
     eprintln!(
         "after the re-run: {blobs} blobs, {files} snapshot files, {inc} .incomplete left from the crash"
     );
@@ -1299,7 +1255,7 @@ fn hub_download_store_full_then_succeeds() {
         .find(|l| l.starts_with("FAIL "))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(fail.contains(" ENOSPC "), "expected ENOSPC: {fail}");
-    let (blobs, files, _) = verify_hub_repo(&m.s(repo_dir));
+    let (blobs, files, _) = verify_repo(&m.s(repo_dir));
     assert_eq!(
         (blobs, files),
         (0, 0),
@@ -1312,7 +1268,7 @@ fn hub_download_store_full_then_succeeds() {
     let (code, out) = spawn_hub_client(&m, &u.a, &url, "fault/full")
         .finish(Duration::from_secs(60), "download after freeing space");
     assert_eq!(code, 0, "the download after freeing space failed:\n{out}");
-    let (blobs, files, _) = verify_hub_repo(&m.p(repo_dir));
+    let (blobs, files, _) = verify_repo(&m.p(repo_dir));
     assert_eq!((blobs, files), (1, 1));
     assert_no_panic(&m, &logfile);
 }
