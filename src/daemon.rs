@@ -16,21 +16,14 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
 use parking_lot::Mutex;
 
-use crate::cache_ttl::Timeouts;
-use crate::fuse::{FuseSettings, HfCacheFs};
+use crate::error::Error;
+use crate::fs::fuse::{FuseSettings, HfCacheFs};
+use crate::fs::store::Store;
+use crate::fs::timeouts::Timeouts;
 use crate::options::{MountOptions, Passthrough};
 use crate::policy::Policy;
-use crate::store::Store;
+use crate::status;
 use crate::sys;
-
-/// Why the daemon could not start.
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad configuration: exit status 2.
-    Usage(String),
-    /// Could not mount or serve: exit status 1.
-    Runtime(String),
-}
 
 /// Where log lines go: the log file of a background daemon, else stderr.
 static LOG_FILE: Mutex<Option<File>> = Mutex::new(None);
@@ -83,14 +76,14 @@ fn init_logging(debug: bool) {
 }
 
 /// A background daemon logs to its log file from the start.
-fn open_log(o: &MountOptions) -> Result<(), Failure> {
+fn open_log(o: &MountOptions) -> Result<(), Error> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
         .open(&o.logfile)
         .map_err(|e| {
-            Failure::Runtime(format!("cannot open log file {}: {e}", o.logfile.display()))
+            Error::Runtime(format!("cannot open log file {}: {e}", o.logfile.display()))
         })?;
     *LOG_FILE.lock() = Some(log);
     ECHO_WARNINGS.store(true, Ordering::Relaxed);
@@ -98,7 +91,7 @@ fn open_log(o: &MountOptions) -> Result<(), Failure> {
 }
 
 /// Checks the store, creating the default one (root-only) if it is missing.
-fn prepare_store(o: &MountOptions) -> Result<(), Failure> {
+fn prepare_store(o: &MountOptions) -> Result<(), Error> {
     let path = &o.store;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -108,25 +101,25 @@ fn prepare_store(o: &MountOptions) -> Result<(), Failure> {
                 .mode(0o700)
                 .create(path)
                 .map_err(|e| {
-                    Failure::Runtime(format!("cannot create store {}: {e}", path.display()))
+                    Error::Runtime(format!("cannot create store {}: {e}", path.display()))
                 })?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(
-                |e| Failure::Runtime(format!("cannot set mode of store {}: {e}", path.display())),
+                |e| Error::Runtime(format!("cannot set mode of store {}: {e}", path.display())),
             )?;
             info!("created store {} (mode 0700, root only)", path.display());
             std::fs::metadata(path)
-                .map_err(|e| Failure::Runtime(format!("store {}: {e}", path.display())))?
+                .map_err(|e| Error::Runtime(format!("store {}: {e}", path.display())))?
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Failure::Usage(format!(
+            return Err(Error::Usage(format!(
                 "store {} does not exist",
                 path.display()
             )));
         }
-        Err(e) => return Err(Failure::Usage(format!("store {}: {e}", path.display()))),
+        Err(e) => return Err(Error::Usage(format!("store {}: {e}", path.display()))),
     };
     if !meta.is_dir() {
-        return Err(Failure::Usage(format!(
+        return Err(Error::Usage(format!(
             "store {} is not a directory",
             path.display()
         )));
@@ -190,21 +183,18 @@ fn cache_timeouts(o: &MountOptions, fs_magic: i64) -> Timeouts {
     }
 }
 
-fn check_mountpoint(path: &Path) -> Result<(), Failure> {
+fn check_mountpoint(path: &Path) -> Result<(), Error> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Failure::Usage(format!(
+        Ok(_) => Err(Error::Usage(format!(
             "mountpoint {} is not a directory",
             path.display()
         ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Failure::Usage(format!(
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Usage(format!(
             "mountpoint {} does not exist",
             path.display()
         ))),
-        Err(e) => Err(Failure::Usage(format!(
-            "mountpoint {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(Error::Usage(format!("mountpoint {}: {e}", path.display()))),
     }
 }
 
@@ -234,24 +224,24 @@ fn fuse_config(o: &MountOptions) -> Config {
 }
 
 /// Mounts and serves until unmounted.
-pub fn run(o: &MountOptions) -> Result<(), Failure> {
+pub fn run(o: &MountOptions) -> Result<(), Error> {
     init_logging(o.debug);
     if !sys::is_root() {
-        return Err(Failure::Usage(
+        return Err(Error::Usage(
             "hfcachefs must run as root (it sets owners in the store)".into(),
         ));
     }
     if !o.foreground {
         open_log(o)?;
     }
-    let gid = o.group.resolve().map_err(Failure::Usage)?;
+    let gid = o.group.resolve().map_err(Error::Usage)?;
     prepare_store(o)?;
     check_mountpoint(&o.mountpoint)?;
 
     let store_c = CString::new(o.store.as_os_str().as_bytes())
-        .map_err(|_| Failure::Usage("store path contains a NUL byte".into()))?;
+        .map_err(|_| Error::Usage("store path contains a NUL byte".into()))?;
     let root = sys::open_root(&store_c).map_err(|e| {
-        Failure::Runtime(format!(
+        Error::Runtime(format!(
             "cannot open store {}: {}",
             o.store.display(),
             io::Error::from_raw_os_error(e)
@@ -273,7 +263,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
     let fd_budget = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
     info!("open file limit {nofile}: up to {fd_budget} inode descriptors kept open");
     let store = Store::new(root, policy, fd_budget).map_err(|e| {
-        Failure::Runtime(format!(
+        Error::Runtime(format!(
             "store {}: {}",
             o.store.display(),
             io::Error::from_raw_os_error(e)
@@ -281,7 +271,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
     })?;
     if !o.read_only {
         store.probe_ownership().map_err(|e| {
-            Failure::Runtime(format!(
+            Error::Runtime(format!(
                 "store {}: root cannot create files and give them to users there ({}); \
                  hfcachefs needs a store where root may chown (on NFS: export it with no_root_squash)",
                 o.store.display(),
@@ -296,16 +286,15 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
     let fs = HfCacheFs::new(store, settings);
 
     let mut session = Session::new(fs, &o.mountpoint, &fuse_config(o)).map_err(|e| {
-        Failure::Runtime(format!(
+        Error::Runtime(format!(
             "cannot mount {} on {}: {e}",
             o.store.display(),
             o.mountpoint.display()
         ))
     })?;
     info!(
-        "mounted {} on {} (group {gid}, others {:?})",
-        o.store.display(),
-        o.mountpoint.display(),
+        "{}(group {gid}, others {:?})",
+        status::mounted(&o.store, &o.mountpoint),
         o.others
     );
 
@@ -315,7 +304,7 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
 
     // Before any thread starts, so that every thread has the reduced set.
     sys::keep_only_capabilities(&sys::KEPT_CAPABILITIES)
-        .map_err(|e| Failure::Runtime(format!("cannot drop capabilities: {e}")))?;
+        .map_err(|e| Error::Runtime(format!("cannot drop capabilities: {e}")))?;
 
     // Stop signals go to one thread, which unmounts; the request threads never see them.
     sys::block_stop_signals();
@@ -333,25 +322,25 @@ pub fn run(o: &MountOptions) -> Result<(), Failure> {
                 }
             }
         })
-        .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
+        .map_err(|e| Error::Runtime(format!("cannot start the signal thread: {e}")))?;
 
     session
         .run()
-        .map_err(|e| Failure::Runtime(format!("session ended with an error: {e}")))?;
+        .map_err(|e| Error::Runtime(format!("session ended with an error: {e}")))?;
     info!("{} unmounted, exiting", o.mountpoint.display());
     Ok(())
 }
 
 /// Forks into the background now that the mount is up: the parent exits 0 so that
 /// mount(8) returns; the child loses its terminal.
-fn detach() -> Result<(), Failure> {
-    match sys::fork().map_err(|e| Failure::Runtime(format!("cannot fork: {e}")))? {
+fn detach() -> Result<(), Error> {
+    match sys::fork().map_err(|e| Error::Runtime(format!("cannot fork: {e}")))? {
         // Exit without destructors: dropping the session here would unmount it.
         sys::Forked::Parent => sys::exit_now(0),
         sys::Forked::Child => {}
     }
     ECHO_WARNINGS.store(false, Ordering::Relaxed);
-    sys::detach().map_err(|e| Failure::Runtime(format!("cannot detach: {e}")))
+    sys::detach().map_err(|e| Error::Runtime(format!("cannot detach: {e}")))
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
-//! Command line and `-o` option parsing, in the forms mount(8) and mount.fuse produce.
+//! A mount's options: the command line `hfcachefs [STORE] MOUNTPOINT -o ...` in the forms
+//! mount(8), mount.fuse and fstab produce. Parsed by `cli` to mount, and by `admin` from a
+//! running daemon's `/proc/PID/cmdline` to learn the policy it serves.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::policy::Others;
 
 /// Where the store lives when no store is named (`mount -t fuse hfcachefs /huggingface`).
@@ -88,18 +90,12 @@ pub enum Command {
     Version,
 }
 
-/// A usage error, reported as one line with exit status 2.
-#[derive(Debug, PartialEq, Eq)]
-pub struct UsageError(pub String);
+/// The administration subcommands: given first, these words are never a mountpoint (a
+/// mountpoint named like one is given as `./doctor`).
+pub const SUBCOMMANDS: [&str; 4] = ["doctor", "import", "stats", "fix-store"];
 
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn err<T>(msg: impl Into<String>) -> Result<T, UsageError> {
-    Err(UsageError(msg.into()))
+fn err<T>(msg: impl Into<String>) -> Result<T, Error> {
+    Err(Error::Usage(msg.into()))
 }
 
 /// Options that mount(8), mount.fuse or fstab pass along and that need no action of ours
@@ -126,56 +122,7 @@ const IGNORED: &[&str] = &[
     "async",
 ];
 
-pub const HELP: &str = "\
-hfcachefs - one shared Hugging Face cache for every member of a group
-
-Usage:
-  hfcachefs [STORE] MOUNTPOINT [-o OPTION[,OPTION...]] [-f] [-d]
-  mount -t fuse hfcachefs /huggingface
-  mount -t fuse.hfcachefs /srv/hfstore /huggingface -o group=hf-users
-
-Everything created through the mount is stored in STORE owned by the caller, with the
-configured group and the owner's permission bits copied to the group, whatever the
-caller's umask or primary group. Members then never get EACCES on each other's blobs or
-lock files; people outside the group get nothing. Users set HF_HOME=MOUNTPOINT.
-
-Options:
-  store=PATH          backing store (default /var/lib/hfcachefs/store, created 0700 if
-                      missing); a STORE argument does the same
-  group=NAME|GID      group that shares the cache (default hf-users)
-  others=none|read    what non-members get: nothing (default) or read-only access
-  passthrough=auto|off  kernel passthrough for file I/O (default auto)
-  entry_timeout=SECS  how long the kernel caches names, found or not (default 1, or 0
-                      when the store is on a network/cluster filesystem)
-  attr_timeout=SECS   how long the kernel caches attributes (default as entry_timeout)
-  content_timeout=SECS  the same for what nothing rewrites: the hub cache layout,
-                      blobs, snapshots, .no_exist markers and blob lock files (default
-                      60, or entry_timeout on a shared store)
-  threads=N           request threads (default 8)
-  logfile=PATH        log of the detached daemon (default /var/log/hfcachefs.log)
-  ro, noexec, noatime honoured; rw, dev, suid, nodev, nosuid, exec, atime, relatime,
-                      defaults, auto, noauto, user, nofail, _netdev, allow_other,
-                      default_permissions and x-* are accepted and need nothing
-  foreground, -f      stay in the foreground (log to stderr)
-  debug, -d           log every request (implies foreground)
-  -h, --help          this text
-  -V, --version       version
-
-Logging: RUST_LOG=info|debug|trace overrides the level.
-
-fstab:
-  /srv/hfstore  /huggingface  fuse.hfcachefs  group=hf-users,nofail  0 0
-
-Unmount with `umount /huggingface`; SIGTERM, SIGINT or SIGHUP unmounts too.
-
-Administration (each has --help; a mountpoint named like one is given as ./doctor):
-  hfcachefs doctor [MOUNTPOINT]          check a mount and say how to fix what is wrong
-  hfcachefs import SRC... [--store S]    move users' caches into the store, deduplicated
-  hfcachefs stats [STORE|MOUNTPOINT]     sizes per repo and owner, savings, stale files
-  hfcachefs fix-store STORE [--dry-run]  make every store entry follow the policy
-";
-
-fn parse_seconds(key: &str, value: &str) -> Result<Duration, UsageError> {
+fn parse_seconds(key: &str, value: &str) -> Result<Duration, Error> {
     match value.parse::<f64>() {
         Ok(s) if s.is_finite() && (0.0..=86400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
         _ => err(format!(
@@ -185,14 +132,19 @@ fn parse_seconds(key: &str, value: &str) -> Result<Duration, UsageError> {
 }
 
 /// Parses the arguments after the program name.
-pub fn parse<I, S>(args: I) -> Result<Command, UsageError>
+pub fn parse<I, S>(args: I) -> Result<Command, Error>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
     let mut positional: Vec<String> = Vec::new();
     let mut opts: Vec<String> = Vec::new();
-    let mut args = args.into_iter().map(|a| a.as_ref().to_owned());
+    let mut args = args.into_iter().map(|a| a.as_ref().to_owned()).peekable();
+    if let Some(sub) = args.peek().filter(|a| SUBCOMMANDS.contains(&a.as_str())) {
+        return err(format!(
+            "{sub} is an administration command, not a mount (a mountpoint of that name is given as ./{sub})"
+        ));
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -311,7 +263,7 @@ mod tests {
 
     fn usage(args: &[&str]) -> String {
         match parse(args) {
-            Err(UsageError(m)) => m,
+            Err(Error::Usage(m)) => m,
             other => panic!("expected a usage error, got {other:?}"),
         }
     }
@@ -406,6 +358,8 @@ mod tests {
         assert!(usage(&["/mnt", "--frobnicate"]).contains("unknown flag"));
         assert!(usage(&["/mnt", "-o", "group="]).contains("group="));
         assert!(usage(&["/mnt", "-o", "remount,ro"]).contains("mount -i"));
+        assert!(usage(&["fix-store", "/s"]).contains("./fix-store"));
+        assert!(matches!(parse(["./doctor"]), Ok(Command::Mount(_))));
     }
 
     #[test]
@@ -413,6 +367,5 @@ mod tests {
         assert_eq!(parse(["--help"]), Ok(Command::Help));
         assert_eq!(parse(["/mnt", "-h"]), Ok(Command::Help));
         assert_eq!(parse(["-V"]), Ok(Command::Version));
-        assert!(HELP.contains("fuse.hfcachefs"));
     }
 }

@@ -74,6 +74,41 @@ impl Others {
     }
 }
 
+/// What an entry needs to follow the policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fix {
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+}
+
+impl Fix {
+    pub fn is_needed(&self) -> bool {
+        self.gid.is_some() || self.mode.is_some()
+    }
+}
+
+/// The changes that make an entry below the store root follow `policy` (a symlink's own
+/// mode means nothing, so only its group is checked).
+pub fn needed(st: &libc::stat, policy: &Policy) -> Fix {
+    let kind = st.st_mode & libc::S_IFMT;
+    let mode = st.st_mode & 0o7777;
+    let want = policy.mode(kind, mode);
+    Fix {
+        gid: (st.st_gid != policy.gid).then_some(policy.gid),
+        mode: (kind != libc::S_IFLNK && mode != want).then_some(want),
+    }
+}
+
+/// The changes that make the store root root-only (0700, owned by root), as the daemon
+/// creates it: users must reach the store only through the mount.
+pub fn needed_root(st: &libc::stat) -> (Option<u32>, Option<u32>) {
+    let mode = st.st_mode & 0o7777;
+    (
+        (st.st_uid != 0).then_some(0),
+        (mode != 0o700).then_some(0o700),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +202,72 @@ mod tests {
         assert!(none().group_allowed(Some(1234)));
         assert!(!none().group_allowed(Some(0)));
         assert!(!none().group_allowed(Some(1235)));
+    }
+
+    fn st(kind: u32, mode: u32, gid: u32) -> libc::stat {
+        let mut s = crate::sys::empty_stat();
+        s.st_mode = kind | mode;
+        s.st_gid = gid;
+        s
+    }
+
+    const P: Policy = Policy {
+        gid: 500,
+        others: Others::None,
+    };
+
+    #[test]
+    fn files_get_group_bits_and_group() {
+        assert_eq!(
+            needed(&st(libc::S_IFREG, 0o644, 0), &P),
+            Fix {
+                gid: Some(500),
+                mode: Some(0o660)
+            }
+        );
+        assert!(!needed(&st(libc::S_IFREG, 0o660, 500), &P).is_needed());
+        assert_eq!(
+            needed(&st(libc::S_IFREG, 0o4770, 500), &P).mode,
+            Some(0o770)
+        );
+    }
+
+    #[test]
+    fn dirs_get_setgid() {
+        assert_eq!(
+            needed(&st(libc::S_IFDIR, 0o755, 500), &P).mode,
+            Some(0o2770)
+        );
+        assert!(!needed(&st(libc::S_IFDIR, 0o2770, 500), &P).is_needed());
+    }
+
+    #[test]
+    fn symlinks_only_get_the_group() {
+        assert_eq!(
+            needed(&st(libc::S_IFLNK, 0o777, 0), &P),
+            Fix {
+                gid: Some(500),
+                mode: None
+            }
+        );
+    }
+
+    #[test]
+    fn others_read_keeps_read_bits() {
+        let p = Policy {
+            gid: 500,
+            others: Others::Read,
+        };
+        assert!(!needed(&st(libc::S_IFREG, 0o664, 500), &p).is_needed());
+        assert_eq!(needed(&st(libc::S_IFREG, 0o666, 500), &p).mode, Some(0o664));
+    }
+
+    #[test]
+    fn store_root_is_root_only() {
+        let mut s = st(libc::S_IFDIR, 0o755, 0);
+        s.st_uid = 1000;
+        assert_eq!(needed_root(&s), (Some(0), Some(0o700)));
+        let s = st(libc::S_IFDIR, 0o700, 0);
+        assert_eq!(needed_root(&s), (None, None));
     }
 }

@@ -98,56 +98,11 @@ pub fn random_u64() -> u64 {
 // mountinfo
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-pub struct MountEntry {
-    pub mountpoint: PathBuf,
-    pub major: u32,
-    pub minor: u32,
-    pub fstype: String,
-    pub source: String,
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// One mount of this namespace, as the daemon's admin commands parse it.
+pub use hfcachefs::admin::mounts::MountInfo as MountEntry;
 
 pub fn mountinfo() -> Vec<MountEntry> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.len() < dash + 3 || fields.len() < 5 {
-            continue;
-        }
-        let (maj, min) = fields[2].split_once(':').unwrap_or(("0", "0"));
-        v.push(MountEntry {
-            mountpoint: PathBuf::from(unescape_mountinfo(fields[4])),
-            major: maj.parse().unwrap_or(0),
-            minor: min.parse().unwrap_or(0),
-            fstype: fields[dash + 1].to_string(),
-            source: unescape_mountinfo(fields[dash + 2]),
-        });
-    }
-    v
+    hfcachefs::admin::mounts::mounts()
 }
 
 pub fn mount_entry(mnt: &Path) -> Option<MountEntry> {
@@ -873,7 +828,7 @@ impl Mount {
             thread::sleep(Duration::from_millis(20));
             pids = find_daemon_pids(&mnt);
         }
-        let conn = (entry.major << 20) | entry.minor;
+        let conn = (entry.dev.0 << 20) | entry.dev.1;
         let watchdog = Some(start_watchdog(
             mnt.clone(),
             conn,
@@ -1801,7 +1756,7 @@ impl Mount {
             thread::sleep(Duration::from_millis(20));
             pids = find_daemon_pids(&self.mnt);
         }
-        self.conn = (entry.major << 20) | entry.minor;
+        self.conn = (entry.dev.0 << 20) | entry.dev.1;
         self.daemon_pids = pids;
         self.watchdog = Some(start_watchdog(
             self.mnt.clone(),

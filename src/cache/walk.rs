@@ -1,5 +1,5 @@
 //! Symlink-safe walks over a store or a Hugging Face cache, shared by `doctor`, `import`,
-//! `stats` and `fix-store`, plus the cache layout facts they all need.
+//! `stats` and `fix-store`: each entry comes with its place in the cache layout.
 //!
 //! These commands run as root over trees that users control. Every step is an
 //! O_PATH|O_NOFOLLOW open of one validated name relative to its parent's handle, so a
@@ -13,15 +13,10 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use crate::cache::layout::{Place, place_of};
 use crate::sys::{self, Name, Stat, SysResult};
-
-/// How old a temporary download or import file must be before it counts as abandoned.
-pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-/// Suffix of the temporary names `import` writes before renaming into place.
-pub const IMPORT_TEMP_SUFFIX: &str = ".hfcachefs-import";
 
 /// One entry of a tree: an O_PATH handle on it (never on what a symlink points to) and its
 /// attributes.
@@ -42,13 +37,6 @@ const MAX_SYMLINKS: u32 = 40;
 /// give it nothing it could not reach anyway).
 fn trusted_owner(uid: u32) -> bool {
     uid == 0 || (!sys::is_root() && uid == sys::real_uid())
-}
-
-fn owner_name(uid: u32) -> String {
-    match sys::user_by_uid(uid) {
-        Ok(Some((name, _))) => format!("{name} (uid {uid})"),
-        _ => format!("uid {uid}"),
-    }
 }
 
 /// Appends the components of `path` to `pending`: `.` and empty ones dropped, `..` kept.
@@ -135,7 +123,7 @@ impl Node {
                     format!(
                         "{} is a symlink owned by {}, not root: not followed",
                         here.display(),
-                        owner_name(uid)
+                        sys::describe_user(uid)
                     ),
                 ));
             }
@@ -271,23 +259,33 @@ impl Walked {
 }
 
 /// Walks the tree below `root` depth-first in name order, calling `f` with each entry's
-/// path relative to `root`. Does not leave `root`'s filesystem (a mount inside the store is
+/// path relative to `root` and its place in the cache layout (`root` itself counting as
+/// [`Place::Other`]: an `HF_HOME`, a hub cache or a store). Does not leave `root`'s filesystem (a mount inside the store is
 /// not part of it) and goes at most [`MAX_DEPTH`] levels down. Entries that vanish during
 /// the walk are passed over.
-pub fn walk(root: &Node, f: &mut dyn FnMut(&Path, &Node) -> Visit) -> io::Result<Walked> {
+pub fn walk(root: &Node, f: &mut dyn FnMut(&Path, &Node, Place) -> Visit) -> io::Result<Walked> {
     let mut walked = Walked::default();
     let mut rel = PathBuf::new();
-    walk_dir(root, root.st.st_dev, 0, &mut rel, f, &mut walked)?;
+    walk_dir(
+        root,
+        Place::Other,
+        root.st.st_dev,
+        0,
+        &mut rel,
+        f,
+        &mut walked,
+    )?;
     Ok(walked)
 }
 
 /// Returns false once the walk was stopped. `depth` is how many levels below the root `dir` is.
 fn walk_dir(
     dir: &Node,
+    place: Place,
     dev: u64,
     depth: usize,
     rel: &mut PathBuf,
-    f: &mut dyn FnMut(&Path, &Node) -> Visit,
+    f: &mut dyn FnMut(&Path, &Node, Place) -> Visit,
     walked: &mut Walked,
 ) -> io::Result<bool> {
     let names = match dir.names() {
@@ -313,12 +311,13 @@ fn walk_dir(
             }
         };
         rel.push(&name);
-        let visit = f(rel, &node);
+        let at = place_of(place, name.as_bytes(), node.kind());
+        let visit = f(rel, &node, at);
         let go_on = match visit {
             Visit::Stop => false,
             Visit::Descend if node.is_dir() && node.st.st_dev == dev => {
                 if depth + 1 < MAX_DEPTH {
-                    walk_dir(&node, dev, depth + 1, rel, f, walked)?
+                    walk_dir(&node, at, dev, depth + 1, rel, f, walked)?
                 } else {
                     walked.too_deep += 1;
                     walked.first_too_deep.get_or_insert_with(|| rel.clone());
@@ -335,58 +334,9 @@ fn walk_dir(
     Ok(true)
 }
 
-/// Whether a hub cache entry is a repo directory (`models--org--name` and the like).
-pub fn is_repo_dir(name: &[u8]) -> bool {
-    [&b"models--"[..], b"datasets--", b"spaces--"]
-        .iter()
-        .any(|p| name.starts_with(p) && name.len() > p.len())
-}
-
-/// Whether `name` is a temporary file of a download or an import, which only counts as
-/// abandoned once it is older than [`STALE_AFTER`].
-pub fn is_temporary(name: &[u8]) -> bool {
-    name.ends_with(b".incomplete") || name.ends_with(IMPORT_TEMP_SUFFIX.as_bytes())
-}
-
-/// Whether `node`, named `name`, is an abandoned temporary file at time `now` (regular
-/// files only: a directory named like one is not what a download or an import leaves).
-pub fn is_stale_temporary(name: &[u8], node: &Node, now: SystemTime) -> bool {
-    node.is_file()
-        && is_temporary(name)
-        && now
-            .duration_since(node.mtime())
-            .is_ok_and(|age| age > STALE_AFTER)
-}
-
-/// The blob a snapshot symlink points to (`../../blobs/<etag>`, deeper for nested paths).
-pub fn blob_of_target(target: &[u8]) -> Option<&[u8]> {
-    let i = target.windows(7).rposition(|w| w == b"/blobs/")?;
-    let blob = &target[i + 7..];
-    (!blob.is_empty() && !blob.contains(&b'/')).then_some(blob)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repo_dirs() {
-        assert!(is_repo_dir(b"models--org--name"));
-        assert!(is_repo_dir(b"datasets--x"));
-        assert!(is_repo_dir(b"spaces--a--b"));
-        assert!(!is_repo_dir(b"models--"));
-        assert!(!is_repo_dir(b".locks"));
-        assert!(!is_repo_dir(b"version.txt"));
-    }
-
-    #[test]
-    fn temporaries() {
-        assert!(is_temporary(b"abc.incomplete"));
-        assert!(is_temporary(b"abc.1a2b3c4d.incomplete"));
-        assert!(is_temporary(b".abc.hfcachefs-import"));
-        assert!(!is_temporary(b"abc"));
-        assert!(!is_temporary(b"abc.lock"));
-    }
 
     #[test]
     fn untrusted_paths_follow_only_roots_symlinks() {
@@ -439,7 +389,7 @@ mod tests {
         std::fs::create_dir(base.join("e")).unwrap();
         let root = Node::open_trusted(&base).unwrap();
         let mut seen = Vec::new();
-        let walked = walk(&root, &mut |rel, _| {
+        let walked = walk(&root, &mut |rel, _, _| {
             seen.push(rel.components().count());
             Visit::Descend
         })
@@ -460,13 +410,5 @@ mod tests {
                 .contains("1 directories 128 levels down")
         );
         std::fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn snapshot_targets() {
-        assert_eq!(blob_of_target(b"../../blobs/abc"), Some(&b"abc"[..]));
-        assert_eq!(blob_of_target(b"../../../blobs/abc"), Some(&b"abc"[..]));
-        assert_eq!(blob_of_target(b"../../blobs/"), None);
-        assert_eq!(blob_of_target(b"/etc/passwd"), None);
     }
 }

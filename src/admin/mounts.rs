@@ -18,6 +18,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::probe;
 use crate::options::{self, Command, DEFAULT_GROUP, GroupSpec, MountOptions};
 use crate::policy::{Others, Policy};
 use crate::sys::{self, Name};
@@ -156,8 +157,8 @@ pub fn status_is_root(status: &str) -> bool {
 }
 
 /// The mount options of a daemon's command line (`/proc/PID/cmdline`): `argv[0]` names
-/// hfcachefs, the first argument is no administration subcommand (a running `hfcachefs
-/// doctor /huggingface` would parse as a mount), and the rest parses as a mount.
+/// hfcachefs and the rest parses as a mount (a running `hfcachefs doctor /huggingface`
+/// does not: `options::parse` refuses a subcommand's name).
 pub fn daemon_command(cmdline: &[u8]) -> Option<MountOptions> {
     let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
     if !args.next()?.ends_with(b"hfcachefs") {
@@ -166,9 +167,6 @@ pub fn daemon_command(cmdline: &[u8]) -> Option<MountOptions> {
     let args: Vec<String> = args
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    if args.first().is_some_and(|a| crate::admin::is_subcommand(a)) {
-        return None;
-    }
     match options::parse(&args) {
         Ok(Command::Mount(o)) => Some(*o),
         _ => None,
@@ -239,7 +237,7 @@ pub fn policy_for_store(store: &Path, group: Option<&str>) -> Result<Policy, Str
         Some(g) => GroupSpec::parse(g).resolve()?,
         None => match served
             .iter()
-            .find_map(|m| crate::doctor::mount_root_gid(&m.mountpoint))
+            .find_map(|m| probe::mount_root_gid(&m.mountpoint))
         {
             Some(gid) => gid,
             None => daemon

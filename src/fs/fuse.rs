@@ -20,9 +20,10 @@ use fuser::{
 };
 use log::{error, info, warn};
 
-use crate::cache_ttl::Timeouts;
-use crate::locks::{self, LockWaiter};
-use crate::store::{Caller, DirItem, Entry, NO_HANDLE, SetAttr, Store};
+use super::locks::{self, LockWaiter};
+use super::store::{Caller, DirItem, Entry, NO_HANDLE, SetAttr, Store};
+use super::timeouts::Timeouts;
+use crate::status::{PASSTHROUGH_ENABLED, PASSTHROUGH_REFUSED, PASSTHROUGH_UNAVAILABLE};
 use crate::sys::{self, Stat, TimeSet};
 
 /// Kernel-side settings of a mount.
@@ -199,7 +200,7 @@ impl HfCacheFs {
                         }
                         if self.passthrough.swap(false, Ordering::Relaxed) {
                             warn!(
-                                "kernel passthrough refused for this store ({}); serving file I/O from the daemon",
+                                "{PASSTHROUGH_REFUSED} ({}); serving file I/O from the daemon",
                                 std::io::Error::from_raw_os_error(e)
                             );
                         }
@@ -245,9 +246,9 @@ impl Filesystem for HfCacheFs {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             if ok {
-                info!("kernel passthrough enabled for file I/O");
+                info!("{PASSTHROUGH_ENABLED}");
             } else {
-                info!("the kernel offers no FUSE passthrough; serving file I/O from the daemon");
+                info!("{PASSTHROUGH_UNAVAILABLE}");
                 self.passthrough.store(false, Ordering::Relaxed);
             }
         }

@@ -40,88 +40,22 @@ use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::admin::{self, AdminError, AdminResult, Parsed};
-use crate::format::human_bytes;
-use crate::mounts;
-use crate::options::DEFAULT_STORE;
+use super::format::human_bytes;
+use super::mounts;
+use crate::cache::layout::{
+    self, BLOBS, CacheRoot, HUB, HomeEntry, IMPORT_TEMP_SUFFIX, LOCKS, REFS,
+};
+use crate::cache::walk::{self, Node};
+use crate::claim::{self, CreateError};
+use crate::error::{CmdResult, Error};
 use crate::policy::Policy;
 use crate::sys::{self, Name, SysResult, TimeSet};
-use crate::tree::{self, IMPORT_TEMP_SUFFIX, Node};
-
-const USAGE: &str = "\
-Usage: hfcachefs import SRC... [--store STORE] [--dry-run] [--move] [--group NAME|GID]
-
-Imports existing Hugging Face caches into the hfcachefs store (default
-/var/lib/hfcachefs/store). SRC is an HF_HOME-like directory (~/.cache/huggingface, an old
-shared /huggingface) or a hub cache directory (~/.cache/huggingface/hub).
-
-  hub repos    merged: blobs deduplicated by content name, snapshots and .no_exist markers
-               merged, refs merged (the newest, by mtime, wins); hub/.locks is skipped
-  datasets/, xet/  copied as they are (entries already in the store are kept)
-  token, stored_tokens  never copied; anything else (e.g. modules/) is left alone
-
-New entries keep their source owner, get the group (from the mount serving STORE, else
-hf-users; --group overrides) and the policy's modes. Files are hard-linked when SRC and
-STORE share a filesystem (their group and mode then change in SRC too), else copied and
-verified byte for byte. Temporary files (*.incomplete) and lock files are skipped.
-On the way to SRC only root's symlinks are followed (a user's symlink there is refused).
-
-  --dry-run   show what would be imported, change nothing
-  --move      delete each source file once the store holds it (verified); empty source
-              directories are removed
-  --store     the store to import into
-  --group     the group new entries get
-
-Safe to interrupt and run again. Must run as root.
-";
-
-/// What an `HF_HOME` entry gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Treatment {
-    /// Hub repos merged with deduplication.
-    MergeHub,
-    /// Copied as it is, entries already in the store kept.
-    CopyAsIs,
-    /// A user's credentials: never copied into a shared store.
-    Secret,
-    /// Not part of the shared cache (e.g. downloaded code in `modules/`).
-    LeaveAlone,
-}
-
-pub fn treatment(name: &[u8]) -> Treatment {
-    match name {
-        b"hub" => Treatment::MergeHub,
-        b"datasets" | b"xet" => Treatment::CopyAsIs,
-        b"token" | b"stored_tokens" => Treatment::Secret,
-        _ => Treatment::LeaveAlone,
-    }
-}
-
-/// What kind of cache a source directory is, from the names in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    /// Holds `hub/` (and maybe `datasets/`, `xet/`, ...).
-    HfHome,
-    /// Holds repo directories itself.
-    Hub,
-}
-
-pub fn classify<S: AsRef<OsStr>>(names: &[S]) -> Option<SourceKind> {
-    let names: Vec<&[u8]> = names.iter().map(|n| n.as_ref().as_bytes()).collect();
-    if names.contains(&&b"hub"[..]) {
-        Some(SourceKind::HfHome)
-    } else if names.iter().any(|n| tree::is_repo_dir(n)) {
-        Some(SourceKind::Hub)
-    } else {
-        None
-    }
-}
 
 /// Why a source entry is not imported, judged by its name alone.
 pub fn skip_reason(name: &[u8]) -> Option<&'static str> {
-    if tree::is_temporary(name) {
+    if layout::is_temporary(name) {
         Some("temporary file")
-    } else if name.ends_with(b".lock") {
+    } else if layout::is_lock(name) {
         Some("lock file")
     } else {
         None
@@ -348,7 +282,7 @@ struct Importer {
     /// Owner of the source tree being imported.
     tree_owner: u32,
     /// How many directories deep the merge is: it holds two handles a level, and a source
-    /// nested deeper than [`tree::MAX_DEPTH`] is no cache.
+    /// nested deeper than [`walk::MAX_DEPTH`] is no cache.
     depth: usize,
 }
 
@@ -449,20 +383,13 @@ impl Importer {
     /// the policy's mode.
     fn give(&self, fd: BorrowedFd<'_>, src: &Node) -> SysResult<()> {
         let mode = (!src.is_symlink()).then(|| self.policy.mode(src.kind(), src.st.st_mode));
-        sys::give(fd, Some(src.st.st_uid), Some(self.policy.gid), mode)
-    }
-
-    /// The entry just made as `name` in `dir` (a directory made 0700 or a symlink), checked
-    /// to still be what was made, root's and of that kind, before it is handed over: a
-    /// member may have renamed something else over it through the mount ([`SWAPPED`]).
-    fn made(&self, dir: &Node, name: &OsStr, kind: u32) -> SysResult<Node> {
-        let n = dir.child(name)?;
-        let perm_ok = kind != libc::S_IFDIR || n.st.st_mode & 0o777 == 0o700;
-        if n.kind() == kind && n.st.st_uid == 0 && perm_ok {
-            Ok(n)
-        } else {
-            Err(SWAPPED)
-        }
+        claim::give(
+            fd,
+            &self.policy,
+            Some(src.st.st_uid),
+            Some(self.policy.gid),
+            mode,
+        )
     }
 
     /// The temporary name for `name`, with any leftover of an interrupted run removed.
@@ -496,27 +423,30 @@ impl Importer {
                 return Ok(None);
             }
             let n = name_of(name)?;
-            match sys::mkdir_at(parent.fd(), &n, 0o700) {
-                Ok(()) => {}
+            // 0700 until handed over: a directory of root's with that mode is one an
+            // interrupted import made (see above).
+            let made = claim::create(
+                parent.fd(),
+                &n,
+                libc::S_IFDIR,
+                || sys::mkdir_at(parent.fd(), &n, 0o700),
+                |_, st| st.st_mode & 0o777 == 0o700,
+                |h| self.give(h, src),
+            );
+            match made {
+                Ok((fd, st)) => Ok(Some(Node { fd, st })),
                 // Made meanwhile: merge into it if it is a directory.
-                Err(libc::EEXIST) => {
+                Err(CreateError::Exists) => {
                     let made = parent.child(name)?;
-                    return if made.is_dir() {
+                    if made.is_dir() {
                         Ok(Some(made))
                     } else {
                         Err(libc::ENOTDIR)
-                    };
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(CreateError::Swapped) => Err(SWAPPED),
+                Err(CreateError::Sys(e)) => Err(e),
             }
-            let mut made = self.made(parent, name, libc::S_IFDIR)?;
-            if let Err(e) = self.give(made.fd(), src) {
-                // Leave nothing root-owned behind.
-                let _ = sys::unlink_at(parent.fd(), &n, true);
-                return Err(e);
-            }
-            made.st = sys::fstat(made.fd())?;
-            Ok(Some(made))
         })();
         match r {
             Ok(node) => Some(Dst { node, rel }),
@@ -761,23 +691,23 @@ impl Importer {
             };
             let n = name_of(name)?;
             let c = std::ffi::CString::new(target.clone()).map_err(|_| libc::EINVAL)?;
-            match sys::symlink_at(&c, dir.fd(), &n) {
-                Ok(()) => {}
+            let made = claim::create(
+                dir.fd(),
+                &n,
+                libc::S_IFLNK,
+                || sys::symlink_at(&c, dir.fd(), &n),
+                |h, _| sys::readlink(h).is_ok_and(|t| t == target),
+                |h| self.give(h, src),
+            );
+            match made {
+                Ok(_) => {}
                 // Made meanwhile: fine if it is the same symlink.
-                Err(libc::EEXIST) => {
+                Err(CreateError::Exists) => {
                     let (now, _) = self.existing(dst, name)?;
                     return Ok(now == Existing::Symlink(target));
                 }
-                Err(e) => return Err(e),
-            }
-            let made = self.made(dir, name, libc::S_IFLNK)?;
-            if sys::readlink(made.fd())? != target {
-                return Err(SWAPPED);
-            }
-            if let Err(e) = self.give(made.fd(), src) {
-                // Leave nothing root-owned behind.
-                let _ = sys::unlink_at(dir.fd(), &n, false);
-                return Err(e);
+                Err(CreateError::Swapped) => return Err(SWAPPED),
+                Err(CreateError::Sys(e)) => return Err(e),
             }
             self.summary.symlinks += 1;
             Ok(true)
@@ -825,11 +755,11 @@ impl Importer {
     /// Goes one directory deeper, unless that is deeper than any cache: then the directory
     /// is left alone with a note, and false returned.
     fn enter(&mut self, rel: &Path) -> bool {
-        if self.depth >= tree::MAX_DEPTH {
+        if self.depth >= walk::MAX_DEPTH {
             self.note(format!(
                 "{}: nested deeper than {} levels; not imported",
                 rel.display(),
-                tree::MAX_DEPTH
+                walk::MAX_DEPTH
             ));
             return false;
         }
@@ -969,7 +899,7 @@ impl Importer {
             .set_message(name.to_string_lossy().into_owned());
         for child in self.names(src, &dst.rel) {
             match child.as_bytes() {
-                b"refs" => match src.child(&child) {
+                r if r == REFS.as_bytes() => match src.child(&child) {
                     Ok(r) if r.is_dir() => {
                         if let Some(d) = self.ensure_dir(&dst, &child, &r) {
                             self.merge_refs(&r, &d);
@@ -978,7 +908,7 @@ impl Importer {
                     }
                     _ => self.merge_entry(src, &child, &dst, false),
                 },
-                b"blobs" => self.merge_entry(src, &child, &dst, true),
+                b if b == BLOBS.as_bytes() => self.merge_entry(src, &child, &dst, true),
                 _ => self.merge_entry(src, &child, &dst, false),
             }
         }
@@ -1000,13 +930,13 @@ impl Importer {
     fn merge_hub(&mut self, src: &Node, src_path: &Path, dst_hub: &Dst) {
         for name in self.names(src, src_path) {
             let bytes = name.as_bytes();
-            if bytes == b".locks" {
+            if bytes == LOCKS.as_bytes() {
                 continue;
             }
             let Ok(child) = src.child(&name) else {
                 continue;
             };
-            if tree::is_repo_dir(bytes) && child.is_dir() {
+            if layout::is_repo_dir(bytes) && child.is_dir() {
                 self.merge_repo(&child, &name, dst_hub);
                 self.remove_source(src, &name, &child, &dst_hub.rel.join(&name));
             } else if child.is_file() {
@@ -1034,7 +964,8 @@ impl Importer {
         let names = root
             .names()
             .map_err(|e| format!("{}: {}", path.display(), errno_str(e)))?;
-        let kind = classify(&names).ok_or_else(|| {
+        let names_b: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        let kind = layout::cache_root(&names_b).ok_or_else(|| {
             format!(
                 "{} does not look like a Hugging Face cache (no hub/ and no models--*/datasets--* directories)",
                 path.display()
@@ -1045,18 +976,18 @@ impl Importer {
             node: Some(store.try_clone().map_err(errno_str)?),
             rel: PathBuf::new(),
         };
-        let hub = OsStr::new("hub");
+        let hub = OsStr::new(HUB);
         match kind {
-            SourceKind::Hub => {
+            CacheRoot::Hub => {
                 if let Some(dst_hub) = self.ensure_dir(&store_dst, hub, &root) {
                     self.merge_hub(&root, path, &dst_hub);
                 }
             }
-            SourceKind::HfHome => {
+            CacheRoot::Home => {
                 for name in names {
                     let p = path.join(&name);
-                    match treatment(name.as_bytes()) {
-                        Treatment::MergeHub => {
+                    match layout::home_entry(name.as_bytes()) {
+                        HomeEntry::Hub => {
                             let Ok(src) = root.child(&name) else { continue };
                             if !src.is_dir() {
                                 continue;
@@ -1066,11 +997,11 @@ impl Importer {
                                 self.remove_source(&root, &name, &src, &p);
                             }
                         }
-                        Treatment::CopyAsIs => self.merge_entry(&root, &name, &store_dst, false),
-                        Treatment::Secret => {
+                        HomeEntry::Cache => self.merge_entry(&root, &name, &store_dst, false),
+                        HomeEntry::Secret => {
                             self.note(format!("{}: a user's token; never copied", p.display()))
                         }
-                        Treatment::LeaveAlone => self.note(format!(
+                        HomeEntry::Other => self.note(format!(
                             "{}: not part of the shared cache; left alone",
                             p.display()
                         )),
@@ -1094,59 +1025,59 @@ fn progress_bar() -> ProgressBar {
     pb
 }
 
-pub fn main(args: &[String]) -> AdminResult {
-    let a = match admin::parse(args, &["--dry-run", "--move"], &["--store", "--group"])? {
-        Parsed::Help => {
-            print!("{USAGE}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Parsed::Run(a) => a,
-    };
-    if a.positional.is_empty() {
-        return Err(AdminError::Usage(
-            "expected at least one SRC (see --help)".into(),
-        ));
-    }
-    admin::require_root()?;
-    let store_path = PathBuf::from(a.value("--store").unwrap_or(DEFAULT_STORE));
+/// What `import` is asked to do.
+#[derive(Debug)]
+pub struct Options {
+    pub sources: Vec<PathBuf>,
+    pub store: PathBuf,
+    /// Overrides the group of the mount serving the store.
+    pub group: Option<String>,
+    pub dry_run: bool,
+    /// Delete each source file once the store holds it.
+    pub move_sources: bool,
+}
+
+/// Imports the caches `o.sources` into the store.
+pub fn run(o: &Options) -> CmdResult {
+    super::require_root()?;
+    let store_path = o.store.clone();
     let store = Node::open_trusted(&store_path).map_err(|e| {
-        AdminError::Usage(format!(
+        Error::Usage(format!(
             "store {}: {e} (mount it once or run scripts/install.sh to create it)",
             store_path.display()
         ))
     })?;
     if !store.is_dir() {
-        return Err(AdminError::Usage(format!(
+        return Err(Error::Usage(format!(
             "store {} is not a directory",
             store_path.display()
         )));
     }
-    let policy =
-        mounts::policy_for_store(&store_path, a.value("--group")).map_err(AdminError::Usage)?;
+    let policy = mounts::policy_for_store(&store_path, o.group.as_deref()).map_err(Error::Usage)?;
     // One import at a time per store: the lock goes with this descriptor.
     let lock = sys::open_dir(store.fd())
         .and_then(|fd| sys::flock(fd.as_fd(), libc::LOCK_EX | libc::LOCK_NB).map(|()| fd));
     let _lock = match lock {
         Ok(fd) => fd,
         Err(libc::EWOULDBLOCK) => {
-            return Err(AdminError::Runtime(format!(
+            return Err(Error::Runtime(format!(
                 "another import into {} is running",
                 store_path.display()
             )));
         }
         Err(e) => {
-            return Err(AdminError::Runtime(format!(
+            return Err(Error::Runtime(format!(
                 "cannot lock {}: {}",
                 store_path.display(),
                 errno_str(e)
             )));
         }
     };
-    let dry = a.has("--dry-run");
+    let dry = o.dry_run;
     let mut imp = Importer {
         policy,
         dry,
-        move_sources: a.has("--move"),
+        move_sources: o.move_sources,
         store_dev: store.st.st_dev,
         planned: HashMap::new(),
         planned_dirs: HashSet::new(),
@@ -1158,8 +1089,8 @@ pub fn main(args: &[String]) -> AdminResult {
         depth: 0,
     };
     let mut failed = false;
-    for src in &a.positional {
-        let path = mounts::absolute(Path::new(src));
+    for src in &o.sources {
+        let path = mounts::absolute(src);
         if let Err(e) = imp.import_source(&path, &store) {
             imp.progress.suspend(|| eprintln!("hfcachefs import: {e}"));
             failed = true;
@@ -1185,27 +1116,6 @@ mod tests {
             uid,
             nlink,
         }
-    }
-
-    #[test]
-    fn sources_are_recognised() {
-        assert_eq!(
-            classify(&["hub", "datasets", "token"]),
-            Some(SourceKind::HfHome)
-        );
-        assert_eq!(classify(&[".locks", "models--a--b"]), Some(SourceKind::Hub));
-        assert_eq!(classify(&["Documents", "x"]), None);
-        assert_eq!(classify::<&str>(&[]), None);
-    }
-
-    #[test]
-    fn hf_home_entries() {
-        assert_eq!(treatment(b"hub"), Treatment::MergeHub);
-        assert_eq!(treatment(b"datasets"), Treatment::CopyAsIs);
-        assert_eq!(treatment(b"xet"), Treatment::CopyAsIs);
-        assert_eq!(treatment(b"token"), Treatment::Secret);
-        assert_eq!(treatment(b"stored_tokens"), Treatment::Secret);
-        assert_eq!(treatment(b"modules"), Treatment::LeaveAlone);
     }
 
     #[test]
@@ -1309,7 +1219,7 @@ mod tests {
         assert_eq!(temp_name(b"abc"), b".abc.hfcachefs-import");
         let long = vec![b'x'; 250];
         let t = temp_name(&long);
-        assert!(t.len() <= 255 && tree::is_temporary(&t));
+        assert!(t.len() <= 255 && layout::is_temporary(&t));
         assert_eq!(
             t,
             temp_name(&long),

@@ -5,26 +5,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use crate::admin::{self, AdminError, AdminResult, Parsed};
-use crate::format::{human_bytes, json_str};
-use crate::mounts;
+use super::format::{human_bytes, json_str};
+use super::mounts;
+use crate::cache::layout::{self, BLOBS, HUB, SNAPSHOTS};
+use crate::cache::walk::{self, Node, Visit};
+use crate::error::{CmdResult, Error};
 use crate::sys;
-use crate::tree::{self, Node, Visit};
-
-const USAGE: &str = "\
-Usage: hfcachefs stats [STORE|MOUNTPOINT] [--json]
-
-Shows what the shared cache holds (default /huggingface): total size (each file counted
-once, whatever its hard links), hub repos with their size and revisions, size per owner,
-bytes shared by deduplication (a blob used by several revisions, hard links), bytes
-hard-linked with files outside (e.g. imported caches not yet removed), and temporary
-files (*.incomplete, import leftovers) older than a day. On an hfcachefs mountpoint, root
-reads the store directly; members read through the mount. --json prints one JSON object.
-";
 
 /// One hub repo.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +41,7 @@ pub struct Stats {
     pub linked_outside_bytes: u64,
     pub stale: Vec<(String, u64)>,
     /// What the walk passed over (directories nested too deep).
-    pub walked: tree::Walked,
+    pub walked: walk::Walked,
 }
 
 /// Accumulates a walk into [`Stats`].
@@ -70,7 +60,7 @@ impl Collector {
     fn repo_of<'p>(&self, rel: &'p Path) -> Option<(String, Vec<&'p [u8]>)> {
         let comps: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
         let n = self.hub_prefix.len();
-        if comps.len() <= n || comps[..n] != self.hub_prefix[..] || !tree::is_repo_dir(comps[n]) {
+        if comps.len() <= n || comps[..n] != self.hub_prefix[..] || !layout::is_repo_dir(comps[n]) {
             return None;
         }
         Some((
@@ -81,7 +71,7 @@ impl Collector {
 
     fn visit(&mut self, rel: &Path, node: &Node, now: SystemTime) {
         let name = rel.file_name().map_or(&b""[..], |n| n.as_bytes());
-        if tree::is_stale_temporary(name, node, now) {
+        if node.is_file() && layout::is_stale_temporary(name, node.mtime(), now) {
             self.stats
                 .stale
                 .push((rel.to_string_lossy().into_owned(), node.size()));
@@ -89,12 +79,12 @@ impl Collector {
         let repo = self.repo_of(rel);
         if let Some((repo, below)) = &repo {
             let r = self.stats.repos.entry(repo.clone()).or_default();
-            if below.len() == 2 && below[0] == b"snapshots" && node.is_dir() {
+            if below.len() == 2 && below[0] == SNAPSHOTS.as_bytes() && node.is_dir() {
                 r.revisions += 1;
             }
-            if below.first() == Some(&&b"snapshots"[..]) && node.is_symlink() {
+            if below.first() == Some(&SNAPSHOTS.as_bytes()) && node.is_symlink() {
                 if let Ok(target) = sys::readlink(node.fd()) {
-                    if let Some(blob) = tree::blob_of_target(&target) {
+                    if let Some(blob) = layout::blob_of_target(&target) {
                         *self
                             .blob_refs
                             .entry((repo.clone(), blob.to_vec()))
@@ -118,7 +108,7 @@ impl Collector {
         self.stats.files += 1;
         *self.stats.owners.entry(node.st.st_uid).or_default() += size;
         if let Some((repo, below)) = repo {
-            if below.len() == 2 && below[0] == b"blobs" {
+            if below.len() == 2 && below[0] == BLOBS.as_bytes() {
                 self.blob_sizes
                     .insert((repo.clone(), below[1].to_vec()), size);
             }
@@ -147,15 +137,15 @@ impl Collector {
 pub fn collect(root: &Node) -> std::io::Result<Stats> {
     let mut c = Collector::default();
     if root
-        .child_opt(OsStr::new("hub"))
+        .child_opt(OsStr::new(HUB))
         .ok()
         .flatten()
         .is_some_and(|h| h.is_dir())
     {
-        c.hub_prefix = vec![b"hub".to_vec()];
+        c.hub_prefix = vec![HUB.as_bytes().to_vec()];
     }
     let now = SystemTime::now();
-    c.stats.walked = tree::walk(root, &mut |rel, node| {
+    c.stats.walked = walk::walk(root, &mut |rel, node, _| {
         c.visit(rel, node, now);
         Visit::Descend
     })?;
@@ -163,10 +153,7 @@ pub fn collect(root: &Node) -> std::io::Result<Stats> {
 }
 
 fn owner_name(uid: u32) -> String {
-    match sys::user_by_uid(uid) {
-        Ok(Some((name, _))) => name,
-        _ => uid.to_string(),
-    }
+    sys::user_name(uid).unwrap_or_else(|| uid.to_string())
 }
 
 impl Stats {
@@ -271,19 +258,9 @@ impl Stats {
     }
 }
 
-pub fn main(args: &[String]) -> AdminResult {
-    let a = match admin::parse(args, &["--json"], &[])? {
-        Parsed::Help => {
-            print!("{USAGE}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Parsed::Run(a) => a,
-    };
-    let path = match a.positional.as_slice() {
-        [] => PathBuf::from("/huggingface"),
-        [p] => PathBuf::from(p),
-        _ => return Err(AdminError::Usage("expected one STORE or MOUNTPOINT".into())),
-    };
+/// Prints the statistics of the cache at `path` (a mountpoint or a directory).
+pub fn run(path: &Path, json: bool) -> CmdResult {
+    let path = path.to_path_buf();
     // Root reads the store behind a mount directly: faster, and the on-disk truth.
     // Any other path may lead through a tree users control: only root's symlinks are
     // followed on the way there.
@@ -294,20 +271,20 @@ pub fn main(args: &[String]) -> AdminResult {
         }
         _ => (path.clone(), Node::open_untrusted(&path)),
     };
-    let root = root.map_err(|e| AdminError::Usage(format!("{}: {e}", walked.display())))?;
+    let root = root.map_err(|e| Error::Usage(format!("{}: {e}", walked.display())))?;
     if !root.is_dir() {
-        return Err(AdminError::Usage(format!(
+        return Err(Error::Usage(format!(
             "{} is not a directory",
             walked.display()
         )));
     }
-    let stats = collect(&root)
-        .map_err(|e| AdminError::Runtime(format!("reading {}: {e}", walked.display())))?;
+    let stats =
+        collect(&root).map_err(|e| Error::Runtime(format!("reading {}: {e}", walked.display())))?;
     if let Some(w) = stats.walked.warning() {
         eprintln!("hfcachefs stats: warning: {w}: what is below them is not counted");
     }
     let (p, w) = (path.display().to_string(), walked.display().to_string());
-    if a.has("--json") {
+    if json {
         print!("{}", stats.json(&p, &w));
     } else if p == w {
         print!("{}", stats.render(&p));

@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use parking_lot::Mutex;
 
-use crate::cache_ttl::Place;
+use crate::cache::layout::Place;
 use crate::sys::{self, FileHandle, SysResult};
 
 /// The kernel's node id of the mount root.

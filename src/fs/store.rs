@@ -1,12 +1,12 @@
 //! The filesystem logic: every FUSE operation as an operation on the store, with the
-//! ownership policy applied. Knows nothing of the FUSE wire protocol (see `fuse.rs`).
+//! ownership policy applied. Knows nothing of the FUSE wire protocol (see `fuse.rs`), so it can be driven in-process.
 //!
 //! Every store access is an `*at()` call relative to an O_PATH handle from the inode
 //! table, on a validated single-component name, never following a final symlink.
 //! Ownership and modes are set on the handle just created, never by path afterwards.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::cache_ttl::place_of;
-use crate::inodes::{Inode, InodeTable, ROOT_ID};
+use super::inodes::{Inode, InodeTable, ROOT_ID};
+use crate::cache::layout::place_of;
+use crate::claim::{self, CreateError};
 use crate::policy::Policy;
 use crate::sys::{self, Name, Stat, SysResult, TimeSet};
 
@@ -193,18 +194,19 @@ impl Store {
     }
 
     /// Applies owner, group and mode to a handle we just created: never by path.
-    fn claim(&self, handle: &OwnedFd, kind: u32, caller: Caller, mode: u32) -> SysResult<()> {
-        let mode = (kind != libc::S_IFLNK).then_some(mode);
-        sys::give(
-            handle.as_fd(),
+    fn claim(&self, handle: BorrowedFd<'_>, caller: Caller, mode: u32) -> SysResult<()> {
+        claim::give(
+            handle,
+            &self.policy,
             Some(caller.uid),
             Some(self.policy.gid),
-            mode,
+            Some(mode),
         )
     }
 
-    /// Creates something with `make`, then claims the new handle for the caller. If claiming
-    /// fails, the half-made entry is removed again so that nothing root-owned is left behind.
+    /// Creates something with `make`, then claims the new entry for the caller (see
+    /// [`claim::create`]: only what is still ours is handed over, and nothing root-owned is
+    /// left behind).
     fn make(
         &self,
         parent: u64,
@@ -212,24 +214,20 @@ impl Store {
         caller: Caller,
         kind: u32,
         mode: u32,
-        make: impl FnOnce(&Arc<Inode>, &Name) -> SysResult<()>,
+        make: impl FnOnce(BorrowedFd<'_>, &Name) -> SysResult<()>,
     ) -> SysResult<Entry> {
         let dir = self.dir(parent)?;
         let name = Name::new(name)?;
-        make(&dir, &name)?;
-        let handle = sys::open_path(dir.fd()?.as_fd(), &name)?;
-        let st = sys::fstat(handle.as_fd())?;
-        // Still the entry we just made (root's, of the right type), not something a
-        // concurrent rename put under that name: only ours may be handed over; anything
-        // else means the name is taken (EEXIST).
-        if kind_of(&st) != kind || st.st_uid != 0 {
-            return Err(libc::EEXIST);
-        }
-        if let Err(e) = self.claim(&handle, kind, caller, mode) {
-            // Leave nothing root-owned behind.
-            let _ = sys::unlink_at(dir.fd()?.as_fd(), &name, kind == libc::S_IFDIR);
-            return Err(e);
-        }
+        let dir_fd = dir.fd()?;
+        let (handle, _) = claim::create(
+            dir_fd.as_fd(),
+            &name,
+            kind,
+            || make(dir_fd.as_fd(), &name),
+            |_, _| true,
+            |h| self.claim(h, caller, mode),
+        )
+        .map_err(CreateError::errno)?;
         self.lookup_handle(handle, &dir, &name)
     }
 
@@ -243,7 +241,7 @@ impl Store {
     ) -> SysResult<Entry> {
         let mode = self.policy.create_mode(libc::S_IFDIR, mode, umask);
         self.make(parent, name, caller, libc::S_IFDIR, mode, |dir, name| {
-            sys::mkdir_at(dir.fd()?.as_fd(), name, mode & 0o777)
+            sys::mkdir_at(dir, name, mode & 0o777)
         })
     }
 
@@ -263,7 +261,7 @@ impl Store {
         }
         let mode = self.policy.create_mode(kind, mode, umask);
         self.make(parent, name, caller, kind, mode, |dir, name| {
-            sys::mknod_at(dir.fd()?.as_fd(), name, kind | (mode & 0o777))
+            sys::mknod_at(dir, name, kind | (mode & 0o777))
         })
     }
 
@@ -276,7 +274,7 @@ impl Store {
     ) -> SysResult<Entry> {
         let target = CString::new(target.as_bytes()).map_err(|_| libc::EINVAL)?;
         self.make(parent, name, caller, libc::S_IFLNK, 0o777, |dir, name| {
-            sys::symlink_at(&target, dir.fd()?.as_fd(), name)
+            sys::symlink_at(&target, dir, name)
         })
     }
 
@@ -317,7 +315,7 @@ impl Store {
         ) {
             Ok(fd) => {
                 let claimed = sys::reopen(fd.as_fd(), libc::O_PATH).and_then(|handle| {
-                    self.claim(&handle, libc::S_IFREG, caller, mode)?;
+                    self.claim(handle.as_fd(), caller, mode)?;
                     self.lookup_handle(handle, &dir, &name_c)
                 });
                 match claimed {
@@ -479,18 +477,11 @@ impl Store {
                 libc::EINVAL
             });
         }
-        let mode = match set.mode {
-            _ if inode.is_symlink() => None,
-            Some(mode) => Some(self.policy.mode(inode.kind, mode)),
-            // chown clears setgid on some filesystems: put the policy's mode back.
-            None if set.uid.is_some() => Some(
-                self.policy
-                    .mode(inode.kind, sys::fstat(inode.fd()?.as_fd())?.st_mode),
-            ),
-            None => None,
-        };
+        let mode = set.mode.map(|mode| self.policy.mode(inode.kind, mode));
         // The kernel has already applied chown's and chmod's rules (only root gives files away).
-        sys::give(inode.fd()?.as_fd(), set.uid, set.gid, mode)?;
+        if set.uid.is_some() || set.gid.is_some() || mode.is_some() {
+            claim::give(inode.fd()?.as_fd(), &self.policy, set.uid, set.gid, mode)?;
+        }
         if let Some(size) = set.size {
             // Through the open file when there is one that can write, else a fresh descriptor.
             let file = fh.and_then(|fh| self.files.get(&fh).map(|f| Arc::clone(&f.fd)));
