@@ -58,6 +58,12 @@ impl Policy {
         kind | self.mode(kind, st_mode)
     }
 
+    /// Permission bits of a user's private copy of a secret (`token`): the owner's bits
+    /// and nothing else, whatever was asked, as huggingface_hub means them (0600).
+    pub fn private_mode(&self, mode: u32) -> u32 {
+        mode & 0o700
+    }
+
     /// Whether a chown/chgrp request may pass: the group can only be ours.
     pub fn group_allowed(&self, gid: Option<u32>) -> bool {
         gid.is_none_or(|g| g == self.gid)
@@ -194,6 +200,13 @@ mod tests {
         assert_eq!(read().report_mode(REG | 0o644), REG | 0o664);
         // The 0700 store root is shown to members as a shared directory.
         assert_eq!(none().report_mode(DIR | 0o700), DIR | 0o2770);
+    }
+
+    #[test]
+    fn private_copies_are_owner_only() {
+        assert_eq!(none().private_mode(0o666), 0o600);
+        assert_eq!(read().private_mode(0o4777), 0o700);
+        assert_eq!(none().private_mode(0o644 & !0o022), 0o600);
     }
 
     #[test]
