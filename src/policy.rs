@@ -105,6 +105,22 @@ pub fn needed(st: &libc::stat, policy: &Policy) -> Fix {
     }
 }
 
+/// The changes that keep an entry of the store's private area owner-only: directories
+/// root's 0700 as the daemon makes them, files (users' secrets) the owner's bits alone.
+pub fn needed_private(st: &libc::stat, policy: &Policy) -> Fix {
+    let kind = st.st_mode & libc::S_IFMT;
+    let mode = st.st_mode & 0o7777;
+    let want = if kind == libc::S_IFDIR {
+        0o700
+    } else {
+        policy.private_mode(mode)
+    };
+    Fix {
+        gid: None,
+        mode: (kind != libc::S_IFLNK && mode != want).then_some(want),
+    }
+}
+
 /// The changes that make the store root root-only (0700, owned by root), as the daemon
 /// creates it: users must reach the store only through the mount.
 pub fn needed_root(st: &libc::stat) -> (Option<u32>, Option<u32>) {
@@ -242,6 +258,19 @@ mod tests {
         assert_eq!(
             needed(&st(libc::S_IFREG, 0o4770, 500), &P).mode,
             Some(0o770)
+        );
+    }
+
+    #[test]
+    fn private_entries_stay_owner_only() {
+        assert_eq!(
+            needed_private(&st(libc::S_IFREG, 0o660, 500), &P).mode,
+            Some(0o600)
+        );
+        assert!(!needed_private(&st(libc::S_IFREG, 0o600, 0), &P).is_needed());
+        assert_eq!(
+            needed_private(&st(libc::S_IFDIR, 0o2770, 0), &P).mode,
+            Some(0o700)
         );
     }
 

@@ -270,3 +270,69 @@ fn private_option_names_the_private_files() {
         "shared"
     );
 }
+
+/// A store from before private names (or written by another tool) holds a shared token:
+/// doctor names it as an exposed secret, fix-store moves it into its owner's private
+/// place, and from then on the owner reads it through the mount and nobody else does.
+#[test]
+fn an_old_shared_token_is_reported_and_moved_by_fix_store() {
+    let m = Mount::new();
+    let u = m.users;
+    let old = m.store.join("token");
+    fs::write(&old, "alice-old").unwrap();
+    std::os::unix::fs::chown(&old, Some(u.a.uid), Some(u.gid)).unwrap();
+    fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
+    // Not shown to anyone through the mount meanwhile.
+    assert!(!read_as(&u.b, &m.mnt.join("token")).status.success());
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(BIN);
+        c.args(args).env("HF_HOME", &m.mnt);
+        run_timeout(c, Duration::from_secs(90))
+    };
+    let (mnt, store) = (m.mnt.display().to_string(), m.store.display().to_string());
+    let doctor = run(&["doctor", &mnt]);
+    let text = out_str(&doctor);
+    assert_eq!(doctor.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[FAIL] secrets: exposed secret")
+            && text.contains(&format!("fix-store {store}")),
+        "{text}"
+    );
+    let dry = run(&["fix-store", &store, "--dry-run"]);
+    assert!(
+        out_str(&dry).contains("would move token"),
+        "{}",
+        out_str(&dry)
+    );
+    assert!(old.exists(), "a dry run moves nothing");
+    let fixed = run(&["fix-store", &store]);
+    assert!(fixed.status.success(), "{}", out_str(&fixed));
+    assert!(!old.exists());
+    let meta = fs::symlink_metadata(private_copy(&m, &u.a, "token")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (u.a.uid, 0o600));
+    assert_eq!(
+        sh_as_ok(&u.a, 0o022, &format!("cat {}/token", mnt)),
+        "alice-old"
+    );
+    assert!(!read_as(&u.b, &m.mnt.join("token")).status.success());
+    let doctor = run(&["doctor", &mnt]);
+    assert!(
+        out_str(&doctor).contains("[ OK ] secrets:"),
+        "{}",
+        out_str(&doctor)
+    );
+    // A member's own doctor run checks their token is theirs alone.
+    let mine = sh_as(&u.a, 0o022, &format!("HF_HOME={mnt} {BIN} doctor {mnt}"));
+    assert!(
+        out_str(&mine).contains("secrets: token yours alone"),
+        "{}",
+        out_str(&mine)
+    );
+    // stats counts private files without naming anyone.
+    let stats = run(&["stats", &store]);
+    assert!(
+        out_str(&stats).contains("private files (members' tokens): 1"),
+        "{}",
+        out_str(&stats)
+    );
+}

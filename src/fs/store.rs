@@ -220,11 +220,7 @@ impl Store {
     /// `PRIVATE_DIR/<uid>` in the store root, root's and 0700 (no member reaches it but
     /// through the daemon); `None` if it does not exist and `make` is false.
     fn private_dir(&self, uid: u32, make: bool) -> SysResult<Option<OwnedFd>> {
-        let root = self.inode(ROOT_ID)?.fd()?;
-        let Some(area) = private_subdir(root.as_fd(), PRIVATE_DIR, make)? else {
-            return Ok(None);
-        };
-        private_subdir(area.as_fd(), &uid.to_string(), make)
+        claim::private_dir(self.inode(ROOT_ID)?.fd()?.as_fd(), uid, make)
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr, caller: Caller) -> SysResult<Entry> {
@@ -879,30 +875,6 @@ struct Slot {
     dir: Arc<OwnedFd>,
     name: Name,
     place: Place,
-}
-
-/// The directory `name` in `dir` of the private area: root's, 0700, never a link;
-/// made so when `make`, `None` when missing otherwise. Anything else there is the store
-/// being tampered with outside the mount (EIO).
-fn private_subdir(dir: BorrowedFd<'_>, name: &str, make: bool) -> SysResult<Option<OwnedFd>> {
-    let name = Name::new(OsStr::new(name))?;
-    let handle = match sys::open_path(dir, &name) {
-        Ok(h) => h,
-        Err(libc::ENOENT) if make => {
-            match sys::mkdir_at(dir, &name, 0o700) {
-                Ok(()) | Err(libc::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
-            sys::open_path(dir, &name)?
-        }
-        Err(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let st = sys::fstat(handle.as_fd())?;
-    if kind_of(&st) != libc::S_IFDIR || st.st_uid != 0 || st.st_mode & 0o077 != 0 {
-        return Err(libc::EIO);
-    }
-    Ok(Some(handle))
 }
 
 fn xattr_name(name: &OsStr) -> SysResult<CString> {
