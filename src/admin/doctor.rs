@@ -135,7 +135,7 @@ pub fn env_check(
     as_root: bool,
 ) -> Check {
     let norm = |s: &str| mounts::absolute(Path::new(s));
-    let hub = mnt.join("hub");
+    let hub = mnt.join(crate::cache::layout::HUB);
     let export = format!("export HF_HOME={}", mnt.display());
     let hub_ok = hub_cache.is_none_or(|h| norm(h) == hub);
     match hf_home.filter(|s| !s.is_empty()) {
