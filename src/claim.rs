@@ -10,6 +10,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use std::ffi::OsStr;
+
+use crate::cache::layout::PRIVATE_DIR;
 use crate::policy::Policy;
 use crate::sys::{self, Name, Stat, SysResult};
 
@@ -90,11 +93,43 @@ pub fn create(
     Ok((handle, st))
 }
 
+/// A user's private directory in the store (`PRIVATE_DIR/<uid>` below `store_root`),
+/// root's and 0700, made so when `make`; `None` when missing otherwise.
+pub fn private_dir(store_root: BorrowedFd<'_>, uid: u32, make: bool) -> SysResult<Option<OwnedFd>> {
+    let Some(area) = private_subdir(store_root, PRIVATE_DIR, make)? else {
+        return Ok(None);
+    };
+    private_subdir(area.as_fd(), &uid.to_string(), make)
+}
+
+/// The directory `name` in `dir` of the private area: root's, 0700, never a link;
+/// made so when `make`, `None` when missing otherwise. Anything else there is the store
+/// being tampered with outside the mount (EIO).
+fn private_subdir(dir: BorrowedFd<'_>, name: &str, make: bool) -> SysResult<Option<OwnedFd>> {
+    let name = Name::new(OsStr::new(name))?;
+    let handle = match sys::open_path(dir, &name) {
+        Ok(h) => h,
+        Err(libc::ENOENT) if make => {
+            match sys::mkdir_at(dir, &name, 0o700) {
+                Ok(()) | Err(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            sys::open_path(dir, &name)?
+        }
+        Err(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let st = sys::fstat(handle.as_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR || st.st_uid != 0 || st.st_mode & 0o077 != 0 {
+        return Err(libc::EIO);
+    }
+    Ok(Some(handle))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::Others;
-    use std::ffi::OsStr;
 
     fn temp_dir(tag: &str) -> (std::path::PathBuf, OwnedFd) {
         let d = std::env::temp_dir().join(format!("hfc-claim-{tag}-{}", std::process::id()));

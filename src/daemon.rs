@@ -262,7 +262,7 @@ pub fn run(o: &MountOptions) -> Result<(), Error> {
     // Half the descriptors for inodes; the rest for open files, directories and backings.
     let fd_budget = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
     info!("open file limit {nofile}: up to {fd_budget} inode descriptors kept open");
-    let store = Store::new(root, policy, fd_budget).map_err(|e| {
+    let store = Store::new(root, policy, fd_budget, &o.private).map_err(|e| {
         Error::Runtime(format!(
             "store {}: {}",
             o.store.display(),

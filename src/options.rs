@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cache::layout;
 use crate::error::Error;
 use crate::policy::Others;
 
@@ -77,6 +78,8 @@ pub struct MountOptions {
     /// `None`: 60 s on a local store, as entry_timeout on a shared one.
     pub content_timeout: Option<Duration>,
     pub passthrough: Passthrough,
+    /// Names at the top of the mount that are each user's own (`private=`).
+    pub private: Vec<String>,
     pub read_only: bool,
     pub noexec: bool,
     pub noatime: bool,
@@ -129,6 +132,23 @@ fn parse_seconds(key: &str, value: &str) -> Result<Duration, Error> {
             "{key}={value}: expected a number of seconds between 0 and 86400"
         )),
     }
+}
+
+/// The `private=NAME[:NAME...]` list: single names for the top of the mount (empty: none).
+fn parse_private(value: &str) -> Result<Vec<String>, Error> {
+    let names: Vec<String> = value
+        .split(':')
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for n in &names {
+        if n == "." || n == ".." || n.contains('/') || n.len() > 255 || n == layout::PRIVATE_DIR {
+            return err(format!(
+                "private={value}: {n:?} is not a name for the top of the mount"
+            ));
+        }
+    }
+    Ok(names)
 }
 
 /// Parses the arguments after the program name.
@@ -187,6 +207,7 @@ where
         attr_timeout: None,
         content_timeout: None,
         passthrough: Passthrough::Auto,
+        private: layout::PRIVATE_NAMES.map(str::to_owned).to_vec(),
         read_only: false,
         noexec: false,
         noatime: false,
@@ -224,6 +245,7 @@ where
                 _ => return err(format!("threads={v}: expected a number from 1 to 256")),
             },
             ("logfile", Some(v)) if !v.is_empty() => o.logfile = PathBuf::from(v),
+            ("private", Some(v)) => o.private = parse_private(v)?,
             ("entry_timeout", Some(v)) => o.entry_timeout = Some(parse_seconds(key, v)?),
             ("attr_timeout", Some(v)) => o.attr_timeout = Some(parse_seconds(key, v)?),
             ("content_timeout", Some(v)) => o.content_timeout = Some(parse_seconds(key, v)?),
@@ -360,6 +382,18 @@ mod tests {
         assert!(usage(&["/mnt", "-o", "remount,ro"]).contains("mount -i"));
         assert!(usage(&["fix-store", "/s"]).contains("./fix-store"));
         assert!(matches!(parse(["./doctor"]), Ok(Command::Mount(_))));
+    }
+
+    #[test]
+    fn private_names() {
+        assert_eq!(mount(&["/m"]).private, ["token", "stored_tokens"]);
+        assert_eq!(
+            mount(&["/m", "-o", "private=a:b:c"]).private,
+            ["a", "b", "c"]
+        );
+        assert!(mount(&["/m", "-o", "private="]).private.is_empty());
+        assert!(usage(&["/m", "-o", "private=a/b"]).contains("private="));
+        assert!(usage(&["/m", "-o", "private=.."]).contains("private="));
     }
 
     #[test]

@@ -58,6 +58,12 @@ impl Policy {
         kind | self.mode(kind, st_mode)
     }
 
+    /// Permission bits of a user's private copy of a secret (`token`): the owner's bits
+    /// and nothing else, whatever was asked, as huggingface_hub means them (0600).
+    pub fn private_mode(&self, mode: u32) -> u32 {
+        mode & 0o700
+    }
+
     /// Whether a chown/chgrp request may pass: the group can only be ours.
     pub fn group_allowed(&self, gid: Option<u32>) -> bool {
         gid.is_none_or(|g| g == self.gid)
@@ -95,6 +101,22 @@ pub fn needed(st: &libc::stat, policy: &Policy) -> Fix {
     let want = policy.mode(kind, mode);
     Fix {
         gid: (st.st_gid != policy.gid).then_some(policy.gid),
+        mode: (kind != libc::S_IFLNK && mode != want).then_some(want),
+    }
+}
+
+/// The changes that keep an entry of the store's private area owner-only: directories
+/// root's 0700 as the daemon makes them, files (users' secrets) the owner's bits alone.
+pub fn needed_private(st: &libc::stat, policy: &Policy) -> Fix {
+    let kind = st.st_mode & libc::S_IFMT;
+    let mode = st.st_mode & 0o7777;
+    let want = if kind == libc::S_IFDIR {
+        0o700
+    } else {
+        policy.private_mode(mode)
+    };
+    Fix {
+        gid: None,
         mode: (kind != libc::S_IFLNK && mode != want).then_some(want),
     }
 }
@@ -197,6 +219,13 @@ mod tests {
     }
 
     #[test]
+    fn private_copies_are_owner_only() {
+        assert_eq!(none().private_mode(0o666), 0o600);
+        assert_eq!(read().private_mode(0o4777), 0o700);
+        assert_eq!(none().private_mode(0o644 & !0o022), 0o600);
+    }
+
+    #[test]
     fn group_changes_only_to_the_configured_group() {
         assert!(none().group_allowed(None));
         assert!(none().group_allowed(Some(1234)));
@@ -229,6 +258,19 @@ mod tests {
         assert_eq!(
             needed(&st(libc::S_IFREG, 0o4770, 500), &P).mode,
             Some(0o770)
+        );
+    }
+
+    #[test]
+    fn private_entries_stay_owner_only() {
+        assert_eq!(
+            needed_private(&st(libc::S_IFREG, 0o660, 500), &P).mode,
+            Some(0o600)
+        );
+        assert!(!needed_private(&st(libc::S_IFREG, 0o600, 0), &P).is_needed());
+        assert_eq!(
+            needed_private(&st(libc::S_IFDIR, 0o2770, 0), &P).mode,
+            Some(0o700)
         );
     }
 

@@ -135,7 +135,7 @@ pub fn env_check(
     as_root: bool,
 ) -> Check {
     let norm = |s: &str| mounts::absolute(Path::new(s));
-    let hub = mnt.join("hub");
+    let hub = mnt.join(crate::cache::layout::HUB);
     let export = format!("export HF_HOME={}", mnt.display());
     let hub_ok = hub_cache.is_none_or(|h| norm(h) == hub);
     match hf_home.filter(|s| !s.is_empty()) {
@@ -213,6 +213,58 @@ pub fn membership_check(user: &str, group: &str, in_database: bool, in_session: 
             "as root: usermod -aG {group} {user}, then log in again"
         )),
     }
+}
+
+/// The verdict on secrets lying shared in the store root (found by the root scan).
+pub fn secrets_verdict(exposed: &[String], store: &str) -> Check {
+    if exposed.is_empty() {
+        return check(
+            "secrets",
+            Status::Ok,
+            "no token lies shared in the store; each member's is owner-only",
+        );
+    }
+    check(
+        "secrets",
+        Status::Fail,
+        format!(
+            "exposed secret(s) every member can read: {}",
+            exposed.join(", ")
+        ),
+    )
+    .fix(format!(
+        "hfcachefs fix-store {store} (moves each into its owner's private place)"
+    ))
+}
+
+/// The verdict on the caller's own secrets as the mount shows them (`secrets` probe).
+pub fn my_secrets_verdict(reply: Option<&str>) -> Check {
+    let Some(reply) = reply else {
+        return check("secrets", Status::Skip, "the mount did not answer in time");
+    };
+    let exposed: Vec<&str> = reply
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("exposed"))
+        .collect();
+    let mine: Vec<&str> = reply
+        .lines()
+        .filter(|l| l.ends_with(" private"))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    if !exposed.is_empty() {
+        return check(
+            "secrets",
+            Status::Fail,
+            format!("shared, not yours alone: {}", exposed.join("; ")),
+        )
+        .fix("ask an administrator to mount the current hfcachefs and run: hfcachefs fix-store STORE");
+    }
+    let detail = if mine.is_empty() {
+        "no token of yours here (hf auth login stores it owner-only)".to_owned()
+    } else {
+        format!("{} yours alone (owner-only)", mine.join(", "))
+    };
+    check("secrets", Status::Ok, detail)
 }
 
 /// Everything the checks share.
@@ -568,6 +620,18 @@ impl Doctor {
         self.push(c);
     }
 
+    /// As a member: the caller's token, if any, is theirs alone through the mount.
+    fn check_my_secrets(&mut self) {
+        if self.root || self.probe.is_none() {
+            return;
+        }
+        let reply = in_child(
+            &[OsStr::new("secrets"), self.mnt.as_os_str()],
+            ANSWER_TIMEOUT,
+        );
+        self.push(my_secrets_verdict(reply.as_deref()));
+    }
+
     fn check_space(&mut self) {
         let Some(p) = &self.probe else { return };
         let (total, free) = (p.total, p.free);
@@ -692,6 +756,10 @@ impl Doctor {
                 )),
             );
         }
+        if policy.is_some() {
+            let store = mi.source.display().to_string();
+            self.push(secrets_verdict(&s.exposed, &store));
+        }
         if policy.is_none() {
             if !self.root {
                 self.push(check(
@@ -752,6 +820,7 @@ pub fn run(mnt: &Path) -> CmdResult {
     d.check_store();
     d.check_passthrough();
     d.check_flock();
+    d.check_my_secrets();
     d.check_space();
     d.check_tree(group.map(|(gid, _)| gid));
     let (text, code) = render(&d.mnt, &d.checks);
@@ -809,6 +878,20 @@ mod tests {
             env_check(m, None, Some("/huggingface/hub"), false).status,
             Status::Warn
         );
+    }
+
+    #[test]
+    fn secrets() {
+        assert_eq!(secrets_verdict(&[], "/s").status, Status::Ok);
+        let c = secrets_verdict(&["token of alice (uid 1000)".into()], "/s");
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.unwrap().contains("fix-store /s"));
+        let mine = my_secrets_verdict(Some("token private\nstored_tokens absent\n"));
+        assert_eq!(mine.status, Status::Ok);
+        assert!(mine.detail.contains("token yours alone"));
+        let bad = my_secrets_verdict(Some("token exposed 1001 660\nstored_tokens absent\n"));
+        assert_eq!(bad.status, Status::Fail);
+        assert_eq!(my_secrets_verdict(None).status, Status::Skip);
     }
 
     #[test]

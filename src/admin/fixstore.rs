@@ -6,15 +6,18 @@
 //! Changes go through the O_PATH handle of each entry (`fchownat` with `AT_EMPTY_PATH`,
 //! chmod through `/proc/self/fd`), never through a path, and symlinks are never followed.
 
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::ExitCode;
 
 use super::mounts;
+use crate::cache::layout::Place;
 use crate::cache::walk::{self, Node, Visit};
 use crate::claim;
 use crate::error::{CmdResult, Error};
 use crate::policy::{self, Fix, Policy};
-use crate::sys::{self, Stat};
+use crate::sys::{self, Name, Stat};
 
 fn describe(rel: &Path, st: &Stat, fix: &Fix) -> String {
     let mut parts = Vec::new();
@@ -31,6 +34,41 @@ fn describe(rel: &Path, st: &Stat, fix: &Fix) -> String {
 /// after the group changes).
 fn apply(node: &Node, fix: &Fix, policy: &Policy) -> sys::SysResult<()> {
     claim::give(node.fd(), policy, None, fix.gid, fix.mode)
+}
+
+/// Moves a shared secret `name` in the store root (made before private names existed, or
+/// put there by another tool) into its owner's private place, owner-only: from then on
+/// the mount shows it to its owner alone. `Some(owner)` when there was one to move.
+fn move_secret(root: &Node, name: &str, policy: &Policy, dry: bool) -> Result<Option<u32>, String> {
+    let e = |e: i32| std::io::Error::from_raw_os_error(e).to_string();
+    let Some(secret) = root.child_opt(OsStr::new(name)).map_err(e)? else {
+        return Ok(None);
+    };
+    if !secret.is_file() {
+        return Ok(None);
+    }
+    let owner = secret.st.st_uid;
+    if dry {
+        return Ok(Some(owner));
+    }
+    let dir = claim::private_dir(root.fd(), owner, true)
+        .map_err(e)?
+        .ok_or_else(|| "no private directory".to_owned())?;
+    let n = Name::new(OsStr::new(name)).map_err(e)?;
+    match sys::rename_at(root.fd(), &n, dir.as_fd(), &n, libc::RENAME_NOREPLACE) {
+        Ok(()) => {}
+        Err(libc::EEXIST) => {
+            return Err(format!(
+                "{} already has a private {name}: the shared one was left in the store root; remove it",
+                sys::describe_user(owner)
+            ));
+        }
+        Err(err) => return Err(e(err)),
+    }
+    let moved = sys::open_path(dir.as_fd(), &n).map_err(e)?;
+    let mode = policy.private_mode(secret.st.st_mode);
+    claim::give(moved.as_fd(), policy, None, None, Some(mode)).map_err(e)?;
+    Ok(Some(owner))
 }
 
 /// Makes every entry of `store` follow the policy of the mount serving it (`group`
@@ -65,9 +103,30 @@ pub fn run(store: &Path, group: Option<&str>, dry: bool) -> CmdResult {
     }
 
     let (mut changed, mut failed, mut seen) = (0u64, 0u64, 0u64);
-    let walked = walk::walk(&root, &mut |rel, node, _| {
+    for name in mounts::private_names_for_store(store) {
+        match move_secret(&root, &name, &policy, dry) {
+            Ok(None) => {}
+            Ok(Some(owner)) => {
+                changed += 1;
+                let verb = if dry { "would move" } else { "moved" };
+                println!(
+                    "{verb} {name} (a secret every member could read) into the private place of {}",
+                    sys::describe_user(owner)
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("cannot make {name} private: {e}");
+            }
+        }
+    }
+    let walked = walk::walk(&root, &mut |rel, node, place| {
         seen += 1;
-        let fix = policy::needed(&node.st, &policy);
+        let fix = if place == Place::Private {
+            policy::needed_private(&node.st, &policy)
+        } else {
+            policy::needed(&node.st, &policy)
+        };
         if fix.is_needed() {
             match if dry {
                 Ok(())

@@ -255,6 +255,22 @@ pub fn policy_for_store(store: &Path, group: Option<&str>) -> Result<Policy, Str
     })
 }
 
+/// The private names of the hfcachefs mount serving `store` (its daemon's `private=`),
+/// else the default ones.
+pub fn private_names_for_store(store: &Path) -> Vec<String> {
+    mounts_of_store(store)
+        .iter()
+        .find_map(|m| daemon_options(&m.mountpoint))
+        .map_or_else(
+            || {
+                crate::cache::layout::PRIVATE_NAMES
+                    .map(str::to_owned)
+                    .to_vec()
+            },
+            |o| o.private,
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::cache::layout;
+use crate::cache::layout::{self, Place};
 use crate::cache::walk::{self, Node, Visit};
 use crate::error::{CmdResult, Error};
 use crate::policy::{self, Others, Policy};
@@ -163,6 +163,28 @@ fn flock_probe(mnt: &Path) -> io::Result<bool> {
     result
 }
 
+/// The caller's own secrets as the mount shows them: one line per private name,
+/// `NAME absent`, `NAME private` (the caller's, owner-only) or `NAME exposed UID MODE`.
+fn secrets_probe(mnt: &Path) -> String {
+    let me = sys::real_uid();
+    let mut out = String::new();
+    for name in layout::PRIVATE_NAMES {
+        let line = match std::fs::symlink_metadata(mnt.join(name)) {
+            Err(_) => "absent".to_owned(),
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                if m.uid() == me && m.mode() & 0o077 == 0 {
+                    "private".to_owned()
+                } else {
+                    format!("exposed {} {:o}", m.uid(), m.mode() & 0o7777)
+                }
+            }
+        };
+        out += &format!("{name} {line}\n");
+    }
+    out
+}
+
 /// What a scan of the tree found.
 #[derive(Default)]
 pub struct Scan {
@@ -175,6 +197,8 @@ pub struct Scan {
     pub stale_bytes: u64,
     pub stray: Vec<String>,
     pub stray_count: u64,
+    /// Secrets lying shared in the store root ("token of alice (uid 1000)").
+    pub exposed: Vec<String>,
     /// Directories nested too deep to scan below, and the first of them.
     pub too_deep: u64,
     pub first_too_deep: String,
@@ -192,6 +216,9 @@ impl Scan {
         }
         for p in &self.stray {
             out += &format!("stray {}\n", p.replace('\n', "?"));
+        }
+        for p in &self.exposed {
+            out += &format!("exposed {}\n", p.replace('\n', "?"));
         }
         if self.too_deep > 0 {
             out += &format!(
@@ -226,6 +253,7 @@ impl Scan {
                     s.stale.push((path.to_owned(), size.parse().ok()?));
                 }
                 "stray" => s.stray.push(value.to_owned()),
+                "exposed" => s.exposed.push(value.to_owned()),
                 "too_deep" => {
                     let (n, path) = value.split_once(' ')?;
                     s.too_deep = n.parse().ok()?;
@@ -242,8 +270,20 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
     let node = Node::open_trusted(root)?;
     let mut s = Scan::default();
     let now = SystemTime::now();
-    let walked = walk::walk(&node, &mut |rel, n, _| {
+    let walked = walk::walk(&node, &mut |rel, n, place| {
         s.entries += 1;
+        // A secret in the store root (not in the private area): every member reads it.
+        if policy.is_some()
+            && place == Place::Loose
+            && n.is_file()
+            && layout::PRIVATE_NAMES.iter().any(|p| rel == Path::new(p))
+        {
+            s.exposed.push(format!(
+                "{} of {}",
+                rel.display(),
+                sys::describe_user(n.st.st_uid)
+            ));
+        }
         let name = rel.file_name().map_or(&b""[..], |n| n.as_encoded_bytes());
         if n.is_file() && layout::is_stale_temporary(name, n.mtime(), now) {
             s.stale_count += 1;
@@ -253,7 +293,11 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
             }
         }
         if let Some(p) = &policy {
-            let fix = policy::needed(&n.st, p);
+            let fix = if place == Place::Private {
+                policy::needed_private(&n.st, p)
+            } else {
+                policy::needed(&n.st, p)
+            };
             if fix.is_needed() {
                 s.stray_count += 1;
                 if s.stray.len() < 5 {
@@ -286,6 +330,7 @@ pub fn main(args: &[String]) -> CmdResult {
             Ok(p) => p.encode(),
             Err(e) => encode_err(&e),
         },
+        [kind, mnt] if kind == "secrets" => secrets_probe(Path::new(mnt)),
         [kind, mnt] if kind == "flock" => match flock_probe(Path::new(mnt)) {
             Ok(excluded) => format!("ok {}\n", excluded as u8),
             Err(e) => encode_err(&e),
@@ -343,6 +388,7 @@ mod tests {
             stray_count: 3,
             too_deep: 2,
             first_too_deep: "d/d d".into(),
+            exposed: vec!["token of uid 7".into()],
         };
         let d = match Scan::decode(&s.encode()) {
             Some(Ok(d)) => d,
@@ -353,6 +399,7 @@ mod tests {
         assert_eq!((d.stale_count, d.stale_bytes), (12, 60));
         assert_eq!((d.too_deep, d.first_too_deep.as_str()), (2, "d/d d"));
         assert_eq!(d.stray, s.stray);
+        assert_eq!(d.exposed, s.exposed);
         assert!(
             Scan::decode("entries 3\n").is_none(),
             "a cut-off reply is no reply"

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::format::{human_bytes, json_str};
 use super::mounts;
-use crate::cache::layout::{self, BLOBS, HUB, SNAPSHOTS};
+use crate::cache::layout::{self, BLOBS, HUB, Place, SNAPSHOTS};
 use crate::cache::walk::{self, Node, Visit};
 use crate::error::{CmdResult, Error};
 use crate::sys;
@@ -39,6 +39,9 @@ pub struct Stats {
     pub hardlink_shared_bytes: u64,
     /// Bytes of files whose other hard links live outside the tree.
     pub linked_outside_bytes: u64,
+    /// Members' private files (tokens), counted, never named or attributed to anyone.
+    pub private_files: u64,
+    pub private_bytes: u64,
     pub stale: Vec<(String, u64)>,
     /// What the walk passed over (directories nested too deep).
     pub walked: walk::Walked,
@@ -69,7 +72,14 @@ impl Collector {
         ))
     }
 
-    fn visit(&mut self, rel: &Path, node: &Node, now: SystemTime) {
+    fn visit(&mut self, rel: &Path, node: &Node, place: Place, now: SystemTime) {
+        if place == Place::Private {
+            if node.is_file() {
+                self.stats.private_files += 1;
+                self.stats.private_bytes += node.size();
+            }
+            return;
+        }
         let name = rel.file_name().map_or(&b""[..], |n| n.as_bytes());
         if node.is_file() && layout::is_stale_temporary(name, node.mtime(), now) {
             self.stats
@@ -145,8 +155,8 @@ pub fn collect(root: &Node) -> std::io::Result<Stats> {
         c.hub_prefix = vec![HUB.as_bytes().to_vec()];
     }
     let now = SystemTime::now();
-    c.stats.walked = walk::walk(root, &mut |rel, node, _| {
-        c.visit(rel, node, now);
+    c.stats.walked = walk::walk(root, &mut |rel, node, place| {
+        c.visit(rel, node, place, now);
         Visit::Descend
     })?;
     Ok(c.finish())
@@ -190,6 +200,11 @@ impl Stats {
             self.shared_bytes(),
             human_bytes(self.snapshot_shared_bytes),
             human_bytes(self.hardlink_shared_bytes)
+        );
+        s += &format!(
+            "private files (members' tokens): {} ({})\n",
+            self.private_files,
+            human_bytes(self.private_bytes)
         );
         s += &format!(
             "hard-linked with files outside: {} (deleting those other names frees nothing)\n",
@@ -241,7 +256,7 @@ impl Stats {
             .map(|(p, b)| format!("{{\"path\":{},\"bytes\":{b}}}", json_str(p)))
             .collect();
         format!(
-            "{{\"path\":{},\"walked\":{},\"total_bytes\":{},\"files\":{},\"repo_count\":{},\"repos\":[{}],\"owners\":[{}],\"shared_bytes\":{},\"snapshot_shared_bytes\":{},\"hardlink_shared_bytes\":{},\"linked_outside_bytes\":{},\"stale_temporary\":[{}]}}\n",
+            "{{\"path\":{},\"walked\":{},\"total_bytes\":{},\"files\":{},\"repo_count\":{},\"repos\":[{}],\"owners\":[{}],\"shared_bytes\":{},\"snapshot_shared_bytes\":{},\"hardlink_shared_bytes\":{},\"linked_outside_bytes\":{},\"private_files\":{},\"private_bytes\":{},\"stale_temporary\":[{}]}}\n",
             json_str(path),
             json_str(walked),
             self.total_bytes,
@@ -253,6 +268,8 @@ impl Stats {
             self.snapshot_shared_bytes,
             self.hardlink_shared_bytes,
             self.linked_outside_bytes,
+            self.private_files,
+            self.private_bytes,
             stale.join(",")
         )
     }

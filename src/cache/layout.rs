@@ -26,6 +26,12 @@ pub const XET: &str = "xet";
 /// A user's access token, and the named tokens of `hf auth` (huggingface_hub >= 0.25).
 pub const TOKEN: &str = "token";
 pub const STORED_TOKENS: &str = "stored_tokens";
+/// The names at the top of `HF_HOME` that are each user's own, not shared: the secrets.
+pub const PRIVATE_NAMES: [&str; 2] = [TOKEN, STORED_TOKENS];
+
+/// hfcachefs's own place in the store root for what each user keeps private (their
+/// secrets): `.hfcachefs-private/<uid>/<name>`, never reachable through the mount.
+pub const PRIVATE_DIR: &str = ".hfcachefs-private";
 
 /// The hub cache's lock directory (`.locks/<repo>/<etag>.lock`).
 pub const LOCKS: &str = ".locks";
@@ -127,7 +133,15 @@ pub fn cache_root<S: AsRef<[u8]>>(names: &[S]) -> Option<CacheRoot> {
 
 /// Where an entry sits in a Hugging Face cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Place {
+    /// The store root (`HF_HOME` as members see it).
+    Root,
+    /// A user's private copy of a secret, and the store's private area itself.
+    Private,
+    /// A file (anything but a directory) directly in the root: it may be renamed onto a
+    /// private name at any moment, so nothing about it may be cached.
+    Loose,
     Other,
     /// `models--org--name` (or `datasets--`, `spaces--`), wherever the hub cache is.
     Repo,
@@ -147,10 +161,28 @@ pub enum Place {
 }
 
 impl Place {
+    /// Every place, in `repr(u8)` order (for keeping one in an atomic).
+    pub const ALL: [Place; 11] = [
+        Place::Root,
+        Place::Private,
+        Place::Loose,
+        Place::Other,
+        Place::Repo,
+        Place::Blobs,
+        Place::Commits,
+        Place::Refs,
+        Place::Locks,
+        Place::RepoLocks,
+        Place::Fixed,
+    ];
+
     /// Whether nothing renames or rewrites what is here: the cache layout itself and what
     /// is named after a hash.
     pub fn is_fixed(self) -> bool {
-        self != Place::Other
+        !matches!(
+            self,
+            Place::Root | Place::Private | Place::Loose | Place::Other
+        )
     }
 }
 
@@ -161,6 +193,9 @@ pub fn place_of(parent: Place, name: &[u8], kind: u32) -> Place {
     let file = kind == libc::S_IFREG;
     let is = |n: &str| name == n.as_bytes();
     match parent {
+        Place::Root if dir && is(PRIVATE_DIR) => Place::Private,
+        Place::Root if !dir => Place::Loose,
+        Place::Private => Place::Private,
         Place::Repo if dir && is(BLOBS) => Place::Blobs,
         Place::Repo if dir && (is(SNAPSHOTS) || is(NO_EXIST)) => Place::Commits,
         Place::Repo if dir && is(REFS) => Place::Refs,
@@ -186,7 +221,7 @@ mod tests {
     fn path(names: &[(&str, u32)]) -> Place {
         names
             .iter()
-            .fold(Place::Other, |p, (n, k)| place_of(p, n.as_bytes(), *k))
+            .fold(Place::Root, |p, (n, k)| place_of(p, n.as_bytes(), *k))
     }
 
     #[test]
@@ -242,7 +277,7 @@ mod tests {
         );
         assert_eq!(under(&[("blobs", DIR), ("odd", DIR)]), Place::Other);
         assert_eq!(under(&[("blobs", REG)]), Place::Other);
-        assert_eq!(path(&[("models--org--m", REG)]), Place::Other);
+        assert_eq!(path(&[("models--org--m", REG)]), Place::Loose);
         let locks = [("hub", DIR), (".locks", DIR)];
         let in_locks = |rest: &[(&str, u32)]| path(&[locks.as_slice(), rest].concat());
         assert_eq!(in_locks(&[("x.lock", REG)]), Place::Other);
@@ -305,5 +340,23 @@ mod tests {
         );
         assert_eq!(cache_root(&["Documents", "x"]), None);
         assert_eq!(cache_root::<&str>(&[]), None);
+    }
+
+    #[test]
+    fn the_private_area_is_private_all_the_way_down() {
+        assert_eq!(path(&[(".hfcachefs-private", DIR)]), Place::Private);
+        let token = [(".hfcachefs-private", DIR), ("1000", DIR), ("token", REG)];
+        assert_eq!(path(&token), Place::Private);
+        assert!(!Place::Private.is_fixed() && !Place::Root.is_fixed());
+        assert_eq!(path(&[("token.tmp", REG)]), Place::Loose);
+        assert_eq!(path(&[("version.txt", LNK)]), Place::Loose);
+        for (i, p) in Place::ALL.iter().enumerate() {
+            assert_eq!(*p as usize, i);
+        }
+        // Only at the store root.
+        assert_eq!(
+            path(&[("hub", DIR), (".hfcachefs-private", DIR)]),
+            Place::Other
+        );
     }
 }

@@ -268,7 +268,7 @@ pub fn walk(root: &Node, f: &mut dyn FnMut(&Path, &Node, Place) -> Visit) -> io:
     let mut rel = PathBuf::new();
     walk_dir(
         root,
-        Place::Other,
+        Place::Root,
         root.st.st_dev,
         0,
         &mut rel,

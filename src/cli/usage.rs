@@ -25,6 +25,8 @@ Options:
   content_timeout=SECS  the same for what nothing rewrites: the hub cache layout,
                       blobs, snapshots, .no_exist markers and blob lock files (default
                       60, or entry_timeout on a shared store)
+  private=NAME[:NAME...]  names at the top of the mount that each user has for
+                      themselves, stored owner-only (default token:stored_tokens)
   threads=N           request threads (default 8)
   logfile=PATH        log of the detached daemon (default /var/log/hfcachefs.log)
   ro, noexec, noatime honoured; rw, dev, suid, nodev, nosuid, exec, atime, relatime,

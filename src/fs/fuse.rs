@@ -143,7 +143,7 @@ impl HfCacheFs {
     fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, i32>) {
         match r {
             Ok(e) => {
-                let (attr_ttl, entry_ttl) = self.settings.timeouts.of(e.inode.place);
+                let (attr_ttl, entry_ttl) = self.settings.timeouts.of(e.inode.place());
                 reply.entry_with_ttls(
                     &attr_ttl,
                     &entry_ttl,
@@ -260,11 +260,15 @@ impl Filesystem for HfCacheFs {
         info!("unmounted; {inodes} inodes were cached, {open} of them with an open descriptor");
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.store.lookup(parent.0, name) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.store.lookup(parent.0, name, caller(req)) {
             // A negative entry (node id 0) lets the kernel remember the miss: the Hub
-            // libraries probe many names that do not exist (.no_exist, refs, locks).
-            Err(libc::ENOENT) if !self.settings.timeouts.entry.is_zero() => {
+            // libraries probe many names that do not exist (.no_exist, refs, locks). Never
+            // for a private name: one caller's miss says nothing of another's copy.
+            Err(libc::ENOENT)
+                if !self.settings.timeouts.entry.is_zero()
+                    && !self.store.is_private(parent.0, name.as_bytes()) =>
+            {
                 let mut st = sys::empty_stat();
                 st.st_mode = libc::S_IFREG;
                 reply.entry_with_ttls(
@@ -285,7 +289,7 @@ impl Filesystem for HfCacheFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.store.getattr(ino.0) {
             Ok(e) => reply.attr(
-                &self.settings.timeouts.of(e.inode.place).0,
+                &self.settings.timeouts.of(e.inode.place()).0,
                 &attr(ino.0, &e.st),
             ),
             Err(e) => reply.error(errno(e)),
@@ -320,7 +324,7 @@ impl Filesystem for HfCacheFs {
         };
         match self.store.setattr(ino.0, fh.map(|f| f.0), set) {
             Ok(e) => reply.attr(
-                &self.settings.timeouts.of(e.inode.place).0,
+                &self.settings.timeouts.of(e.inode.place()).0,
                 &attr(ino.0, &e.st),
             ),
             Err(e) => reply.error(errno(e)),
@@ -365,12 +369,12 @@ impl Filesystem for HfCacheFs {
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.store.unlink(parent.0, name))
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.store.unlink(parent.0, name, caller(req)))
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.store.rmdir(parent.0, name))
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.store.rmdir(parent.0, name, caller(req)))
     }
 
     fn symlink(
@@ -390,7 +394,7 @@ impl Filesystem for HfCacheFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -398,21 +402,29 @@ impl Filesystem for HfCacheFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let r = self
-            .store
-            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        let r = self.store.rename(
+            parent.0,
+            name,
+            newparent.0,
+            newname,
+            flags.bits(),
+            caller(req),
+        );
         reply_empty(reply, r);
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(reply, self.store.link(ino.0, newparent.0, newname));
+        self.reply_entry(
+            reply,
+            self.store.link(ino.0, newparent.0, newname, caller(req)),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -516,22 +528,27 @@ impl Filesystem for HfCacheFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self
-            .store
-            .readdir(ino.0, fh.0, offset as i64, false, |item: &DirItem| {
+        let r = self.store.readdir(
+            ino.0,
+            fh.0,
+            offset as i64,
+            false,
+            caller(req),
+            |item: &DirItem| {
                 reply.add(
                     INodeNo(item.ino),
                     item.next as u64,
                     file_type(item.kind),
                     OsStr::from_bytes(&item.name),
                 )
-            });
+            },
+        );
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -540,22 +557,26 @@ impl Filesystem for HfCacheFs {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self
-            .store
-            .readdir(ino.0, fh.0, offset as i64, true, |item: &DirItem| {
+        let r = self.store.readdir(
+            ino.0,
+            fh.0,
+            offset as i64,
+            true,
+            caller(req),
+            |item: &DirItem| {
                 let name = OsStr::from_bytes(&item.name);
                 match &item.entry {
                     Some(e) => reply.add(
                         INodeNo(e.inode.id),
                         item.next as u64,
                         name,
-                        &self.settings.timeouts.of(e.inode.place).0,
+                        &self.settings.timeouts.listed(e.inode.place()),
                         &attr(e.inode.id, &e.st),
                         Generation(0),
                     ),
@@ -573,7 +594,8 @@ impl Filesystem for HfCacheFs {
                         )
                     }
                 }
-            });
+            },
+        );
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -674,7 +696,7 @@ impl Filesystem for HfCacheFs {
         };
         let id = entry.inode.id;
         let a = attr(id, &entry.st);
-        let ttl = self.settings.timeouts.of(entry.inode.place).1;
+        let ttl = self.settings.timeouts.of(entry.inode.place()).1;
         // As in `open`: a failure fails this create. Daemon I/O instead would put the inode
         // in the kernel's cached mode while passthrough is on, and every passthrough open of
         // it (other users of a lock file) would then fail with EIO while this one lasts.

@@ -13,7 +13,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -38,8 +38,10 @@ pub struct Inode {
     pub id: u64,
     /// File type bits (`S_IFMT` part of `st_mode`): fixed for an inode's life.
     pub kind: u32,
-    /// Where the inode was first found in the cache layout: decides its cache timeouts.
-    pub place: Place,
+    /// Where the inode is in the cache layout (`Place` as u8): decides its cache timeouts,
+    /// and whether it is reported as a private copy. Set where first found; a rename onto
+    /// a private name changes it.
+    place: AtomicU8,
     key: (u64, u64),
     lookups: AtomicU64,
     /// `None`: the filesystem has no file handles, so the descriptor is never closed.
@@ -83,6 +85,14 @@ impl Inode {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
         }
         closed
+    }
+
+    pub fn place(&self) -> Place {
+        Place::ALL[usize::from(self.place.load(Ordering::Relaxed))]
+    }
+
+    pub fn set_place(&self, place: Place) {
+        self.place.store(place as u8, Ordering::Relaxed);
     }
 
     pub fn is_dir(&self) -> bool {
@@ -149,7 +159,7 @@ impl InodeTable {
             budget: budget.max(64),
             sweeping: Mutex::new(()),
         };
-        let root_inode = table.new_inode(ROOT_ID, root, st, Place::Other);
+        let root_inode = table.new_inode(ROOT_ID, root, st, Place::Root);
         root_inode.lookups.store(1 << 62, Ordering::Relaxed);
         table.by_key.insert(root_inode.key, ROOT_ID);
         table.by_id.insert(ROOT_ID, root_inode);
@@ -161,7 +171,7 @@ impl InodeTable {
         Arc::new(Inode {
             id,
             kind: st.st_mode & libc::S_IFMT,
-            place,
+            place: AtomicU8::new(place as u8),
             key: (st.st_dev, st.st_ino),
             lookups: AtomicU64::new(1),
             file_handle: self
@@ -229,6 +239,13 @@ impl InodeTable {
         inode.used.store(true, Ordering::Relaxed);
         inode.lookups.fetch_add(1, Ordering::Relaxed);
         Some(inode)
+    }
+
+    /// The node of the store inode `st` describes, if the kernel holds one (no reference
+    /// is counted).
+    pub fn find(&self, st: &libc::stat) -> Option<Arc<Inode>> {
+        let id = *self.by_key.get(&(st.st_dev, st.st_ino))?;
+        self.get(id)
     }
 
     /// Drops `n` kernel references; the inode (and its descriptor) goes when none are left.

@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::inodes::{Inode, InodeTable, ROOT_ID};
-use crate::cache::layout::place_of;
+use crate::cache::layout::{PRIVATE_DIR, Place, place_of};
 use crate::claim::{self, CreateError};
 use crate::policy::Policy;
 use crate::sys::{self, Name, Stat, SysResult, TimeSet};
@@ -78,6 +78,8 @@ pub const NO_HANDLE: u64 = 0;
 
 pub struct Store {
     pub policy: Policy,
+    /// Names at the top of the mount that are each caller's own (`private=`).
+    private: Vec<Vec<u8>>,
     inodes: InodeTable,
     files: DashMap<u64, Arc<OpenFile>>,
     dirs: DashMap<u64, Arc<OpenDir>>,
@@ -91,13 +93,19 @@ fn kind_of(st: &Stat) -> u32 {
 impl Store {
     /// Serves the store whose root directory handle is `root`, keeping at most about
     /// `fd_budget` inode descriptors open.
-    pub fn new(root: OwnedFd, policy: Policy, fd_budget: usize) -> SysResult<Store> {
+    pub fn new(
+        root: OwnedFd,
+        policy: Policy,
+        fd_budget: usize,
+        private: &[String],
+    ) -> SysResult<Store> {
         let st = sys::fstat(root.as_fd())?;
         if kind_of(&st) != libc::S_IFDIR {
             return Err(libc::ENOTDIR);
         }
         Ok(Store {
             policy,
+            private: private.iter().map(|n| n.as_bytes().to_vec()).collect(),
             inodes: InodeTable::new(root, &st, fd_budget),
             files: DashMap::new(),
             dirs: DashMap::new(),
@@ -149,36 +157,84 @@ impl Store {
         }
     }
 
-    /// The attributes of `st` as members see them.
-    fn report(&self, mut st: Stat) -> Stat {
-        st.st_mode = self.policy.report_mode(st.st_mode);
+    /// The attributes of `st`, at `place`, as members see them: a private copy as its
+    /// owner's alone, everything else by the policy.
+    fn report(&self, mut st: Stat, place: Place) -> Stat {
+        st.st_mode = match place {
+            Place::Private => kind_of(&st) | self.policy.private_mode(st.st_mode),
+            // The store root is root's and 0700 on disk, whatever members chmod (setattr
+            // leaves it alone); the mount root shows the policy's directory mode to all
+            // (an administrator's chmod 000 of the store root still shuts everyone out).
+            Place::Root => {
+                let owner = st.st_mode & 0o700;
+                self.policy
+                    .report_mode(libc::S_IFDIR | owner | owner >> 3 | owner >> 6)
+            }
+            _ => self.policy.report_mode(st.st_mode),
+        };
         st.st_gid = self.policy.gid;
         st
     }
 
-    /// Counts one kernel reference on the inode behind `handle`, found as `name` in `dir`.
-    fn lookup_handle(&self, handle: OwnedFd, dir: &Inode, name: &Name) -> SysResult<Entry> {
+    /// Counts one kernel reference on the inode behind `handle`, found as `name` in a
+    /// directory at `parent_place`.
+    fn lookup_handle(&self, handle: OwnedFd, parent_place: Place, name: &Name) -> SysResult<Entry> {
         let st = sys::fstat(handle.as_fd())?;
-        let place = place_of(dir.place, name.as_cstr().to_bytes(), kind_of(&st));
+        let place = place_of(parent_place, name.as_cstr().to_bytes(), kind_of(&st));
         let inode = self.inodes.lookup(handle, &st, place);
-        Ok(Entry {
-            inode,
-            st: self.report(st),
+        let st = self.report(st, inode.place());
+        Ok(Entry { inode, st })
+    }
+
+    /// Whether `name` in directory `parent` is a private name: each caller's own.
+    pub fn is_private(&self, parent: u64, name: &[u8]) -> bool {
+        parent == ROOT_ID && self.private.iter().any(|p| p == name)
+    }
+
+    /// Where the entry `name` of directory `parent` lives for `caller`. A private name
+    /// lives in the caller's private directory (`PRIVATE_DIR/<uid>`, made when `make`);
+    /// the private area itself has no name through the mount (ENOENT to find, EPERM to
+    /// make).
+    fn slot(&self, parent: u64, name: &OsStr, caller: Caller, make: bool) -> SysResult<Slot> {
+        let bytes = name.as_bytes();
+        if parent == ROOT_ID && bytes == PRIVATE_DIR.as_bytes() {
+            return Err(if make { libc::EPERM } else { libc::ENOENT });
+        }
+        let name = Name::new(name)?;
+        if self.is_private(parent, bytes) {
+            let dir = self.private_dir(caller.uid, make)?.ok_or(libc::ENOENT)?;
+            return Ok(Slot {
+                dir: Arc::new(dir),
+                name,
+                place: Place::Private,
+            });
+        }
+        let dir = self.dir(parent)?;
+        Ok(Slot {
+            dir: dir.fd()?,
+            name,
+            place: dir.place(),
         })
     }
 
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Entry> {
-        let dir = self.dir(parent)?;
-        let name = Name::new(name).map_err(|e| if e == libc::EINVAL { libc::ENOENT } else { e })?;
+    /// `PRIVATE_DIR/<uid>` in the store root, root's and 0700 (no member reaches it but
+    /// through the daemon); `None` if it does not exist and `make` is false.
+    fn private_dir(&self, uid: u32, make: bool) -> SysResult<Option<OwnedFd>> {
+        claim::private_dir(self.inode(ROOT_ID)?.fd()?.as_fd(), uid, make)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr, caller: Caller) -> SysResult<Entry> {
+        let slot = self
+            .slot(parent, name, caller, false)
+            .map_err(|e| if e == libc::EINVAL { libc::ENOENT } else { e })?;
         // Most lookups in a walk find inodes the kernel already knows: one stat then does.
-        let st = sys::stat_at(dir.fd()?.as_fd(), &name)?;
+        let st = sys::stat_at(slot.dir.as_fd(), &slot.name)?;
         if let Some(inode) = self.inodes.lookup_known(&st) {
-            return Ok(Entry {
-                inode,
-                st: self.report(st),
-            });
+            let st = self.report(st, inode.place());
+            return Ok(Entry { inode, st });
         }
-        self.lookup_handle(sys::open_path(dir.fd()?.as_fd(), &name)?, &dir, &name)
+        let handle = sys::open_path(slot.dir.as_fd(), &slot.name)?;
+        self.lookup_handle(handle, slot.place, &slot.name)
     }
 
     pub fn forget(&self, id: u64, n: u64) {
@@ -189,8 +245,17 @@ impl Store {
 
     pub fn getattr(&self, id: u64) -> SysResult<Entry> {
         let inode = self.inode(id)?;
-        let st = self.report(sys::fstat(inode.fd()?.as_fd())?);
+        let st = self.report(sys::fstat(inode.fd()?.as_fd())?, inode.place());
         Ok(Entry { inode, st })
+    }
+
+    /// The mode a new entry of `kind` made with `mode` under `umask` gets at `place`.
+    fn new_mode(&self, place: Place, kind: u32, mode: u32, umask: u32) -> u32 {
+        if place == Place::Private {
+            self.policy.private_mode(mode & !umask)
+        } else {
+            self.policy.create_mode(kind, mode, umask)
+        }
     }
 
     /// Applies owner, group and mode to a handle we just created: never by path.
@@ -213,22 +278,25 @@ impl Store {
         name: &OsStr,
         caller: Caller,
         kind: u32,
-        mode: u32,
-        make: impl FnOnce(BorrowedFd<'_>, &Name) -> SysResult<()>,
+        (mode, umask): (u32, u32),
+        make: impl FnOnce(BorrowedFd<'_>, &Name, u32) -> SysResult<()>,
     ) -> SysResult<Entry> {
-        let dir = self.dir(parent)?;
-        let name = Name::new(name)?;
-        let dir_fd = dir.fd()?;
+        let slot = self.slot(parent, name, caller, true)?;
+        // A private name holds a regular file: a token, never a directory or a link.
+        if slot.place == Place::Private && kind != libc::S_IFREG {
+            return Err(libc::EPERM);
+        }
+        let mode = self.new_mode(slot.place, kind, mode, umask);
         let (handle, _) = claim::create(
-            dir_fd.as_fd(),
-            &name,
+            slot.dir.as_fd(),
+            &slot.name,
             kind,
-            || make(dir_fd.as_fd(), &name),
+            || make(slot.dir.as_fd(), &slot.name, mode),
             |_, _| true,
             |h| self.claim(h, caller, mode),
         )
         .map_err(CreateError::errno)?;
-        self.lookup_handle(handle, &dir, &name)
+        self.lookup_handle(handle, slot.place, &slot.name)
     }
 
     pub fn mkdir(
@@ -239,10 +307,14 @@ impl Store {
         umask: u32,
         caller: Caller,
     ) -> SysResult<Entry> {
-        let mode = self.policy.create_mode(libc::S_IFDIR, mode, umask);
-        self.make(parent, name, caller, libc::S_IFDIR, mode, |dir, name| {
-            sys::mkdir_at(dir, name, mode & 0o777)
-        })
+        self.make(
+            parent,
+            name,
+            caller,
+            libc::S_IFDIR,
+            (mode, umask),
+            |dir, name, mode| sys::mkdir_at(dir, name, mode & 0o777),
+        )
     }
 
     /// Regular files and FIFOs only: device nodes and sockets in a shared cache are refused.
@@ -259,10 +331,14 @@ impl Store {
         if kind != libc::S_IFREG && kind != libc::S_IFIFO {
             return Err(libc::EPERM);
         }
-        let mode = self.policy.create_mode(kind, mode, umask);
-        self.make(parent, name, caller, kind, mode, |dir, name| {
-            sys::mknod_at(dir, name, kind | (mode & 0o777))
-        })
+        self.make(
+            parent,
+            name,
+            caller,
+            kind,
+            (mode, umask),
+            |dir, name, mode| sys::mknod_at(dir, name, kind | (mode & 0o777)),
+        )
     }
 
     pub fn symlink(
@@ -273,23 +349,34 @@ impl Store {
         caller: Caller,
     ) -> SysResult<Entry> {
         let target = CString::new(target.as_bytes()).map_err(|_| libc::EINVAL)?;
-        self.make(parent, name, caller, libc::S_IFLNK, 0o777, |dir, name| {
-            sys::symlink_at(&target, dir, name)
-        })
+        self.make(
+            parent,
+            name,
+            caller,
+            libc::S_IFLNK,
+            (0o777, 0),
+            |dir, name, _| sys::symlink_at(&target, dir, name),
+        )
     }
 
     /// A hard link shares its target's inode, so it keeps the target's owner and mode.
-    pub fn link(&self, id: u64, parent: u64, name: &OsStr) -> SysResult<Entry> {
+    /// A private copy gets no second name, and a private name no shared inode: either
+    /// would show one user's secret under a name others reach.
+    pub fn link(&self, id: u64, parent: u64, name: &OsStr, caller: Caller) -> SysResult<Entry> {
         let inode = self.inode(id)?;
-        if inode.is_dir() {
+        if inode.is_dir() || inode.place() == Place::Private {
             return Err(libc::EPERM);
         }
-        let dir = self.dir(parent)?;
-        let name = Name::new(name)?;
-        sys::link_at(inode.fd()?.as_fd(), dir.fd()?.as_fd(), &name)?;
+        let slot = self
+            .slot(parent, name, caller, false)
+            .map_err(|e| if e == libc::ENOENT { libc::EPERM } else { e })?;
+        if slot.place == Place::Private {
+            return Err(libc::EPERM);
+        }
+        sys::link_at(inode.fd()?.as_fd(), slot.dir.as_fd(), &slot.name)?;
         // The new name is this inode: count the lookup on it, not on whatever the name
         // holds by the time it could be reopened.
-        self.lookup_handle(sys::dup(inode.fd()?.as_fd())?, &dir, &name)
+        self.lookup_handle(sys::dup(inode.fd()?.as_fd())?, slot.place, &slot.name)
     }
 
     /// Creates and opens a regular file. If it appeared meanwhile (another host, another
@@ -303,20 +390,20 @@ impl Store {
         flags: i32,
         caller: Caller,
     ) -> SysResult<(Entry, u64)> {
-        let dir = self.dir(parent)?;
-        let name_c = Name::new(name)?;
-        let mode = self.policy.create_mode(libc::S_IFREG, mode, umask);
+        let slot = self.slot(parent, name, caller, true)?;
+        let (dir, name_c) = (&slot.dir, &slot.name);
+        let mode = self.new_mode(slot.place, libc::S_IFREG, mode, umask);
         let io_flags = open_flags(flags);
         match sys::open_at(
-            dir.fd()?.as_fd(),
-            &name_c,
+            dir.as_fd(),
+            name_c,
             io_flags | libc::O_CREAT | libc::O_EXCL,
             mode & 0o777,
         ) {
             Ok(fd) => {
                 let claimed = sys::reopen(fd.as_fd(), libc::O_PATH).and_then(|handle| {
                     self.claim(handle.as_fd(), caller, mode)?;
-                    self.lookup_handle(handle, &dir, &name_c)
+                    self.lookup_handle(handle, slot.place, name_c)
                 });
                 match claimed {
                     Ok(entry) => {
@@ -324,14 +411,14 @@ impl Store {
                         Ok((entry, fh))
                     }
                     Err(e) => {
-                        let _ = sys::unlink_at(dir.fd()?.as_fd(), &name_c, false);
+                        let _ = sys::unlink_at(dir.as_fd(), name_c, false);
                         Err(e)
                     }
                 }
             }
             Err(libc::EEXIST) if flags & libc::O_EXCL == 0 => {
-                let handle = sys::open_path(dir.fd()?.as_fd(), &name_c)?;
-                let entry = self.lookup_handle(handle, &dir, &name_c)?;
+                let handle = sys::open_path(dir.as_fd(), name_c)?;
+                let entry = self.lookup_handle(handle, slot.place, name_c)?;
                 let opened = self
                     .check_access(&entry.st, caller, flags)
                     .and_then(|()| self.open(entry.inode.id, flags))
@@ -465,10 +552,20 @@ impl Store {
         sys::copy_file_range(a.fd.as_fd(), off_in, b.fd.as_fd(), off_out, len)
     }
 
-    pub fn setattr(&self, id: u64, fh: Option<u64>, set: SetAttr) -> SysResult<Entry> {
+    pub fn setattr(&self, id: u64, fh: Option<u64>, mut set: SetAttr) -> SysResult<Entry> {
         let inode = self.inode(id)?;
         if !self.policy.group_allowed(set.gid) {
             return Err(libc::EPERM);
+        }
+        if id == ROOT_ID {
+            // The store root stays root's and 0700; members see it as the policy says.
+            // (huggingface_hub chmods HF_HOME 0700 when it saves a token: that must not
+            // shut the other members out.)
+            if set.uid.is_some() {
+                return Err(libc::EPERM);
+            }
+            set.mode = None;
+            set.gid = None;
         }
         if set.size.is_some() && !inode.is_regular() {
             return Err(if inode.is_dir() {
@@ -477,7 +574,10 @@ impl Store {
                 libc::EINVAL
             });
         }
-        let mode = set.mode.map(|mode| self.policy.mode(inode.kind, mode));
+        let mode = set.mode.map(|mode| match inode.place() {
+            Place::Private => self.policy.private_mode(mode),
+            _ => self.policy.mode(inode.kind, mode),
+        });
         // The kernel has already applied chown's and chmod's rules (only root gives files away).
         if set.uid.is_some() || set.gid.is_some() || mode.is_some() {
             claim::give(inode.fd()?.as_fd(), &self.policy, set.uid, set.gid, mode)?;
@@ -500,7 +600,7 @@ impl Store {
                 set.mtime.unwrap_or(TimeSet::Omit),
             )?;
         }
-        let st = self.report(sys::fstat(inode.fd()?.as_fd())?);
+        let st = self.report(sys::fstat(inode.fd()?.as_fd())?, inode.place());
         Ok(Entry { inode, st })
     }
 
@@ -512,14 +612,14 @@ impl Store {
         sys::readlink(inode.fd()?.as_fd())
     }
 
-    pub fn unlink(&self, parent: u64, name: &OsStr) -> SysResult<()> {
-        let dir = self.dir(parent)?;
-        sys::unlink_at(dir.fd()?.as_fd(), &Name::new(name)?, false)
+    pub fn unlink(&self, parent: u64, name: &OsStr, caller: Caller) -> SysResult<()> {
+        let slot = self.slot(parent, name, caller, false)?;
+        sys::unlink_at(slot.dir.as_fd(), &slot.name, false)
     }
 
-    pub fn rmdir(&self, parent: u64, name: &OsStr) -> SysResult<()> {
-        let dir = self.dir(parent)?;
-        sys::unlink_at(dir.fd()?.as_fd(), &Name::new(name)?, true)
+    pub fn rmdir(&self, parent: u64, name: &OsStr, caller: Caller) -> SysResult<()> {
+        let slot = self.slot(parent, name, caller, false)?;
+        sys::unlink_at(slot.dir.as_fd(), &slot.name, true)
     }
 
     pub fn rename(
@@ -529,18 +629,61 @@ impl Store {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
+        caller: Caller,
     ) -> SysResult<()> {
         if flags & libc::RENAME_WHITEOUT != 0 {
             return Err(libc::EINVAL);
         }
-        let (old_dir, new_dir) = (self.dir(parent)?, self.dir(newparent)?);
+        let from = self.slot(parent, name, caller, false)?;
+        let to = self.slot(newparent, newname, caller, true)?;
+        let (from_private, to_private) = (from.place == Place::Private, to.place == Place::Private);
+        // A private copy never leaves for a shared name, nor swaps with one. Onto a
+        // private name comes only a file from the root (a library writing `token` through
+        // a temporary name beside it), whose kernel caches last no longer than a request
+        // (`Place::Loose`): from anywhere else, the kernel could keep showing it to others.
+        if (from_private && !to_private)
+            || (to_private && !from_private && parent != ROOT_ID)
+            || (from_private != to_private && flags & libc::RENAME_EXCHANGE != 0)
+        {
+            return Err(libc::EPERM);
+        }
         sys::rename_at(
-            old_dir.fd()?.as_fd(),
-            &Name::new(name)?,
-            new_dir.fd()?.as_fd(),
-            &Name::new(newname)?,
+            from.dir.as_fd(),
+            &from.name,
+            to.dir.as_fd(),
+            &to.name,
             flags,
-        )
+        )?;
+        if to_private && !from_private {
+            self.make_private(&to, caller)?;
+        }
+        Ok(())
+    }
+
+    /// Makes what was just renamed onto a private name the caller's own copy: their
+    /// owner, owner-only mode, and reported as private from now on.
+    fn make_private(&self, slot: &Slot, caller: Caller) -> SysResult<()> {
+        let handle = sys::open_path(slot.dir.as_fd(), &slot.name)?;
+        let st = sys::fstat(handle.as_fd())?;
+        if kind_of(&st) != libc::S_IFREG {
+            // Not a token: put nothing else there.
+            let _ = sys::unlink_at(slot.dir.as_fd(), &slot.name, kind_of(&st) == libc::S_IFDIR);
+            return Err(libc::EPERM);
+        }
+        let mode = self.policy.private_mode(st.st_mode);
+        claim::give(
+            handle.as_fd(),
+            &self.policy,
+            Some(caller.uid),
+            Some(self.policy.gid),
+            Some(mode),
+        )?;
+        // Every node of this inode (the kernel's, under its old name) is reported as
+        // private from now on; its attributes were never cached (`Place::Loose`).
+        if let Some(inode) = self.inodes.find(&st) {
+            inode.set_place(Place::Private);
+        }
+        Ok(())
     }
 
     fn open_dir_stream(&self, id: u64) -> SysResult<OpenDir> {
@@ -590,6 +733,7 @@ impl Store {
         fh: u64,
         offset: i64,
         plus: bool,
+        caller: Caller,
         mut add: impl FnMut(&DirItem) -> bool,
     ) -> SysResult<()> {
         let dir = self.dir_stream(id, fh)?;
@@ -617,10 +761,18 @@ impl Store {
                 Ok(None) => break,
                 Err(e) => return failed(e, added, pos),
             };
+            // The root's listing is shared by every caller (the kernel caches it): it shows
+            // neither the private area nor any private name, which are reached by name.
+            if dir.inode.id == ROOT_ID
+                && (ent.name == PRIVATE_DIR.as_bytes() || self.is_private(ROOT_ID, &ent.name))
+            {
+                *pos = ent.offset;
+                continue;
+            }
             let dot = ent.name == b"." || ent.name == b"..";
             let entry = if plus && !dot {
                 let name = OsStr::from_bytes(&ent.name);
-                match self.lookup(dir.inode.id, name) {
+                match self.lookup(dir.inode.id, name, caller) {
                     Ok(e) => Some(e),
                     // Gone since the directory was read: skip it.
                     Err(libc::ENOENT) => continue,
@@ -715,6 +867,14 @@ impl Store {
     pub fn inode_count(&self) -> (usize, usize) {
         (self.inodes.len(), self.inodes.open_descriptors())
     }
+}
+
+/// Where a name lives in the store: a directory handle, the name in it, and the place
+/// of that directory (entries made there get theirs from it).
+struct Slot {
+    dir: Arc<OwnedFd>,
+    name: Name,
+    place: Place,
 }
 
 fn xattr_name(name: &OsStr) -> SysResult<CString> {

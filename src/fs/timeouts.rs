@@ -23,12 +23,31 @@ pub struct Timeouts {
 
 impl Timeouts {
     /// (attribute, entry) timeouts for an inode at `place`.
+    ///
+    /// A private name (`token`) names a different inode for each user, while the kernel
+    /// keeps one dentry per name for all processes. Its entry timeout is therefore zero:
+    /// the kernel revalidates the dentry at every path walk with a LOOKUP carrying the
+    /// caller's uid, and when our answer names another node than the cached one it drops
+    /// the dentry and looks the name up afresh for this caller (fuse_dentry_revalidate).
+    /// Misses are never cached for these names either (see `HfCacheFs::lookup`). So a
+    /// lookup made for one user is never answered from a dentry filled for another.
     pub fn of(&self, place: Place) -> (Duration, Duration) {
-        if place.is_fixed() {
-            (self.content, self.content)
-        } else {
-            (self.attr, self.entry)
+        match place {
+            Place::Private => (self.attr, Duration::ZERO),
+            // A rename onto a private name moves the kernel's dentry with its timeout and
+            // keeps the inode's cached attributes: neither may outlive this request.
+            Place::Loose => (Duration::ZERO, Duration::ZERO),
+            p if p.is_fixed() => (self.content, self.content),
+            _ => (self.attr, self.entry),
         }
+    }
+}
+
+impl Timeouts {
+    /// The one timeout a readdirplus entry carries, for its name and attributes alike.
+    pub fn listed(&self, place: Place) -> Duration {
+        let (attr, entry) = self.of(place);
+        attr.min(entry)
     }
 }
 
@@ -44,6 +63,9 @@ mod tests {
             content: Duration::from_secs(60),
         };
         assert_eq!(t.of(Place::Other), (t.attr, t.entry));
+        assert_eq!(t.of(Place::Root), (t.attr, t.entry));
+        assert_eq!(t.of(Place::Private), (t.attr, Duration::ZERO));
+        assert_eq!(t.of(Place::Loose), (Duration::ZERO, Duration::ZERO));
         for p in [
             Place::Repo,
             Place::Blobs,
