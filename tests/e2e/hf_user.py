@@ -3,7 +3,8 @@
 
 Run by tests/e2e/test_shared_cache.py as a throw-away user (setpriv, with its own umask)
 under /opt/hfcachefs-e2e/venv-{new,old}/bin/python, with HF_HOME on the backend under
-test and HF_ENDPOINT on the fake hub. Works with huggingface_hub 1.x and 0.20.x.
+test and HF_ENDPOINT on the fake hub. Works with huggingface_hub 2.x (with or without
+hf_xet: HF_HUB_DISABLE_XET) and 0.20.x; `cli` needs hub >= 1.0.
 
 The last stdout line is `HFE2E_RESULT {json}` with at least:
   ok          bool: the action completed
@@ -45,14 +46,16 @@ def _ua(args) -> dict:
 def act_download(args):
     from huggingface_hub import hf_hub_download
 
-    path = hf_hub_download(args.repo, args.file, repo_type=args.repo_type, user_agent=_ua(args))
+    path = hf_hub_download(args.repo, args.file, repo_type=args.repo_type, revision=getattr(args, "revision", None),
+                           user_agent=_ua(args))
     return {"path": path, "realpath": os.path.realpath(path), "sha256": sha256_file(path)}
 
 
 def act_snapshot(args):
     from huggingface_hub import snapshot_download
 
-    folder = snapshot_download(args.repo, repo_type=args.repo_type, user_agent=_ua(args))
+    folder = snapshot_download(args.repo, repo_type=args.repo_type, revision=getattr(args, "revision", None),
+                               user_agent=_ua(args))
     files = {}
     for root, _dirs, names in os.walk(folder):
         for n in names:
@@ -127,6 +130,25 @@ def act_safe_open(args):
     return {"path": path, "tensors": tensors}
 
 
+def act_cli(args):
+    """`hf ARGS...` (hub >= 1.0 CLI) in this process, so its exceptions reach the result."""
+    import contextlib
+    import io
+
+    from huggingface_hub.cli.hf import app
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = app(args=list(args.cli_args), standalone_mode=False, prog_name="hf")
+        except SystemExit as e:
+            code = e.code
+    res = {"exit": code or 0, "stdout": out.getvalue()[-6000:], "stderr": err.getvalue()[-6000:]}
+    if code:
+        raise RuntimeError(f"hf {' '.join(args.cli_args)} exited {code}: {res}")
+    return res
+
+
 def act_read(args):
     """Plain read of a path (used to check an outsider cannot read a cached file)."""
     return {"sha256": sha256_file(args.path)}
@@ -154,9 +176,13 @@ def main() -> int:
     p.add_argument("repo")
     p.add_argument("file")
     p.add_argument("--repo-type", default=None)
+    p.add_argument("--revision", default=None)
     p = sub.add_parser("snapshot")
     p.add_argument("repo")
     p.add_argument("--repo-type", default=None)
+    p.add_argument("--revision", default=None)
+    p = sub.add_parser("cli")
+    p.add_argument("cli_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("delete-revisions")
     p.add_argument("repo")
     p = sub.add_parser("dataset")
@@ -187,6 +213,7 @@ def main() -> int:
             "transformers": act_transformers,
             "safe-open": act_safe_open,
             "read": act_read,
+            "cli": act_cli,
         }[args.action]
         out["result"] = fn(args)
         out["ok"] = True
