@@ -225,10 +225,14 @@ impl Node {
     }
 }
 
-/// What a walk does after visiting a directory.
+/// What a walk does after visiting an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Visit {
+    /// Go on, into the entry if it is a directory.
     Descend,
+    /// Go on, but not into this directory.
+    Skip,
+    /// End the walk.
     Stop,
 }
 
@@ -258,80 +262,178 @@ impl Walked {
     }
 }
 
-/// Walks the tree below `root` depth-first in name order, calling `f` with each entry's
-/// path relative to `root` and its place in the cache layout (`root` itself counting as
-/// [`Place::Other`]: an `HF_HOME`, a hub cache or a store). Does not leave `root`'s filesystem (a mount inside the store is
-/// not part of it) and goes at most [`MAX_DEPTH`] levels down. Entries that vanish during
-/// the walk are passed over.
-pub fn walk(root: &Node, f: &mut dyn FnMut(&Path, &Node, Place) -> Visit) -> io::Result<Walked> {
-    let mut walked = Walked::default();
-    let mut rel = PathBuf::new();
-    walk_dir(
-        root,
-        Place::Root,
-        root.st.st_dev,
-        0,
-        &mut rel,
-        f,
-        &mut walked,
-    )?;
-    Ok(walked)
+/// Which filesystems a walk goes into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only the root's: a mount inside a store is not part of it.
+    OneFilesystem,
+    /// Any: a user's cache may have its `hub/` on another disk, and all of it is theirs.
+    AnyFilesystem,
 }
 
-/// Returns false once the walk was stopped. `depth` is how many levels below the root `dir` is.
-fn walk_dir(
-    dir: &Node,
-    place: Place,
-    dev: u64,
-    depth: usize,
-    rel: &mut PathBuf,
-    f: &mut dyn FnMut(&Path, &Node, Place) -> Visit,
-    walked: &mut Walked,
-) -> io::Result<bool> {
-    let names = match dir.names() {
-        Ok(n) => n,
-        Err(libc::ENOENT) => return Ok(true),
-        Err(e) if rel.as_os_str().is_empty() => return Err(io_err(e)),
-        Err(e) => {
-            return Err(io::Error::new(
-                io_err(e).kind(),
-                format!("{}: {}", rel.display(), io_err(e)),
-            ));
-        }
-    };
-    for name in names {
-        let node = match dir.child(&name) {
-            Ok(n) => n,
-            Err(libc::ENOENT) => continue,
-            Err(e) => {
-                return Err(io::Error::new(
-                    io_err(e).kind(),
-                    format!("{}: {}", rel.join(&name).display(), io_err(e)),
-                ));
-            }
-        };
-        rel.push(&name);
-        let at = place_of(place, name.as_bytes(), node.kind());
-        let visit = f(rel, &node, at);
-        let go_on = match visit {
-            Visit::Stop => false,
-            Visit::Descend if node.is_dir() && node.st.st_dev == dev => {
-                if depth + 1 < MAX_DEPTH {
-                    walk_dir(&node, at, dev, depth + 1, rel, f, walked)?
-                } else {
-                    walked.too_deep += 1;
-                    walked.first_too_deep.get_or_insert_with(|| rel.clone());
-                    true
-                }
-            }
-            Visit::Descend => true,
-        };
-        rel.pop();
-        if !go_on {
-            return Ok(false);
+/// One entry of a walk, as its visitor sees it.
+pub struct Entry<'a> {
+    /// Its path relative to the root.
+    pub rel: &'a Path,
+    /// Its name in `parent`, the last component of `rel`.
+    pub name: &'a OsStr,
+    /// The directory holding it, for what is done relative to it (unlinking it, say).
+    pub parent: &'a Node,
+    pub node: &'a Node,
+    /// Where it sits in the cache layout, the root counting as [`Place::Root`].
+    pub place: Place,
+    /// How many levels below the root it is: 1 for the root's own entries.
+    pub depth: usize,
+}
+
+impl Entry<'_> {
+    /// Whether the walk goes no deeper here however asked (the entry is [`MAX_DEPTH`] levels
+    /// down): a visitor that would act before descending (make a directory) can tell.
+    pub fn at_limit(&self) -> bool {
+        self.depth >= MAX_DEPTH
+    }
+}
+
+/// What a walk calls for each entry.
+pub trait Visitor {
+    /// Called for each entry before anything below it.
+    fn enter(&mut self, e: &Entry<'_>) -> Visit;
+
+    /// Called for a directory once everything below it was walked (only for those the walk
+    /// descended into, and not once it was stopped): a visitor that removes what it moved can
+    /// remove the emptied directory here.
+    fn leave(&mut self, _e: &Entry<'_>) {}
+
+    /// Called with the error number when a directory cannot be listed or an entry opened
+    /// (`rel` names it; entries that vanished are passed over without a call). The walk ends
+    /// with the error returned; by default, that one.
+    fn unreadable(&mut self, rel: &Path, errno: i32) -> io::Result<()> {
+        Err(error_at(rel, errno))
+    }
+}
+
+/// An error naming the entry it is about (the root goes unnamed: callers name it).
+fn error_at(rel: &Path, errno: i32) -> io::Error {
+    if rel.as_os_str().is_empty() {
+        return io_err(errno);
+    }
+    io::Error::new(
+        io_err(errno).kind(),
+        format!("{}: {}", rel.display(), io_err(errno)),
+    )
+}
+
+/// Walks the tree below `root` depth-first in name order, calling `f` with each entry's
+/// path relative to `root` and its place in the cache layout (`root` itself counting as
+/// [`Place::Root`]: an `HF_HOME`, a hub cache or a store). Does not leave `root`'s
+/// filesystem (a mount inside the store is not part of it) and goes at most [`MAX_DEPTH`]
+/// levels down. Entries that vanish during the walk are passed over.
+pub fn walk(root: &Node, f: &mut dyn FnMut(&Path, &Node, Place) -> Visit) -> io::Result<Walked> {
+    struct Each<'f>(&'f mut dyn FnMut(&Path, &Node, Place) -> Visit);
+    impl Visitor for Each<'_> {
+        fn enter(&mut self, e: &Entry<'_>) -> Visit {
+            (self.0)(e.rel, e.node, e.place)
         }
     }
-    Ok(true)
+    visit(root, Scope::OneFilesystem, &mut Each(f))
+}
+
+/// Walks the tree below `root` as [`walk`] does, within `scope`, calling `v` before and
+/// after each directory's entries.
+pub fn visit(root: &Node, scope: Scope, v: &mut dyn Visitor) -> io::Result<Walked> {
+    let mut w = Walker {
+        v,
+        dev: (scope == Scope::OneFilesystem).then_some(root.st.st_dev),
+        rel: PathBuf::new(),
+        walked: Walked::default(),
+    };
+    w.dir(root, Place::Root, 0)?;
+    Ok(w.walked)
+}
+
+struct Walker<'v> {
+    v: &'v mut dyn Visitor,
+    /// The only filesystem the walk goes into, if it is kept to one.
+    dev: Option<u64>,
+    /// Where the walk is, relative to the root.
+    rel: PathBuf,
+    walked: Walked,
+}
+
+impl Walker<'_> {
+    /// Walks the entries of `dir` (at `place`, `depth` levels below the root); false once
+    /// the walk was stopped.
+    fn dir(&mut self, dir: &Node, place: Place, depth: usize) -> io::Result<bool> {
+        let names = match dir.names() {
+            Ok(n) => n,
+            Err(libc::ENOENT) => return Ok(true),
+            Err(e) => {
+                self.v.unreadable(&self.rel, e)?;
+                return Ok(true);
+            }
+        };
+        for name in names {
+            self.rel.push(&name);
+            let go_on = match dir.child(&name) {
+                Ok(node) => {
+                    let at = place_of(place, name.as_bytes(), node.kind());
+                    self.entry(dir, &name, &node, at, depth + 1)
+                }
+                Err(libc::ENOENT) => Ok(true),
+                Err(e) => self.v.unreadable(&self.rel, e).map(|()| true),
+            };
+            self.rel.pop();
+            if !go_on? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Visits one entry and walks what is below it; false once the walk was stopped.
+    fn entry(
+        &mut self,
+        parent: &Node,
+        name: &OsStr,
+        node: &Node,
+        place: Place,
+        depth: usize,
+    ) -> io::Result<bool> {
+        let e = Entry {
+            rel: &self.rel,
+            name,
+            parent,
+            node,
+            place,
+            depth,
+        };
+        let into = node.is_dir() && self.dev.is_none_or(|d| d == node.st.st_dev);
+        match self.v.enter(&e) {
+            Visit::Stop => return Ok(false),
+            Visit::Descend if into && e.at_limit() => {
+                self.walked.too_deep += 1;
+                self.walked
+                    .first_too_deep
+                    .get_or_insert_with(|| self.rel.clone());
+                return Ok(true);
+            }
+            Visit::Descend if into => {}
+            Visit::Descend | Visit::Skip => return Ok(true),
+        }
+        if !self.dir(node, place, depth)? {
+            return Ok(false);
+        }
+        let e = Entry {
+            rel: &self.rel,
+            name,
+            parent,
+            node,
+            place,
+            depth,
+        };
+        self.v.leave(&e);
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +479,50 @@ mod tests {
             "{e}"
         );
         assert!(open("a/b/c/f/g").is_err(), "a file is not a directory");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn visitors_see_directories_before_and_after_their_entries() {
+        let base = std::env::temp_dir().join(format!("hfcachefs-visit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("a/b")).unwrap();
+        std::fs::create_dir_all(base.join("a/skipped/below")).unwrap();
+        std::fs::write(base.join("a/b/f"), b"x").unwrap();
+        std::fs::write(base.join("z"), b"x").unwrap();
+
+        struct Log(Vec<String>);
+        impl Visitor for Log {
+            fn enter(&mut self, e: &Entry<'_>) -> Visit {
+                let same = e.parent.child(e.name).unwrap().id() == e.node.id();
+                assert!(same, "the parent holds the entry under its name");
+                assert_eq!(e.depth, e.rel.components().count());
+                self.0.push(format!("enter {}", e.rel.display()));
+                if e.name == "skipped" {
+                    Visit::Skip
+                } else {
+                    Visit::Descend
+                }
+            }
+            fn leave(&mut self, e: &Entry<'_>) {
+                self.0.push(format!("leave {}", e.rel.display()));
+            }
+        }
+        let mut log = Log(Vec::new());
+        let root = Node::open_trusted(&base).unwrap();
+        visit(&root, Scope::OneFilesystem, &mut log).unwrap();
+        assert_eq!(
+            log.0,
+            [
+                "enter a",
+                "enter a/b",
+                "enter a/b/f",
+                "leave a/b",
+                "enter a/skipped",
+                "leave a",
+                "enter z",
+            ]
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 
