@@ -42,10 +42,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::format::human_bytes;
 use super::mounts;
-use crate::cache::layout::{
-    self, BLOBS, CacheRoot, HUB, HomeEntry, IMPORT_TEMP_SUFFIX, LOCKS, REFS,
-};
-use crate::cache::walk::{self, Node};
+use crate::cache::layout::{self, CacheRoot, HUB, HomeEntry, IMPORT_TEMP_SUFFIX, Place};
+use crate::cache::walk::{self, Entry, Node, Scope, Visit, Visitor};
 use crate::claim::{self, CreateError};
 use crate::error::{CmdResult, Error};
 use crate::policy::Policy;
@@ -116,6 +114,17 @@ pub struct SrcFile {
     pub nlink: u64,
 }
 
+impl SrcFile {
+    fn of(n: &Node) -> SrcFile {
+        SrcFile {
+            id: n.id(),
+            size: n.size(),
+            uid: n.st.st_uid,
+            nlink: n.st.st_nlink,
+        }
+    }
+}
+
 /// What to do with a source file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileAction {
@@ -159,6 +168,15 @@ pub fn file_action(
         Existing::None => FileAction::Copy,
         _ => FileAction::Conflict,
     }
+}
+
+/// What became of a source file, for the summary and `--move`.
+struct Outcome {
+    action: FileAction,
+    /// The store's file under its name, when known.
+    store: Option<Node>,
+    /// Whether the store's file was compared with the source and holds the same bytes.
+    verified: bool,
 }
 
 /// What to do with a ref (`refs/main` holds the commit a branch points to).
@@ -258,10 +276,12 @@ impl Summary {
 }
 
 /// A directory of the store being merged into: its handle once it exists (`None` while a
-/// dry run only plans to create it) and its path in the store, for messages and plans.
+/// dry run only plans to create it), its path in the store, for messages and plans, and
+/// what part of a cache it is.
 struct Dst {
     node: Option<Node>,
     rel: PathBuf,
+    part: Part,
 }
 
 /// The state of one import run.
@@ -281,9 +301,6 @@ struct Importer {
     progress: ProgressBar,
     /// Owner of the source tree being imported.
     tree_owner: u32,
-    /// How many directories deep the merge is: it holds two handles a level, and a source
-    /// nested deeper than [`walk::MAX_DEPTH`] is no cache.
-    depth: usize,
 }
 
 /// What the import reports when an entry it made was replaced before it handed it over.
@@ -401,8 +418,9 @@ impl Importer {
         }
     }
 
-    /// The store directory `name` in `dst`, created (owned like `src`) if missing.
-    fn ensure_dir(&mut self, dst: &Dst, name: &OsStr, src: &Node) -> Option<Dst> {
+    /// The store directory `name` in `dst`, created (owned like `src`) if missing, as the
+    /// `part` of a cache.
+    fn ensure_dir(&mut self, dst: &Dst, name: &OsStr, src: &Node, part: Part) -> Option<Dst> {
         let rel = dst.rel.join(name);
         let r = (|| -> SysResult<Option<Node>> {
             let Some(parent) = &dst.node else {
@@ -449,7 +467,7 @@ impl Importer {
             }
         })();
         match r {
-            Ok(node) => Some(Dst { node, rel }),
+            Ok(node) => Some(Dst { node, rel, part }),
             Err(libc::ENOTDIR) => {
                 self.note(format!(
                     "{}: the store has a non-directory there; kept it, skipped the source directory",
@@ -464,11 +482,12 @@ impl Importer {
         }
     }
 
-    /// With `--move`, deletes the source entry `name` if it is still the inode `src`.
-    fn remove_source(&mut self, parent: &Node, name: &OsStr, src: &Node, path: &Path) {
+    /// With `--move`, deletes the source entry if its name still holds the same inode.
+    fn remove_source(&mut self, e: &Entry<'_>, path: &Path) {
         if !self.move_sources || self.dry {
             return;
         }
+        let (parent, name, src) = (e.parent, e.name, e.node);
         let r = (|| -> SysResult<()> {
             let now = parent.child(name)?;
             if now.id() != src.id() {
@@ -556,112 +575,126 @@ impl Importer {
         Ok(true)
     }
 
-    fn import_file(&mut self, parent: &Node, name: &OsStr, src: &Node, dst: &Dst, blob: bool) {
-        let path = dst.rel.join(name);
-        let (existing, store_node) = match self.existing(dst, name) {
-            Ok(x) => x,
-            Err(e) => return self.error(&path, errno_str(e)),
-        };
-        let s = SrcFile {
-            id: src.id(),
-            size: src.size(),
-            uid: src.st.st_uid,
-            nlink: src.st.st_nlink,
-        };
-        let mut action = file_action(
-            &s,
+    /// Brings a source file into the store (`blob`: named by its content).
+    fn import_file(&mut self, e: &Entry<'_>, dst: &Dst, blob: bool) {
+        let path = dst.rel.join(e.name);
+        match self.file_outcome(e, dst, blob) {
+            Ok(o) => self.count_file(e, dst, &path, o, blob),
+            Err(err) => self.error(&path, err),
+        }
+    }
+
+    /// Decides what to do with a source file, does it, and settles a comparison.
+    fn file_outcome(&self, e: &Entry<'_>, dst: &Dst, blob: bool) -> io::Result<Outcome> {
+        let (existing, store) = self
+            .existing(dst, e.name)
+            .map_err(|err| io::Error::other(errno_str(err)))?;
+        let action = file_action(
+            &SrcFile::of(e.node),
             &existing,
-            src.st.st_dev == self.store_dev,
+            e.node.st.st_dev == self.store_dev,
             self.tree_owner,
             blob,
         );
-        let mut store_node = store_node;
-        if matches!(action, FileAction::Link | FileAction::Copy) && !self.dry {
-            let Some(dir) = &dst.node else {
-                return self.error(&path, "store directory missing");
-            };
-            match self.place_file(dir, name, src, action == FileAction::Link) {
-                Ok(true) => {}
-                // The name appeared meanwhile.
-                Ok(false) => {
-                    store_node = dir.child(name).ok();
-                    action = if blob {
-                        FileAction::Duplicate
-                    } else {
-                        FileAction::Compare
-                    };
-                }
-                Err(e) => return self.error(&path, e),
-            }
+        let (action, store) = self.put_new(e, dst, action, store, blob)?;
+        self.compare(e.node, action, store)
+    }
+
+    /// Puts a new file into the store (a dry run only plans it). One that appeared under
+    /// its name meanwhile is dealt with as an existing file.
+    fn put_new(
+        &self,
+        e: &Entry<'_>,
+        dst: &Dst,
+        action: FileAction,
+        store: Option<Node>,
+        blob: bool,
+    ) -> io::Result<(FileAction, Option<Node>)> {
+        if !matches!(action, FileAction::Link | FileAction::Copy) || self.dry {
+            return Ok((action, store));
         }
-        // Whether the store's file is known to hold the same bytes.
+        let Some(dir) = &dst.node else {
+            return Err(io::Error::other("store directory missing"));
+        };
+        if self.place_file(dir, e.name, e.node, action == FileAction::Link)? {
+            return Ok((action, store));
+        }
+        let action = if blob {
+            FileAction::Duplicate
+        } else {
+            FileAction::Compare
+        };
+        Ok((action, dir.child(e.name).ok()))
+    }
+
+    /// Settles [`FileAction::Compare`]: the same bytes make a duplicate; anything else is
+    /// a conflict, which keeps the store's.
+    fn compare(&self, src: &Node, action: FileAction, store: Option<Node>) -> io::Result<Outcome> {
         let mut verified = false;
-        if action == FileAction::Compare {
-            action = match &store_node {
-                // Only planned by this dry run: nothing to compare with yet.
-                None if self.dry => FileAction::Duplicate,
-                Some(n) if n.is_file() => match same_bytes(src, n) {
-                    Ok(true) => {
-                        verified = true;
-                        FileAction::Duplicate
-                    }
-                    Ok(false) => FileAction::Conflict,
-                    Err(e) => return self.error(&path, e),
-                },
-                _ => FileAction::Conflict,
-            };
-        }
-        let size = src.size();
-        match action {
-            FileAction::Link | FileAction::Copy => {
-                if action == FileAction::Link {
-                    self.summary.linked += 1;
+        let action = match (action, &store) {
+            // Only planned by this dry run: nothing to compare with yet.
+            (FileAction::Compare, None) if self.dry => FileAction::Duplicate,
+            (FileAction::Compare, Some(n)) if n.is_file() => {
+                verified = same_bytes(src, n)?;
+                if verified {
+                    FileAction::Duplicate
                 } else {
-                    self.summary.copied += 1;
+                    FileAction::Conflict
+                }
+            }
+            (FileAction::Compare, _) => FileAction::Conflict,
+            (action, _) => action,
+        };
+        Ok(Outcome {
+            action,
+            store,
+            verified,
+        })
+    }
+
+    /// Counts what became of a source file and, with `--move`, removes the source once the
+    /// store holds it.
+    fn count_file(&mut self, e: &Entry<'_>, dst: &Dst, path: &Path, o: Outcome, blob: bool) {
+        let size = e.node.size();
+        let s = &mut self.summary;
+        match o.action {
+            FileAction::Link | FileAction::Copy => {
+                if o.action == FileAction::Link {
+                    s.linked += 1;
+                } else {
+                    s.copied += 1;
                 }
                 if blob {
-                    self.summary.blobs_imported += 1;
+                    s.blobs_imported += 1;
                 } else {
-                    self.summary.files_imported += 1;
+                    s.files_imported += 1;
                 }
-                self.summary.bytes_imported += size;
+                s.bytes_imported += size;
                 if self.dry {
-                    self.planned.insert(path.clone(), size);
+                    self.planned.insert(path.to_owned(), size);
                     self.progress.inc(size);
                 }
-                self.remove_source(parent, name, src, &path);
+                self.remove_source(e, path);
             }
             FileAction::SameFile => {
                 if blob {
-                    self.summary.blobs_already += 1;
+                    s.blobs_already += 1;
                 } else {
-                    self.summary.files_deduplicated += 1;
+                    s.files_deduplicated += 1;
                 }
-                self.remove_source(parent, name, src, &path);
+                self.remove_source(e, path);
             }
             FileAction::Duplicate => {
                 if blob {
-                    self.summary.blobs_deduplicated += 1;
+                    s.blobs_deduplicated += 1;
                 } else {
-                    self.summary.files_deduplicated += 1;
+                    s.files_deduplicated += 1;
                 }
-                self.summary.bytes_saved += size;
+                s.bytes_saved += size;
                 self.progress.inc(size);
-                if self.move_sources && !self.dry {
-                    let store_node = store_node.or_else(|| dst.node.as_ref()?.child(name).ok());
-                    let same = verified
-                        || store_node.is_some_and(|n| same_bytes(src, &n).is_ok_and(|same| same));
-                    if same {
-                        self.remove_source(parent, name, src, &path);
-                    } else {
-                        self.note(format!(
-                            "{}: differs from the store's file of the same name; source kept",
-                            path.display()
-                        ));
-                    }
-                }
+                self.remove_duplicate(e, dst, path, o);
             }
-            // (Compare was settled above; were it not, keeping the store's is the safe way.)
+            // (Compare was settled; were it not, keeping the store's is the safe way.)
             FileAction::Conflict | FileAction::Compare => self.note(format!(
                 "{}: the store has a different entry there; kept the store's",
                 path.display()
@@ -672,8 +705,29 @@ impl Importer {
         }
     }
 
-    fn import_symlink(&mut self, parent: &Node, name: &OsStr, src: &Node, dst: &Dst) {
-        let path = dst.rel.join(name);
+    /// With `--move`, removes a source file the store already has under its name, once the
+    /// store's is known to hold the same bytes.
+    fn remove_duplicate(&mut self, e: &Entry<'_>, dst: &Dst, path: &Path, o: Outcome) {
+        if !self.move_sources || self.dry {
+            return;
+        }
+        let store = o.store.or_else(|| dst.node.as_ref()?.child(e.name).ok());
+        let same =
+            o.verified || store.is_some_and(|n| same_bytes(e.node, &n).is_ok_and(|same| same));
+        if same {
+            self.remove_source(e, path);
+        } else {
+            self.note(format!(
+                "{}: differs from the store's file of the same name; source kept",
+                path.display()
+            ));
+        }
+    }
+
+    /// Recreates a source symlink in the store (never following it).
+    fn import_symlink(&mut self, e: &Entry<'_>, dst: &Dst) {
+        let path = dst.rel.join(e.name);
+        let (name, src) = (e.name, e.node);
         let r = (|| -> SysResult<bool> {
             let target = sys::readlink(src.fd())?;
             let (existing, _) = self.existing(dst, name)?;
@@ -713,133 +767,59 @@ impl Importer {
             Ok(true)
         })();
         match r {
-            Ok(true) => self.remove_source(parent, name, src, &path),
+            Ok(true) => self.remove_source(e, &path),
             Ok(false) => self.note(format!(
                 "{}: the store has a different entry there; kept the store's",
                 path.display()
             )),
-            Err(e) => self.error(&path, errno_str(e)),
+            Err(err) => self.error(&path, errno_str(err)),
         }
     }
 
-    /// Merges one source entry of any kind into `dst`.
-    fn merge_entry(&mut self, parent: &Node, name: &OsStr, dst: &Dst, blobs: bool) {
-        if skip_reason(name.as_bytes()).is_some() {
-            self.summary.skipped += 1;
-            return;
+    /// Merges a ref (`refs/main`, `refs/pr/1`): the newest wins.
+    fn merge_ref(&mut self, e: &Entry<'_>, dst: &Dst) {
+        let path = dst.rel.join(e.name);
+        match self.ref_outcome(e, dst) {
+            Ok(RefAction::Write | RefAction::Replace) => {
+                self.summary.refs_written += 1;
+                self.remove_source(e, &path);
+            }
+            Ok(RefAction::Keep | RefAction::Same) => {
+                self.summary.refs_kept += 1;
+                self.remove_source(e, &path);
+            }
+            Err(err) => self.error(&path, err),
         }
-        let src = match parent.child(name) {
-            Ok(n) => n,
-            Err(libc::ENOENT) => return,
-            Err(e) => return self.error(&dst.rel.join(name), errno_str(e)),
+    }
+
+    /// Decides what to do with a ref and does it.
+    fn ref_outcome(&self, e: &Entry<'_>, dst: &Dst) -> io::Result<RefAction> {
+        let content = read_small(e.node, 4096)?;
+        let (_, store) = self
+            .existing(dst, e.name)
+            .map_err(io::Error::from_raw_os_error)?;
+        let store_content = match &store {
+            Some(n) if n.is_file() => Some((read_small(n, 4096)?, n.mtime())),
+            Some(_) => return Err(io::Error::other("the store has a non-file there")),
+            None => None,
         };
-        if src.is_dir() {
-            if !self.enter(&dst.rel.join(name)) {
-                return;
-            }
-            if let Some(d) = self.ensure_dir(dst, name, &src) {
-                self.merge_tree(&src, &d, blobs);
-                self.remove_source(parent, name, &src, &d.rel);
-            }
-            self.depth -= 1;
-        } else if src.is_file() {
-            self.import_file(parent, name, &src, dst, blobs);
-        } else if src.is_symlink() {
-            self.import_symlink(parent, name, &src, dst);
+        let action = ref_action(
+            &content,
+            e.node.mtime(),
+            store_content.as_ref().map(|(c, t)| (c.as_slice(), *t)),
+        );
+        if !matches!(action, RefAction::Write | RefAction::Replace) || self.dry {
+            return Ok(action);
+        }
+        let Some(dir) = &dst.node else {
+            return Ok(action);
+        };
+        let replace = action == RefAction::Replace;
+        if self.write_ref(dir, e.name, e.node, &content, replace)? {
+            Ok(action)
         } else {
-            let p = dst.rel.join(name);
-            self.note(format!("{}: special file not imported", p.display()));
-        }
-    }
-
-    /// Goes one directory deeper, unless that is deeper than any cache: then the directory
-    /// is left alone with a note, and false returned.
-    fn enter(&mut self, rel: &Path) -> bool {
-        if self.depth >= walk::MAX_DEPTH {
-            self.note(format!(
-                "{}: nested deeper than {} levels; not imported",
-                rel.display(),
-                walk::MAX_DEPTH
-            ));
-            return false;
-        }
-        self.depth += 1;
-        true
-    }
-
-    fn names(&mut self, dir: &Node, rel: &Path) -> Vec<OsString> {
-        match dir.names() {
-            Ok(n) => n,
-            Err(e) => {
-                self.error(rel, errno_str(e));
-                Vec::new()
-            }
-        }
-    }
-
-    fn merge_tree(&mut self, src: &Node, dst: &Dst, blobs: bool) {
-        for name in self.names(src, &dst.rel) {
-            self.merge_entry(src, &name, dst, blobs);
-        }
-    }
-
-    /// Merges `refs/` (nested for `refs/pr/N`): the newest ref wins.
-    fn merge_refs(&mut self, src: &Node, dst: &Dst) {
-        for name in self.names(src, &dst.rel) {
-            let path = dst.rel.join(&name);
-            let Ok(s) = src.child(&name) else { continue };
-            if s.is_dir() {
-                if !self.enter(&path) {
-                    continue;
-                }
-                if let Some(d) = self.ensure_dir(dst, &name, &s) {
-                    self.merge_refs(&s, &d);
-                    self.remove_source(src, &name, &s, &path);
-                }
-                self.depth -= 1;
-                continue;
-            }
-            if !s.is_file() || skip_reason(name.as_bytes()).is_some() {
-                self.merge_entry(src, &name, dst, false);
-                continue;
-            }
-            let r = (|| -> io::Result<RefAction> {
-                let content = read_small(&s, 4096)?;
-                let (_, store) = self
-                    .existing(dst, &name)
-                    .map_err(io::Error::from_raw_os_error)?;
-                let store_content = match &store {
-                    Some(n) if n.is_file() => Some((read_small(n, 4096)?, n.mtime())),
-                    Some(_) => return Err(io::Error::other("the store has a non-file there")),
-                    None => None,
-                };
-                let mut action = ref_action(
-                    &content,
-                    s.mtime(),
-                    store_content.as_ref().map(|(c, t)| (c.as_slice(), *t)),
-                );
-                if matches!(action, RefAction::Write | RefAction::Replace) && !self.dry {
-                    if let Some(dir) = &dst.node {
-                        let replace = action == RefAction::Replace;
-                        if !self.write_ref(dir, &name, &s, &content, replace)? {
-                            // Another ref appeared meanwhile: it stays.
-                            action = RefAction::Keep;
-                        }
-                    }
-                }
-                Ok(action)
-            })();
-            match r {
-                Ok(RefAction::Write | RefAction::Replace) => {
-                    self.summary.refs_written += 1;
-                    self.remove_source(src, &name, &s, &path);
-                }
-                Ok(RefAction::Keep | RefAction::Same) => {
-                    self.summary.refs_kept += 1;
-                    self.remove_source(src, &name, &s, &path);
-                }
-                Err(e) => self.error(&path, e),
-            }
+            // Another ref appeared meanwhile: it stays.
+            Ok(RefAction::Keep)
         }
     }
 
@@ -880,15 +860,17 @@ impl Importer {
         Ok(true)
     }
 
-    fn merge_repo(&mut self, src: &Node, name: &OsStr, dst_hub: &Dst) {
-        let before = self.summary.clone();
-        let new = !self.planned_dirs.contains(&dst_hub.rel.join(name))
+    /// Whether the store has nothing yet under `name` in `dst` (nor does this dry run plan
+    /// a directory there).
+    fn is_new_dir(&self, dst: &Dst, name: &OsStr) -> bool {
+        !self.planned_dirs.contains(&dst.rel.join(name))
             && self
-                .existing(dst_hub, name)
-                .is_ok_and(|(e, _)| e == Existing::None);
-        let Some(dst) = self.ensure_dir(dst_hub, name, src) else {
-            return;
-        };
+                .existing(dst, name)
+                .is_ok_and(|(e, _)| e == Existing::None)
+    }
+
+    /// Counts a repo being merged, and shows it in the progress line.
+    fn count_repo(&mut self, name: &OsStr, new: bool) {
         if new {
             self.new_repos.insert(name.to_owned());
         }
@@ -897,21 +879,10 @@ impl Importer {
         self.summary.repos_new = self.new_repos.len() as u64;
         self.progress
             .set_message(name.to_string_lossy().into_owned());
-        for child in self.names(src, &dst.rel) {
-            match child.as_bytes() {
-                r if r == REFS.as_bytes() => match src.child(&child) {
-                    Ok(r) if r.is_dir() => {
-                        if let Some(d) = self.ensure_dir(&dst, &child, &r) {
-                            self.merge_refs(&r, &d);
-                            self.remove_source(src, &child, &r, &d.rel);
-                        }
-                    }
-                    _ => self.merge_entry(src, &child, &dst, false),
-                },
-                b if b == BLOBS.as_bytes() => self.merge_entry(src, &child, &dst, true),
-                _ => self.merge_entry(src, &child, &dst, false),
-            }
-        }
+    }
+
+    /// One line for a merged repo: what it brought since the summary was `before`.
+    fn report_repo(&self, name: &OsStr, before: &Summary) {
         let s = &self.summary;
         let verb = if self.dry { "would import" } else { "imported" };
         let line = format!(
@@ -925,29 +896,6 @@ impl Importer {
             s.refs_written - before.refs_written,
         );
         self.progress.suspend(|| println!("{line}"));
-    }
-
-    fn merge_hub(&mut self, src: &Node, src_path: &Path, dst_hub: &Dst) {
-        for name in self.names(src, src_path) {
-            let bytes = name.as_bytes();
-            if bytes == LOCKS.as_bytes() {
-                continue;
-            }
-            let Ok(child) = src.child(&name) else {
-                continue;
-            };
-            if layout::is_repo_dir(bytes) && child.is_dir() {
-                self.merge_repo(&child, &name, dst_hub);
-                self.remove_source(src, &name, &child, &dst_hub.rel.join(&name));
-            } else if child.is_file() {
-                self.merge_entry(src, &name, dst_hub, false);
-            } else {
-                self.note(format!(
-                    "{}: not a repo directory or a file; left alone",
-                    src_path.join(&name).display()
-                ));
-            }
-        }
     }
 
     fn import_source(&mut self, path: &Path, store: &Node) -> Result<(), String> {
@@ -975,41 +923,200 @@ impl Importer {
         let store_dst = Dst {
             node: Some(store.try_clone().map_err(errno_str)?),
             rel: PathBuf::new(),
+            part: Part::Home,
         };
-        let hub = OsStr::new(HUB);
-        match kind {
+        let top = match kind {
+            CacheRoot::Home => store_dst,
             CacheRoot::Hub => {
-                if let Some(dst_hub) = self.ensure_dir(&store_dst, hub, &root) {
-                    self.merge_hub(&root, path, &dst_hub);
+                match self.ensure_dir(&store_dst, OsStr::new(HUB), &root, Part::Hub) {
+                    Some(hub) => hub,
+                    None => return Ok(()),
                 }
             }
-            CacheRoot::Home => {
-                for name in names {
-                    let p = path.join(&name);
-                    match layout::home_entry(name.as_bytes()) {
-                        HomeEntry::Hub => {
-                            let Ok(src) = root.child(&name) else { continue };
-                            if !src.is_dir() {
-                                continue;
-                            }
-                            if let Some(dst_hub) = self.ensure_dir(&store_dst, &name, &src) {
-                                self.merge_hub(&src, &p, &dst_hub);
-                                self.remove_source(&root, &name, &src, &p);
-                            }
-                        }
-                        HomeEntry::Cache => self.merge_entry(&root, &name, &store_dst, false),
-                        HomeEntry::Secret => {
-                            self.note(format!("{}: a user's token; never copied", p.display()))
-                        }
-                        HomeEntry::Other => self.note(format!(
-                            "{}: not part of the shared cache; left alone",
-                            p.display()
-                        )),
-                    }
-                }
+        };
+        let mut merge = Merge {
+            imp: self,
+            src: path,
+            dsts: vec![top],
+        };
+        walk::visit(&root, Scope::AnyFilesystem, &mut merge)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// What part of a cache a directory is, which decides how its entries merge.
+enum Part {
+    /// An `HF_HOME`: its entries are told apart by name (the hub cache, other caches,
+    /// tokens, anything else).
+    Home,
+    /// A hub cache: repos are merged, `.locks` is not, anything else but files is left alone.
+    Hub,
+    /// A repo, with the summary as it was before it, for the repo's line of the report.
+    Repo(Box<Summary>),
+    /// `refs/` or below: the newest ref wins.
+    Refs,
+    /// Anything else, merged entry by entry; `blobs`: below `blobs/`, whose names vouch for
+    /// their content.
+    Tree { blobs: bool },
+}
+
+/// One source being merged into the store: the walk's visitor. It keeps the store
+/// directories matching the source directories the walk is in, the walk's root's first.
+struct Merge<'a> {
+    imp: &'a mut Importer,
+    /// The source's path, for notes on what is left alone.
+    src: &'a Path,
+    dsts: Vec<Dst>,
+}
+
+impl Visitor for Merge<'_> {
+    fn enter(&mut self, e: &Entry<'_>) -> Visit {
+        match self.dsts.last().map(|d| &d.part) {
+            None => Visit::Stop,
+            Some(Part::Home) => self.home_entry(e),
+            Some(Part::Hub) => self.hub_entry(e),
+            Some(Part::Repo(_)) => match e.place {
+                Place::Refs => self.descend(e, Part::Refs),
+                Place::Blobs => self.entry(e, true),
+                _ => self.entry(e, false),
+            },
+            Some(Part::Refs) => self.ref_entry(e),
+            Some(&Part::Tree { blobs }) => self.entry(e, blobs),
+        }
+    }
+
+    fn leave(&mut self, e: &Entry<'_>) {
+        let Some(dst) = self.dsts.pop() else {
+            return;
+        };
+        if let Part::Repo(before) = &dst.part {
+            self.imp.report_repo(e.name, before);
+        }
+        self.imp.remove_source(e, &dst.rel);
+    }
+
+    fn unreadable(&mut self, rel: &Path, errno: i32) -> io::Result<()> {
+        // Below the root, store paths are source paths.
+        let root = self.dsts.first().map(|d| d.rel.as_path());
+        let path = root.unwrap_or(Path::new("")).join(rel);
+        self.imp.error(&path, errno_str(errno));
+        Ok(())
+    }
+}
+
+impl Merge<'_> {
+    /// An entry of an `HF_HOME`.
+    fn home_entry(&mut self, e: &Entry<'_>) -> Visit {
+        let p = self.src.join(e.rel);
+        match layout::home_entry(e.name.as_bytes()) {
+            HomeEntry::Hub if e.node.is_dir() => self.descend(e, Part::Hub),
+            HomeEntry::Hub => Visit::Skip,
+            HomeEntry::Cache => self.entry(e, false),
+            HomeEntry::Secret => {
+                self.imp
+                    .note(format!("{}: a user's token; never copied", p.display()));
+                Visit::Skip
+            }
+            HomeEntry::Other => {
+                self.imp.note(format!(
+                    "{}: not part of the shared cache; left alone",
+                    p.display()
+                ));
+                Visit::Skip
             }
         }
-        Ok(())
+    }
+
+    /// An entry of a hub cache.
+    fn hub_entry(&mut self, e: &Entry<'_>) -> Visit {
+        match e.place {
+            Place::Locks => Visit::Skip,
+            Place::Repo => self.enter_repo(e),
+            _ if e.node.is_file() => self.entry(e, false),
+            _ => {
+                self.imp.note(format!(
+                    "{}: not a repo directory or a file; left alone",
+                    self.src.join(e.rel).display()
+                ));
+                Visit::Skip
+            }
+        }
+    }
+
+    /// A repo directory: merged into the store's, and reported on a line of its own.
+    fn enter_repo(&mut self, e: &Entry<'_>) -> Visit {
+        let Some(hub) = self.dsts.last() else {
+            return Visit::Stop;
+        };
+        let new = self.imp.is_new_dir(hub, e.name);
+        let before = Box::new(self.imp.summary.clone());
+        let visit = self.descend(e, Part::Repo(before));
+        if visit == Visit::Descend {
+            self.imp.count_repo(e.name, new);
+        }
+        visit
+    }
+
+    /// An entry of `refs/`.
+    fn ref_entry(&mut self, e: &Entry<'_>) -> Visit {
+        if e.node.is_dir() {
+            return self.descend(e, Part::Refs);
+        }
+        if !e.node.is_file() || skip_reason(e.name.as_bytes()).is_some() {
+            return self.entry(e, false);
+        }
+        if let Some(dst) = self.dsts.last() {
+            self.imp.merge_ref(e, dst);
+        }
+        Visit::Skip
+    }
+
+    /// Merges one entry of any kind (`blobs`: below `blobs/`).
+    fn entry(&mut self, e: &Entry<'_>, blobs: bool) -> Visit {
+        if skip_reason(e.name.as_bytes()).is_some() {
+            self.imp.summary.skipped += 1;
+            return Visit::Skip;
+        }
+        if e.node.is_dir() {
+            return self.descend(e, Part::Tree { blobs });
+        }
+        let Some(dst) = self.dsts.last() else {
+            return Visit::Stop;
+        };
+        if e.node.is_file() {
+            self.imp.import_file(e, dst, blobs);
+        } else if e.node.is_symlink() {
+            self.imp.import_symlink(e, dst);
+        } else {
+            let p = dst.rel.join(e.name);
+            self.imp
+                .note(format!("{}: special file not imported", p.display()));
+        }
+        Visit::Skip
+    }
+
+    /// Goes into a source directory, merging it into the store's of that name (made if
+    /// missing), unless it is nested deeper than any cache: then it is left alone.
+    fn descend(&mut self, e: &Entry<'_>, part: Part) -> Visit {
+        let Some(dst) = self.dsts.last() else {
+            return Visit::Stop;
+        };
+        if e.at_limit() {
+            self.imp.note(format!(
+                "{}: nested deeper than {} levels; not imported",
+                dst.rel.join(e.name).display(),
+                walk::MAX_DEPTH
+            ));
+            return Visit::Skip;
+        }
+        match self.imp.ensure_dir(dst, e.name, e.node, part) {
+            Some(d) => {
+                self.dsts.push(d);
+                Visit::Descend
+            }
+            None => Visit::Skip,
+        }
     }
 }
 
@@ -1086,7 +1193,6 @@ pub fn run(o: &Options) -> CmdResult {
         summary: Summary::default(),
         progress: progress_bar(),
         tree_owner: 0,
-        depth: 0,
     };
     let mut failed = false;
     for src in &o.sources {
