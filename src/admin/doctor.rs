@@ -18,6 +18,7 @@ use std::time::Instant;
 use super::format::human_bytes;
 use super::mounts::{self, FSTYPE, MountInfo};
 use super::probe::{ANSWER_TIMEOUT, Probe, SCAN_TIMEOUT, Scan, decode_err, in_child};
+use crate::cache::layout::HUB;
 use crate::cache::walk;
 use crate::error::CmdResult;
 use crate::options::{DEFAULT_LOGFILE, MountOptions, Passthrough};
@@ -135,7 +136,7 @@ pub fn env_check(
     as_root: bool,
 ) -> Check {
     let norm = |s: &str| mounts::absolute(Path::new(s));
-    let hub = mnt.join(crate::cache::layout::HUB);
+    let hub = mnt.join(HUB);
     let export = format!("export HF_HOME={}", mnt.display());
     let hub_ok = hub_cache.is_none_or(|h| norm(h) == hub);
     match hf_home.filter(|s| !s.is_empty()) {
@@ -660,143 +661,172 @@ impl Doctor {
         let Some(mi) = self.mount.clone().filter(MountInfo::is_hfcachefs) else {
             return;
         };
-        let (root, policy) = if self.root {
-            let others = self.daemon.as_ref().map_or(Others::None, |o| o.others);
-            (mi.source.clone(), gid.map(|gid| Policy { gid, others }))
-        } else if self.probe.is_some() {
-            (self.mnt.clone(), None)
-        } else {
+        let Some((root, policy)) = self.scan_target(&mi, gid) else {
             return;
         };
-        let mut args = vec![OsString::from("scan"), root.into_os_string()];
-        if let Some(p) = &policy {
-            args.push(p.gid.to_string().into());
-            args.push(p.others.as_str().into());
-        }
-        let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
-        let reply = in_child(&args, SCAN_TIMEOUT);
-        let s = match reply.as_deref().and_then(Scan::decode) {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                self.push(check(
-                    "temporary files",
-                    Status::Skip,
-                    format!("cannot read the cache: {}", io::Error::from_raw_os_error(e)),
-                ));
-                return;
-            }
-            None => {
-                self.push(check(
-                    "temporary files",
-                    Status::Skip,
-                    format!("the scan took over {} s", SCAN_TIMEOUT.as_secs()),
-                ));
-                return;
-            }
+        let s = match scan(root, policy.as_ref()) {
+            Ok(s) => s,
+            Err(c) => return self.push(c),
         };
-        let sample = if s.capped {
-            format!(" (in the first {} entries)", s.entries)
-        } else {
-            String::new()
-        };
-        let c = if s.stale_count == 0 {
-            check(
-                "temporary files",
-                Status::Ok,
-                format!("none older than a day{sample}"),
-            )
-        } else {
-            // Through the mount, as a member: root deleting by path in a tree members
-            // control would follow the symlinks they put there.
-            let quoted: Vec<String> = s
-                .stale
-                .iter()
-                .map(|(rel, _)| {
-                    let p = self.mnt.join(rel).display().to_string();
-                    format!("'{}'", p.replace('\'', "'\\''"))
-                })
-                .collect();
-            let more = s.stale_count.saturating_sub(s.stale.len() as u64);
-            check(
-                "temporary files",
-                Status::Warn,
-                format!(
-                    "{} older than a day ({}){sample}: abandoned downloads",
-                    s.stale_count,
-                    human_bytes(s.stale_bytes)
-                ),
-            )
-            .fix(format!(
-                "if no download is running, as a member of the group (not as root): rm -f -- {}{}",
-                quoted.join(" "),
-                if more > 0 {
-                    format!(" (and {more} more)")
-                } else {
-                    String::new()
-                }
-            ))
-        };
-        self.push(c);
-        if s.too_deep > 0 {
-            let first = self.mnt.join(&s.first_too_deep);
-            let quoted = format!("'{}'", first.display().to_string().replace('\'', "'\\''"));
-            self.push(
-                check(
-                    "nesting",
-                    Status::Warn,
-                    format!(
-                        "{} directories {} levels down, e.g. {}: what is below them was not scanned",
-                        s.too_deep,
-                        walk::MAX_DEPTH,
-                        first.display()
-                    ),
-                )
-                .fix(format!(
-                    "nesting that deep is no cache: as a member of the group (not as root), remove it: rm -r -- {quoted}"
-                )),
-            );
+        self.push(temporary_files_check(&self.mnt, &s));
+        if let Some(c) = nesting_check(&self.mnt, &s) {
+            self.push(c);
         }
         if policy.is_some() {
-            let store = mi.source.display().to_string();
-            self.push(secrets_verdict(&s.exposed, &store));
+            self.push(secrets_verdict(&s.exposed, &mi.source.display().to_string()));
         }
-        if policy.is_none() {
-            if !self.root {
-                self.push(check(
-                    "store policy",
-                    Status::Skip,
-                    "run doctor as root to check the store's entries",
-                ));
-            }
-            return;
+        match policy {
+            Some(_) => self.push(store_policy_check(&mi.source, &s)),
+            None if !self.root => self.push(check(
+                "store policy",
+                Status::Skip,
+                "run doctor as root to check the store's entries",
+            )),
+            None => {}
         }
-        let store = mi.source.display().to_string();
-        let c = if s.stray_count == 0 {
-            check(
-                "store policy",
-                Status::Ok,
-                format!(
-                    "{} entries follow the group and mode policy{sample}",
-                    s.entries
-                ),
-            )
-        } else {
-            check(
-                "store policy",
-                Status::Fail,
-                format!(
-                    "{} of {} entries do not follow the group/mode policy{sample}, e.g. {}",
-                    s.stray_count,
-                    s.entries,
-                    s.stray.join(", ")
-                ),
-            )
-            .fix(format!(
-                "hfcachefs fix-store {store} --dry-run, then: hfcachefs fix-store {store}"
-            ))
-        };
-        self.push(c);
     }
+
+    /// What the tree checks scan: as root, the store, against the policy (when the group is
+    /// known); as a member, the mount, if it answers.
+    fn scan_target(&self, mi: &MountInfo, gid: Option<u32>) -> Option<(PathBuf, Option<Policy>)> {
+        if self.root {
+            let others = self.daemon.as_ref().map_or(Others::None, |o| o.others);
+            Some((mi.source.clone(), gid.map(|gid| Policy { gid, others })))
+        } else if self.probe.is_some() {
+            Some((self.mnt.clone(), None))
+        } else {
+            None
+        }
+    }
+}
+
+/// Scans the tree at `root` in a child process (see `probe`); what went wrong as a check.
+fn scan(root: PathBuf, policy: Option<&Policy>) -> Result<Scan, Check> {
+    let mut args = vec![OsString::from("scan"), root.into_os_string()];
+    if let Some(p) = policy {
+        args.push(p.gid.to_string().into());
+        args.push(p.others.as_str().into());
+    }
+    let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+    let skip = |detail: String| check("temporary files", Status::Skip, detail);
+    match in_child(&args, SCAN_TIMEOUT)
+        .as_deref()
+        .and_then(Scan::decode)
+    {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(skip(format!(
+            "cannot read the cache: {}",
+            io::Error::from_raw_os_error(e)
+        ))),
+        None => Err(skip(format!(
+            "the scan took over {} s",
+            SCAN_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Says that the counts are of a sample when the scan stopped at its cap.
+fn sample(s: &Scan) -> String {
+    if s.capped {
+        format!(" (in the first {} entries)", s.entries)
+    } else {
+        String::new()
+    }
+}
+
+/// A path quoted for a shell command line.
+fn shell_quoted(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// The verdict on temporary files older than a day: abandoned downloads, with the command
+/// that removes them through the mount `mnt`.
+pub fn temporary_files_check(mnt: &Path, s: &Scan) -> Check {
+    let sample = sample(s);
+    if s.stale_count == 0 {
+        return check(
+            "temporary files",
+            Status::Ok,
+            format!("none older than a day{sample}"),
+        );
+    }
+    // Through the mount, as a member: root deleting by path in a tree members control
+    // would follow the symlinks they put there.
+    let quoted: Vec<String> = s
+        .stale
+        .iter()
+        .map(|(rel, _)| shell_quoted(&mnt.join(rel)))
+        .collect();
+    let more = match s.stale_count.saturating_sub(s.stale.len() as u64) {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    };
+    check(
+        "temporary files",
+        Status::Warn,
+        format!(
+            "{} older than a day ({}){sample}: abandoned downloads",
+            s.stale_count,
+            human_bytes(s.stale_bytes)
+        ),
+    )
+    .fix(format!(
+        "if no download is running, as a member of the group (not as root): rm -f -- {}{more}",
+        quoted.join(" ")
+    ))
+}
+
+/// The verdict on directories nested too deep to scan below, if there are any.
+pub fn nesting_check(mnt: &Path, s: &Scan) -> Option<Check> {
+    if s.too_deep == 0 {
+        return None;
+    }
+    let first = mnt.join(&s.first_too_deep);
+    Some(
+        check(
+            "nesting",
+            Status::Warn,
+            format!(
+                "{} directories {} levels down, e.g. {}: what is below them was not scanned",
+                s.too_deep,
+                walk::MAX_DEPTH,
+                first.display()
+            ),
+        )
+        .fix(format!(
+            "nesting that deep is no cache: as a member of the group (not as root), remove it: rm -r -- {}",
+            shell_quoted(&first)
+        )),
+    )
+}
+
+/// The verdict on the store's entries against the group and mode policy.
+pub fn store_policy_check(store: &Path, s: &Scan) -> Check {
+    let sample = sample(s);
+    if s.stray_count == 0 {
+        return check(
+            "store policy",
+            Status::Ok,
+            format!(
+                "{} entries follow the group and mode policy{sample}",
+                s.entries
+            ),
+        );
+    }
+    let store = store.display();
+    check(
+        "store policy",
+        Status::Fail,
+        format!(
+            "{} of {} entries do not follow the group/mode policy{sample}, e.g. {}",
+            s.stray_count,
+            s.entries,
+            s.stray.join(", ")
+        ),
+    )
+    .fix(format!(
+        "hfcachefs fix-store {store} --dry-run, then: hfcachefs fix-store {store}"
+    ))
 }
 
 /// Checks the shared cache mounted at `mnt` and prints the report.
@@ -903,6 +933,90 @@ mod tests {
         let c = membership_check("a", "g", false, false);
         assert!(c.fix.unwrap_or_default().contains("usermod -aG g a"));
         assert_eq!(membership_check("a", "g", false, true).status, Status::Warn);
+    }
+
+    #[test]
+    fn stale_temporary_files_get_a_command_through_the_mount() {
+        let m = Path::new("/hf");
+        let c = temporary_files_check(m, &Scan::default());
+        assert_eq!(
+            (c.status, c.detail.as_str()),
+            (Status::Ok, "none older than a day")
+        );
+        let capped = Scan {
+            entries: 7,
+            capped: true,
+            ..Scan::default()
+        };
+        let c = temporary_files_check(m, &capped);
+        assert!(
+            c.detail.ends_with("(in the first 7 entries)"),
+            "{}",
+            c.detail
+        );
+        let s = Scan {
+            stale: vec![("hub/it's.incomplete".into(), 2048)],
+            stale_count: 3,
+            stale_bytes: 4096,
+            ..Scan::default()
+        };
+        let c = temporary_files_check(m, &s);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.starts_with("3 older than a day (4.0 KiB)"),
+            "{}",
+            c.detail
+        );
+        assert_eq!(
+            c.fix.as_deref(),
+            Some(
+                "if no download is running, as a member of the group (not as root): \
+                 rm -f -- '/hf/hub/it'\\''s.incomplete' (and 2 more)"
+            )
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_a_warning_only_when_found() {
+        let m = Path::new("/hf");
+        assert!(nesting_check(m, &Scan::default()).is_none());
+        let s = Scan {
+            too_deep: 2,
+            first_too_deep: "datasets/d/d".into(),
+            ..Scan::default()
+        };
+        let c = nesting_check(m, &s).unwrap();
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail
+                .starts_with("2 directories 128 levels down, e.g. /hf/datasets/d/d")
+        );
+        assert!(c.fix.unwrap().ends_with("rm -r -- '/hf/datasets/d/d'"));
+    }
+
+    #[test]
+    fn stray_store_entries_fail_with_fix_store() {
+        let store = Path::new("/srv/store");
+        let ok = Scan {
+            entries: 5,
+            ..Scan::default()
+        };
+        let c = store_policy_check(store, &ok);
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.detail.starts_with("5 entries follow"));
+        let s = Scan {
+            entries: 5,
+            stray: vec!["hub (group 0, mode 0755)".into()],
+            stray_count: 1,
+            ..Scan::default()
+        };
+        let c = store_policy_check(store, &s);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("1 of 5 entries") && c.detail.contains("e.g. hub (group 0"));
+        assert_eq!(
+            c.fix.as_deref(),
+            Some("hfcachefs fix-store /srv/store --dry-run, then: hfcachefs fix-store /srv/store")
+        );
     }
 
     #[test]
