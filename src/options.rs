@@ -151,14 +151,25 @@ fn parse_private(value: &str) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-/// Parses the arguments after the program name.
-pub fn parse<I, S>(args: I) -> Result<Command, Error>
+/// The command line sorted out, before any option is read.
+enum Words {
+    Help,
+    Version,
+    /// The positional arguments, and the `-o` lists (with `-f` and `-d` as options).
+    Mount {
+        positional: Vec<String>,
+        opts: Vec<String>,
+    },
+}
+
+/// Sorts the arguments into flags, option lists and positional arguments.
+fn sort_words<I, S>(args: I) -> Result<Words, Error>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let mut positional: Vec<String> = Vec::new();
-    let mut opts: Vec<String> = Vec::new();
+    let mut positional = Vec::new();
+    let mut opts = Vec::new();
     let mut args = args.into_iter().map(|a| a.as_ref().to_owned()).peekable();
     if let Some(sub) = args.peek().filter(|a| SUBCOMMANDS.contains(&a.as_str())) {
         return err(format!(
@@ -167,8 +178,8 @@ where
     }
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
+            "-h" | "--help" => return Ok(Words::Help),
+            "-V" | "--version" => return Ok(Words::Version),
             "-f" => opts.push("foreground".into()),
             "-d" => opts.push("debug".into()),
             "-o" => match args.next() {
@@ -180,8 +191,12 @@ where
             _ => positional.push(arg),
         }
     }
+    Ok(Words::Mount { positional, opts })
+}
 
-    let (store_arg, mountpoint) = match positional.len() {
+/// The store (if named) and the mountpoint, from the positional arguments.
+fn store_and_mountpoint(mut positional: Vec<String>) -> Result<(Option<String>, String), Error> {
+    let (store, mountpoint) = match positional.len() {
         1 => (None, positional.remove(0)),
         2 => {
             let m = positional.remove(1);
@@ -191,73 +206,72 @@ where
         _ => return err(format!("too many arguments: {}", positional.join(" "))),
     };
     // fstab's `hfcachefs#/srv/store` form can reach us with the prefix left on.
-    let store_arg = store_arg.map(|s| s.strip_prefix("hfcachefs#").map(str::to_owned).unwrap_or(s));
+    let store = store.map(|s| s.strip_prefix("hfcachefs#").map(str::to_owned).unwrap_or(s));
+    Ok((store, mountpoint))
+}
 
-    let mut o = MountOptions {
-        store: PathBuf::from(DEFAULT_STORE),
-        default_store: true,
-        mountpoint: PathBuf::from(mountpoint),
-        group: GroupSpec::Name(DEFAULT_GROUP.into()),
-        others: Others::None,
-        foreground: false,
-        debug: false,
-        threads: 8,
-        logfile: PathBuf::from(DEFAULT_LOGFILE),
-        entry_timeout: None,
-        attr_timeout: None,
-        content_timeout: None,
-        passthrough: Passthrough::Auto,
-        private: layout::PRIVATE_NAMES.map(str::to_owned).to_vec(),
-        read_only: false,
-        noexec: false,
-        noatime: false,
-    };
-    if let Some(s) = store_arg {
-        o.store = PathBuf::from(s);
-        o.default_store = false;
+impl MountOptions {
+    /// A mount of the default store at `mountpoint`, before any option.
+    fn new(mountpoint: PathBuf) -> MountOptions {
+        MountOptions {
+            store: PathBuf::from(DEFAULT_STORE),
+            default_store: true,
+            mountpoint,
+            group: GroupSpec::Name(DEFAULT_GROUP.into()),
+            others: Others::None,
+            foreground: false,
+            debug: false,
+            threads: 8,
+            logfile: PathBuf::from(DEFAULT_LOGFILE),
+            entry_timeout: None,
+            attr_timeout: None,
+            content_timeout: None,
+            passthrough: Passthrough::Auto,
+            private: layout::PRIVATE_NAMES.map(str::to_owned).to_vec(),
+            read_only: false,
+            noexec: false,
+            noatime: false,
+        }
     }
 
-    for opt in opts
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|s| !s.is_empty())
-    {
+    /// Applies one option of a `-o` list (`key` or `key=value`).
+    fn apply(&mut self, opt: &str) -> Result<(), Error> {
         let (key, value) = match opt.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
         match (key, value) {
             ("store", Some(v)) if !v.is_empty() => {
-                o.store = PathBuf::from(v);
-                o.default_store = false;
+                self.store = PathBuf::from(v);
+                self.default_store = false;
             }
-            ("group", Some(v)) if !v.is_empty() => o.group = GroupSpec::parse(v),
-            ("others", Some("none")) => o.others = Others::None,
-            ("others", Some("read")) => o.others = Others::Read,
+            ("group", Some(v)) if !v.is_empty() => self.group = GroupSpec::parse(v),
+            ("others", Some("none")) => self.others = Others::None,
+            ("others", Some("read")) => self.others = Others::Read,
             ("others", Some(v)) => return err(format!("others={v}: expected none or read")),
-            ("passthrough", Some("auto")) => o.passthrough = Passthrough::Auto,
-            ("passthrough", Some("off")) => o.passthrough = Passthrough::Off,
+            ("passthrough", Some("auto")) => self.passthrough = Passthrough::Auto,
+            ("passthrough", Some("off")) => self.passthrough = Passthrough::Off,
             ("passthrough", Some(v)) => {
                 return err(format!("passthrough={v}: expected auto or off"));
             }
             ("threads", Some(v)) => match v.parse::<usize>() {
-                Ok(n) if (1..=256).contains(&n) => o.threads = n,
+                Ok(n) if (1..=256).contains(&n) => self.threads = n,
                 _ => return err(format!("threads={v}: expected a number from 1 to 256")),
             },
-            ("logfile", Some(v)) if !v.is_empty() => o.logfile = PathBuf::from(v),
-            ("private", Some(v)) => o.private = parse_private(v)?,
-            ("entry_timeout", Some(v)) => o.entry_timeout = Some(parse_seconds(key, v)?),
-            ("attr_timeout", Some(v)) => o.attr_timeout = Some(parse_seconds(key, v)?),
-            ("content_timeout", Some(v)) => o.content_timeout = Some(parse_seconds(key, v)?),
-            ("foreground", None) => o.foreground = true,
+            ("logfile", Some(v)) if !v.is_empty() => self.logfile = PathBuf::from(v),
+            ("private", Some(v)) => self.private = parse_private(v)?,
+            ("entry_timeout", Some(v)) => self.entry_timeout = Some(parse_seconds(key, v)?),
+            ("attr_timeout", Some(v)) => self.attr_timeout = Some(parse_seconds(key, v)?),
+            ("content_timeout", Some(v)) => self.content_timeout = Some(parse_seconds(key, v)?),
+            ("foreground", None) => self.foreground = true,
             ("debug", None) => {
-                o.debug = true;
-                o.foreground = true;
+                self.debug = true;
+                self.foreground = true;
             }
-            ("ro", None) => o.read_only = true,
-            ("noexec", None) => o.noexec = true,
-            ("exec", None) => o.noexec = false,
-            ("noatime", None) => o.noatime = true,
+            ("ro", None) => self.read_only = true,
+            ("noexec", None) => self.noexec = true,
+            ("exec", None) => self.noexec = false,
+            ("noatime", None) => self.noatime = true,
             ("remount", None) => {
                 return err(
                     "remount goes to the kernel, not to hfcachefs: use mount -i -o remount,... MOUNTPOINT",
@@ -268,6 +282,33 @@ where
             (k, Some(v)) => return err(format!("unknown or invalid option {k}={v}")),
             (k, None) => return err(format!("unknown option {k}")),
         }
+        Ok(())
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I, S>(args: I) -> Result<Command, Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let (positional, opts) = match sort_words(args)? {
+        Words::Help => return Ok(Command::Help),
+        Words::Version => return Ok(Command::Version),
+        Words::Mount { positional, opts } => (positional, opts),
+    };
+    let (store, mountpoint) = store_and_mountpoint(positional)?;
+    let mut o = MountOptions::new(PathBuf::from(mountpoint));
+    if let Some(s) = store {
+        o.store = PathBuf::from(s);
+        o.default_store = false;
+    }
+    for opt in opts
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        o.apply(opt)?;
     }
     Ok(Command::Mount(Box::new(o)))
 }
@@ -275,6 +316,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn mount(args: &[&str]) -> MountOptions {
         match parse(args) {
@@ -394,6 +436,39 @@ mod tests {
         assert!(mount(&["/m", "-o", "private="]).private.is_empty());
         assert!(usage(&["/m", "-o", "private=a/b"]).contains("private="));
         assert!(usage(&["/m", "-o", "private=.."]).contains("private="));
+    }
+
+    #[test]
+    fn one_option_at_a_time() {
+        let mut o = MountOptions::new(PathBuf::from("/mnt"));
+        o.apply("store=/s").unwrap();
+        assert_eq!(
+            (o.store.as_path(), o.default_store),
+            (Path::new("/s"), false)
+        );
+        o.apply("debug").unwrap();
+        assert!(o.debug && o.foreground);
+        o.apply("noexec").unwrap();
+        o.apply("exec").unwrap();
+        assert!(!o.noexec, "the last of exec and noexec wins");
+        o.apply("attr_timeout=2.5").unwrap();
+        assert_eq!(o.attr_timeout, Some(Duration::from_millis(2500)));
+        let before = o.clone();
+        for ignored in ["nosuid", "x-systemd.automount", "comment=x", "_netdev"] {
+            o.apply(ignored).unwrap();
+        }
+        assert_eq!(o, before, "options for mount(8) change nothing");
+        let msg = |opt: &str| match o.clone().apply(opt) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("{opt}: {other:?}"),
+        };
+        assert_eq!(
+            msg("threads=300"),
+            "threads=300: expected a number from 1 to 256"
+        );
+        assert_eq!(msg("store="), "unknown or invalid option store=");
+        assert_eq!(msg("ro=1"), "unknown or invalid option ro=1");
+        assert_eq!(msg("frob"), "unknown option frob");
     }
 
     #[test]
