@@ -226,6 +226,15 @@ fn fuse_config(o: &MountOptions) -> Config {
 /// Mounts and serves until unmounted.
 pub fn run(o: &MountOptions) -> Result<(), Error> {
     init_logging(o.debug);
+    let gid = prepare(o)?;
+    let fs = open_store(o, gid)?;
+    let session = mount(o, fs, gid)?;
+    serve(o, session)
+}
+
+/// Checks what mounting needs before anything is mounted: root, the log of a background
+/// daemon, the group (its gid returned), the store and the mountpoint.
+fn prepare(o: &MountOptions) -> Result<u32, Error> {
     if !sys::is_root() {
         return Err(Error::Usage(
             "hfcachefs must run as root (it sets owners in the store)".into(),
@@ -237,38 +246,29 @@ pub fn run(o: &MountOptions) -> Result<(), Error> {
     let gid = o.group.resolve().map_err(Error::Usage)?;
     prepare_store(o)?;
     check_mountpoint(&o.mountpoint)?;
+    Ok(gid)
+}
 
+/// The filesystem serving the store with the group `gid`, once root is known to be able to
+/// give what it creates there to users.
+fn open_store(o: &MountOptions, gid: u32) -> Result<HfCacheFs, Error> {
     let store_c = CString::new(o.store.as_os_str().as_bytes())
         .map_err(|_| Error::Usage("store path contains a NUL byte".into()))?;
-    let root = sys::open_root(&store_c).map_err(|e| {
+    let failed = |what: &str, e: i32| {
         Error::Runtime(format!(
-            "cannot open store {}: {}",
+            "{what} {}: {}",
             o.store.display(),
             io::Error::from_raw_os_error(e)
         ))
-    })?;
+    };
+    let root = sys::open_root(&store_c).map_err(|e| failed("cannot open store", e))?;
     let timeouts = cache_timeouts(o, sys::fs_type(root.as_fd()).unwrap_or(0));
     let policy = Policy {
         gid,
         others: o.others,
     };
-    let nofile = match sys::raise_nofile_limit() {
-        Ok(n) => n,
-        Err(e) => {
-            warn!("cannot raise the open file limit: {e}");
-            1024
-        }
-    };
-    // Half the descriptors for inodes; the rest for open files, directories and backings.
-    let fd_budget = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
-    info!("open file limit {nofile}: up to {fd_budget} inode descriptors kept open");
-    let store = Store::new(root, policy, fd_budget, &o.private).map_err(|e| {
-        Error::Runtime(format!(
-            "store {}: {}",
-            o.store.display(),
-            io::Error::from_raw_os_error(e)
-        ))
-    })?;
+    let store =
+        Store::new(root, policy, fd_budget(), &o.private).map_err(|e| failed("store", e))?;
     if !o.read_only {
         store.probe_ownership().map_err(|e| {
             Error::Runtime(format!(
@@ -283,9 +283,27 @@ pub fn run(o: &MountOptions) -> Result<(), Error> {
         timeouts,
         passthrough: o.passthrough == Passthrough::Auto,
     };
-    let fs = HfCacheFs::new(store, settings);
+    Ok(HfCacheFs::new(store, settings))
+}
 
-    let mut session = Session::new(fs, &o.mountpoint, &fuse_config(o)).map_err(|e| {
+/// How many inode descriptors the store may keep open: half the open file limit (raised as
+/// far as allowed); the rest is for open files, directories and backings.
+fn fd_budget() -> usize {
+    let nofile = match sys::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("cannot raise the open file limit: {e}");
+            1024
+        }
+    };
+    let budget = usize::try_from(nofile / 2).unwrap_or(usize::MAX);
+    info!("open file limit {nofile}: up to {budget} inode descriptors kept open");
+    budget
+}
+
+/// Mounts `fs` on the mountpoint.
+fn mount(o: &MountOptions, fs: HfCacheFs, gid: u32) -> Result<Session<HfCacheFs>, Error> {
+    let session = Session::new(fs, &o.mountpoint, &fuse_config(o)).map_err(|e| {
         Error::Runtime(format!(
             "cannot mount {} on {}: {e}",
             o.store.display(),
@@ -297,19 +315,32 @@ pub fn run(o: &MountOptions) -> Result<(), Error> {
         status::mounted(&o.store, &o.mountpoint),
         o.others
     );
+    Ok(session)
+}
 
+/// Detaches into the background (unless in the foreground), keeps only the capabilities it
+/// needs, and serves requests until unmounted.
+fn serve(o: &MountOptions, mut session: Session<HfCacheFs>) -> Result<(), Error> {
     if !o.foreground {
         detach()?;
     }
-
     // Before any thread starts, so that every thread has the reduced set.
     sys::keep_only_capabilities(&sys::KEPT_CAPABILITIES)
         .map_err(|e| Error::Runtime(format!("cannot drop capabilities: {e}")))?;
+    spawn_unmounter(&mut session, &o.mountpoint)?;
+    session
+        .run()
+        .map_err(|e| Error::Runtime(format!("session ended with an error: {e}")))?;
+    info!("{} unmounted, exiting", o.mountpoint.display());
+    Ok(())
+}
 
-    // Stop signals go to one thread, which unmounts; the request threads never see them.
+/// Stop signals go to one thread, which unmounts; the request threads never see them.
+fn spawn_unmounter(session: &mut Session<HfCacheFs>, mountpoint: &Path) -> Result<(), Error> {
     sys::block_stop_signals();
     let mut unmounter = session.unmount_callable();
-    let mountpoint = CString::new(o.mountpoint.as_os_str().as_bytes()).expect("checked above");
+    let mountpoint = CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage("mountpoint path contains a NUL byte".into()))?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -323,11 +354,6 @@ pub fn run(o: &MountOptions) -> Result<(), Error> {
             }
         })
         .map_err(|e| Error::Runtime(format!("cannot start the signal thread: {e}")))?;
-
-    session
-        .run()
-        .map_err(|e| Error::Runtime(format!("session ended with an error: {e}")))?;
-    info!("{} unmounted, exiting", o.mountpoint.display());
     Ok(())
 }
 

@@ -673,7 +673,10 @@ impl Doctor {
             self.push(c);
         }
         if policy.is_some() {
-            self.push(secrets_verdict(&s.exposed, &mi.source.display().to_string()));
+            self.push(secrets_verdict(
+                &s.exposed,
+                &mi.source.display().to_string(),
+            ));
         }
         match policy {
             Some(_) => self.push(store_policy_check(&mi.source, &s)),
