@@ -10,6 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use hfcachefs::cache::layout::PRIVATE_NAMES;
 use hfcachefs::fs::ROOT_ID;
 use hfcachefs::fs::store::{Caller, Entry, Store};
 use hfcachefs::policy::{Others, Policy};
@@ -20,6 +21,14 @@ use hfcachefs::sys::{self, Stat, SysResult};
 pub const GID: u32 = 4242;
 
 /// A caller as FUSE would describe it; the pid is ours, which is not in [`GID`].
+/// Who the kernel looks names up for where the operation has no caller of its own
+/// (names here are never private, so it changes nothing).
+pub const KERNEL: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+};
+
 pub fn caller(uid: u32, gid: u32) -> Caller {
     Caller {
         uid,
@@ -130,7 +139,9 @@ impl Harness {
         let path = CString::new(base.join("store").into_os_string().into_encoded_bytes())
             .expect("no NUL in a temporary path");
         let root = sys::open_root(&path).expect("open the store root");
-        let store = Store::new(root, Policy { gid: GID, others }, 256).expect("Store::new");
+        let private = PRIVATE_NAMES.map(str::to_owned);
+        let store =
+            Store::new(root, Policy { gid: GID, others }, 256, &private).expect("Store::new");
         Harness {
             base,
             others,
@@ -159,7 +170,7 @@ impl Harness {
     pub fn resolve(&self, path: &[&str]) -> SysResult<u64> {
         let mut id = ROOT_ID;
         for name in path {
-            id = self.hold(&self.store.lookup(id, OsStr::new(name))?);
+            id = self.hold(&self.store.lookup(id, OsStr::new(name), KERNEL)?);
         }
         Ok(id)
     }

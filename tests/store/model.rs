@@ -15,7 +15,7 @@ use libc::{EACCES, EEXIST, EINVAL, EISDIR, ELOOP, ENOENT, ENOTDIR, ENOTEMPTY, EP
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::harness::{Attr, GID, Harness, caller, spec_mode};
+use crate::harness::{Attr, GID, Harness, KERNEL, caller, spec_mode};
 
 /// Few names, so that operations keep meeting each other's entries.
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -256,19 +256,19 @@ fn run(h: &Harness, op: &Op) -> SysResult<Out> {
         Op::Link { from, at } => {
             let id = resolve(&from.0)?;
             let dir = resolve(at.parent())?;
-            Ok(entry(s.link(id, dir, at.name())?))
+            Ok(entry(s.link(id, dir, at.name(), KERNEL)?))
         }
         Op::Unlink { at } => {
-            s.unlink(resolve(at.parent())?, at.name())?;
+            s.unlink(resolve(at.parent())?, at.name(), KERNEL)?;
             Ok(Out::Done)
         }
         Op::Rmdir { at } => {
-            s.rmdir(resolve(at.parent())?, at.name())?;
+            s.rmdir(resolve(at.parent())?, at.name(), KERNEL)?;
             Ok(Out::Done)
         }
         Op::Rename { from, to, flags } => {
             let (old, new) = (resolve(from.parent())?, resolve(to.parent())?);
-            s.rename(old, from.name(), new, to.name(), *flags)?;
+            s.rename(old, from.name(), new, to.name(), *flags, KERNEL)?;
             Ok(Out::Done)
         }
         Op::Chmod { at, mode } => setattr(at, &|set| set.mode = Some(mode.0)),
@@ -310,11 +310,11 @@ fn run(h: &Harness, op: &Op) -> SysResult<Out> {
             // readdirplus through an opened directory, plain readdir without one.
             if *plus {
                 let fh = s.opendir(id)?;
-                let listed = s.readdir(id, fh, 0, true, add);
+                let listed = s.readdir(id, fh, 0, true, KERNEL, add);
                 s.releasedir(fh);
                 listed?;
             } else {
-                s.readdir(id, NO_HANDLE, 0, false, add)?;
+                s.readdir(id, NO_HANDLE, 0, false, KERNEL, add)?;
             }
             Ok(Out::Names(names))
         }

@@ -11,7 +11,7 @@ use hfcachefs::fs::store::{Caller, NO_HANDLE, SetAttr};
 use hfcachefs::policy::{Others, Policy};
 use hfcachefs::sys::{self, Name};
 
-use crate::harness::{Attr, GID, Harness, caller};
+use crate::harness::{Attr, GID, Harness, KERNEL, caller};
 
 const REG: u32 = libc::S_IFREG;
 const DIR: u32 = libc::S_IFDIR;
@@ -208,9 +208,12 @@ fn names_swapped_for_symlinks_are_never_followed() {
     assert_eq!(s.mknod(d, y, REG | 0o666, 0, a).err(), Some(libc::ENOTDIR));
     assert_eq!(s.create(d, y, 0o666, 0, rdwr, a).err(), Some(libc::ENOTDIR));
     assert_eq!(s.symlink(d, y, y, a).err(), Some(libc::ENOTDIR));
-    assert_eq!(s.lookup(d, OsStr::new("secret")).err(), Some(libc::ENOTDIR));
+    assert_eq!(
+        s.lookup(d, OsStr::new("secret"), a).err(),
+        Some(libc::ENOTDIR)
+    );
     assert_eq!(s.opendir(d).err(), Some(libc::ENOTDIR));
-    let readdir = s.readdir(d, NO_HANDLE, 0, true, |_| {
+    let readdir = s.readdir(d, NO_HANDLE, 0, true, a, |_| {
         panic!("listed through a symlink")
     });
     assert_eq!(readdir.err(), Some(libc::ENOTDIR));
@@ -276,11 +279,11 @@ fn a_name_taken_by_someone_else_is_never_handed_over() {
         s.create(ROOT_ID, taken, 0o666, 0, excl, a).err(),
         Some(libc::EEXIST)
     );
-    assert_eq!(s.link(dir, ROOT_ID, taken).err(), Some(libc::EPERM));
+    assert_eq!(s.link(dir, ROOT_ID, taken, KERNEL).err(), Some(libc::EPERM));
     let (e, fh) = s.create(dir, OsStr::new("g"), 0o666, 0, flags, a).unwrap();
     let g = h.hold(&e);
     s.release(fh);
-    assert_eq!(s.link(g, ROOT_ID, taken).err(), Some(libc::EEXIST));
+    assert_eq!(s.link(g, ROOT_ID, taken, KERNEL).err(), Some(libc::EEXIST));
     // Opening the existing file is checked as open(2) would: an outsider gets nothing.
     let open = s.create(ROOT_ID, taken, 0o666, 0, flags, outsider);
     assert_eq!(open.err(), Some(libc::EACCES));
