@@ -15,10 +15,21 @@ Endpoints
       with X-Repo-Commit, so the client records `.no_exist/`).
   GET /api/{models|datasets|spaces}/{repo}[/revision/{rev}]   repo info JSON (id, sha, siblings...)
   GET /api/{models|datasets|spaces}/{repo}/tree/{rev}[/{dir}][?recursive=true]
+  GET /api/whoami-v2                               the account a bearer token names (401 otherwise)
   GET /_control/health | /_control/manifest | /_control/log
   POST /_control/reset-log | /_control/throttle?bps=N
   POST /_control/hold?suffix=/big.bin&heads=2[&timeout=60]   pause matching GETs after
       1 MiB until that many HEADs for such a path were seen (cleared by reset-log)
+
+Accounts and gated repos: a token `hf_<account>_<label>_<anything>` belongs to `<account>`
+when the account is listed in the spec's "accounts" (default alice, bob); its displayName
+(the name `hf auth login` stores it under) is `<account>-<label>`, its role "read" when the
+label is "read", else "write". A repo with "gated": [accounts] answers its resolve and API
+URLs only to those accounts' tokens: no token gives 401 + X-Error-Code: GatedRepo, a valid
+token of another account 403 + GatedRepo, an unknown token 401 (invalid credentials) -- the
+headers huggingface_hub's `hf_raise_for_status` turns into GatedRepoError. The log entry of
+every request names the account its token belongs to ("account": name, "?" for an unknown
+token, null without one).
 
 Every response body is paced at `--throttle` bytes/s per connection (0 = unlimited), so
 two clients downloading the same big file really overlap. Every request is logged
@@ -35,8 +46,10 @@ Spec (JSON, --spec FILE; a built-in default is used without it):
         {"path": "big.bin", "size": 67108864, "seed": 1, "lfs": true},  # generated, LFS
         {"path": "model.safetensors", "local": "/abs/file", "lfs": true} # bytes of a local file
       ]},
-     {"id": "org/tiny-bert", "preset": "tiny-bert", "files": [...]}  # + generated BERT config/vocab
-  ]}
+     {"id": "org/tiny-bert", "preset": "tiny-bert", "files": [...]}, # + generated BERT config/vocab
+     {"id": "org/gated", "gated": ["alice"], "files": [...]}         # only alice's tokens
+  ],
+   "accounts": ["alice", "bob"]}                                      # optional
 Generated content repeats a 1 MiB block drawn from random.Random(seed), so large files cost
 no memory; the same (size, seed) gives the same bytes (and so the same blob).
 
@@ -190,7 +203,7 @@ class Repo:
             "lastModified": LAST_MODIFIED,
             "createdAt": LAST_MODIFIED,
             "private": False,
-            "gated": False,
+            "gated": "manual" if getattr(self, "gated", None) is not None else False,
             "disabled": False,
             "downloads": 0,
             "likes": 0,
@@ -300,7 +313,86 @@ def build_repos(spec: dict) -> dict[tuple[str, str], Repo]:
                 src = GeneratedSource(int(f["size"]), int(f.get("seed", 0)))
             files.append(RepoFile(f["path"], src, bool(f.get("lfs", False))))
         repos[(repo_type, r["id"])] = Repo(r["id"], repo_type, files)
+        set_gate(repos[(repo_type, r["id"])], r)
     return repos
+
+
+# --------------------------------------------------------------------------------------
+# Accounts, tokens, gated repos
+# --------------------------------------------------------------------------------------
+DEFAULT_ACCOUNTS = ["alice", "bob"]
+TOKEN_RE = re.compile(r"hf_([a-z][a-z0-9]*)_([A-Za-z0-9]+)(?:_.*)?")
+
+
+def set_gate(repo: Repo, spec: dict) -> None:
+    """`gated`: the accounts allowed in, or None for a public repo."""
+    repo.gated = list(spec["gated"]) if spec.get("gated") is not None else None
+
+
+def token_account(token: str | None, accounts) -> dict | None:
+    """{"name", "displayName", "role"} of the account a token belongs to, None if unknown."""
+    m = TOKEN_RE.fullmatch(token or "")
+    if not m or m.group(1) not in accounts:
+        return None
+    role = "read" if m.group(2) == "read" else "write"
+    return {"name": m.group(1), "displayName": f"{m.group(1)}-{m.group(2)}", "role": role}
+
+
+def whoami_body(acct: dict) -> dict:
+    """What /api/whoami-v2 answers (hub 0.20 also reads "orgs", hub 1.x "auth.accessToken")."""
+    return {
+        "type": "user",
+        "id": hashlib.sha1(acct["name"].encode()).hexdigest()[:24],
+        "name": acct["name"],
+        "fullname": acct["name"].capitalize(),
+        "email": f"{acct['name']}@example.invalid",
+        "emailVerified": True,
+        "isPro": False,
+        "orgs": [],
+        "auth": {"type": "access_token",
+                 "accessToken": {"displayName": acct["displayName"], "role": acct["role"],
+                                 "createdAt": LAST_MODIFIED}},
+    }
+
+
+class AuthMixin:
+    """The Handler's token handling (kept apart from the download code)."""
+
+    def _bearer(self) -> str | None:
+        h = self.headers.get("Authorization") or ""
+        return h[len("Bearer "):].strip() if h.startswith("Bearer ") else None
+
+    def _account(self) -> dict | None:
+        return token_account(self._bearer(), self.state.accounts)
+
+    def _account_label(self) -> str | None:
+        if self._bearer() is None:
+            return None
+        acct = self._account()
+        return acct["name"] if acct else "?"
+
+    def _whoami(self):
+        acct = self._account()
+        if acct is None:
+            return 401, self._error(401, None, "Invalid credentials in Authorization header")
+        return 200, self._json(200, whoami_body(acct))
+
+    def _gate(self, repo: Repo, extra_headers: dict | None = None):
+        """None when the caller may read the repo, else the (status, bytes) of the refusal."""
+        allowed = getattr(repo, "gated", None)
+        if allowed is None:
+            return None
+        acct = self._account()
+        if acct is not None and acct["name"] in allowed:
+            return None
+        if self._bearer() is not None and acct is None:
+            return 401, self._error(401, None, "Invalid credentials in Authorization header", extra_headers)
+        msg = (f"Access to model {repo.id} is restricted. You must have access to it and be authenticated "
+               "to access it. Please log in." if acct is None else
+               f"Access to model {repo.id} is restricted and you are not in the authorized list. "
+               f"Visit https://huggingface.co/{repo.id} to ask for access.")
+        status = 401 if acct is None else 403
+        return status, self._error(status, "GatedRepo", msg, extra_headers)
 
 
 # --------------------------------------------------------------------------------------
@@ -316,8 +408,9 @@ HOLD_AFTER = 1 << 20  # a held GET sends this much, then waits for the awaited H
 
 
 class HubState:
-    def __init__(self, repos, throttle_bps: int):
+    def __init__(self, repos, throttle_bps: int, accounts=None):
         self.repos = repos
+        self.accounts = list(accounts if accounts is not None else DEFAULT_ACCOUNTS)
         self.throttle_bps = throttle_bps
         self.log: list[dict] = []
         self.lock = threading.Lock()
@@ -343,7 +436,7 @@ class HubState:
             self.log.append(entry)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(AuthMixin, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-hub/1"
     state: HubState  # set on the class by main()
@@ -400,6 +493,7 @@ class Handler(BaseHTTPRequestHandler):
             "path": self.path,
             "ua": self.headers.get("User-Agent", ""),
             "range": self.headers.get("Range"),
+            "account": self._account_label(),
             "start": start,
         }
         status, sent = 500, 0
@@ -423,6 +517,8 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if path.startswith("/_control/"):
             return self._control(path, query)
+        if path == "/api/whoami-v2" and self.command == "GET":
+            return self._whoami()
         m = API_RE.match(path)
         if m and self.command in ("GET", "HEAD"):
             return self._api(API_TYPES[m.group(1)], unquote(m.group(2)), m.group(3), m.group(4), m.group(5), query)
@@ -469,6 +565,8 @@ class Handler(BaseHTTPRequestHandler):
         rev = unquote(rev) if rev else "main"
         if not self._check_rev(repo, rev):
             return 404, self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        if (refused := self._gate(repo)) is not None:
+            return refused
         if kind == "tree":
             recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
             entries = repo.tree(unquote(subpath or ""), recursive)
@@ -483,6 +581,8 @@ class Handler(BaseHTTPRequestHandler):
             return 404, self._error(404, "RepoNotFound", "Repository not found")
         if not self._check_rev(repo, rev):
             return 404, self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        if (refused := self._gate(repo)) is not None:
+            return refused
         f = repo.files.get(filename)
         commit_hdr = {"X-Repo-Commit": repo.sha}
         if f is None:
@@ -570,7 +670,7 @@ def main(argv=None) -> int:
         with open(args.spec) as fh:
             spec = json.load(fh)
     repos = build_repos(spec)
-    Handler.state = HubState(repos, args.throttle)
+    Handler.state = HubState(repos, args.throttle, spec.get("accounts"))
     srv = Server((args.host, args.port), Handler)
     port = srv.server_address[1]
     print(json.dumps({"port": port, "url": f"http://{args.host}:{port}"}), flush=True)

@@ -100,3 +100,60 @@ def test_space_prefix(fhub):
     assert json.loads(body)["id"] == "org/s"
     st, _, _ = req(fhub, "/org/s/resolve/main/app.py")  # not a model repo
     assert st == 404
+
+
+# ----------------------------------------------------------------------------------------
+# Accounts and gated repos
+# ----------------------------------------------------------------------------------------
+GATED_SPEC = {
+    "repos": [{"id": "org/gated", "gated": ["alice"], "files": [{"path": "w.bin", "text": "secret weights\n"}]},
+              {"id": "org/open", "files": [{"path": "a.txt", "text": "hi\n"}]}],
+    "accounts": ["alice", "bob"],
+}
+
+
+@pytest.fixture(scope="module")
+def ghub(workbase):
+    d = workbase / "fake-hub-gated-selftest"
+    d.mkdir()
+    h = L.FakeHub(GATED_SPEC, d, 0)
+    yield h
+    h.stop()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_whoami_names_the_tokens_account(ghub):
+    st, _, body = req(ghub, "/api/whoami-v2", headers=bearer("hf_alice_work_0123"))
+    info = json.loads(body)
+    assert st == 200 and info["name"] == "alice" and info["orgs"] == []
+    assert info["auth"]["accessToken"] == {"displayName": "alice-work", "role": "write",
+                                           "createdAt": info["auth"]["accessToken"]["createdAt"]}
+    st, _, body = req(ghub, "/api/whoami-v2", headers=bearer("hf_bob_read_99"))
+    assert st == 200 and json.loads(body)["auth"]["accessToken"]["role"] == "read"
+    for h in ({}, bearer("hf_carol_work_1"), bearer("nonsense")):
+        st, _, _ = req(ghub, "/api/whoami-v2", headers=h)
+        assert st == 401, h
+
+
+def test_gated_repo_answers_only_its_accounts(ghub):
+    for path, method in (("/org/gated/resolve/main/w.bin", "HEAD"), ("/org/gated/resolve/main/w.bin", "GET"),
+                         ("/api/models/org/gated", "GET"), ("/api/models/org/gated/tree/main", "GET")):
+        st, h, _ = req(ghub, path, method, bearer("hf_alice_work_1"))
+        assert st == 200, (path, method)
+        st, h, _ = req(ghub, path, method, bearer("hf_bob_work_1"))
+        assert st == 403 and h["X-Error-Code"] == "GatedRepo" and "authorized list" in h["X-Error-Message"]
+        st, h, _ = req(ghub, path, method)
+        assert st == 401 and h["X-Error-Code"] == "GatedRepo"
+        st, h, _ = req(ghub, path, method, bearer("hf_mallory_x_1"))
+        assert st == 401 and h["X-Error-Message"] == "Invalid credentials in Authorization header"
+    st, _, body = req(ghub, "/org/gated/resolve/main/w.bin", headers=bearer("hf_alice_read_2"))
+    assert body == b"secret weights\n"
+    st, _, body = req(ghub, "/api/models/org/gated", headers=bearer("hf_alice_read_2"))
+    assert json.loads(body)["gated"] == "manual"
+    st, _, _ = req(ghub, "/org/open/resolve/main/a.txt", headers=bearer("hf_bob_work_1"))
+    assert st == 200
+    accounts = {e["account"] for e in ghub.log() if e["path"].startswith("/org/gated/")}
+    assert accounts == {"alice", "bob", None, "?"}
