@@ -132,6 +132,154 @@ def act_read(args):
     return {"sha256": sha256_file(args.path)}
 
 
+# ----------------------------------------------------------------------------------------
+# Credentials: the CLI's login/whoami/switch/list/logout, the token a user ends up with,
+# and what a user can see of other users' tokens
+# ----------------------------------------------------------------------------------------
+DETAIL: dict = {}  # merged into the result line, on success and on failure
+AUDITED = {"open", "os.chmod", "os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.truncate",
+           "os.chown", "os.symlink", "os.link"}
+
+
+def _under(path, root: str) -> bool:
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    p = os.path.abspath(os.fspath(path))
+    return p == root or p.startswith(root + os.sep)
+
+
+def _err(e: BaseException) -> dict:
+    return {"type": type(e).__name__, "errno": getattr(e, "errno", None),
+            "filename": getattr(e, "filename", None), "message": str(e)[:1000]}
+
+
+def _mode_of(path: str):
+    try:
+        st = os.stat(path)
+        return {"mode": oct(st.st_mode & 0o7777), "uid": st.st_uid, "gid": st.st_gid}
+    except OSError as e:
+        return {"errno": e.errno}
+
+
+def act_cli(args):
+    """Run the library's own CLI in this process: `hf ARGV` (hub >= 1.0) or `huggingface-cli
+    ARGV` (0.x), with stdout/stderr captured at the fd level and every file system call the
+    CLI makes under HF_HOME recorded (audit hook): open (with flags), chmod, rename, remove..."""
+    import tempfile
+
+    try:
+        from huggingface_hub.cli.hf import main as cli_main
+        prog = "hf"
+    except ImportError:
+        from huggingface_hub.commands.huggingface_cli import main as cli_main
+        prog = "huggingface-cli"
+    root = os.path.abspath(os.environ["HF_HOME"])
+    events = []
+
+    def hook(event, a):
+        if event in AUDITED and a and _under(a[0], root):
+            e = [event, os.fspath(a[0]) if not isinstance(a[0], bytes) else os.fsdecode(a[0])]
+            if event == "open":
+                e += [a[1], a[2]]  # mode ("r", "w", None for os.open), flags
+            elif event in ("os.chmod", "os.mkdir"):
+                e.append(oct(a[1]))
+            elif event == "os.rename":
+                e.append(os.fspath(a[1]))
+            events.append(e)
+
+    DETAIL.update(prog=prog, argv=args.argv, hf_home_before=_mode_of(root), events=events)
+    sys.addaudithook(hook)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    rc = None
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        os.dup2(fo.fileno(), 1)
+        os.dup2(fe.fileno(), 2)
+        sys.argv = [prog] + list(args.argv)
+        try:
+            cli_main()
+            rc = 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            fo.seek(0)
+            fe.seek(0)
+            DETAIL.update(rc=rc, stdout=fo.read().decode(errors="replace")[-4000:],
+                          stderr=fe.read().decode(errors="replace")[-4000:],
+                          hf_home_after=_mode_of(root))
+    if rc != 0:
+        raise RuntimeError(f"{prog} {' '.join(args.argv)} exited {rc}")
+    return {"rc": rc}
+
+
+def act_auth_state(args):
+    """Who this user is to the library: get_token(), whoami() with it, the stored tokens."""
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    out = {}
+    try:
+        out["token"] = huggingface_hub.get_token()
+    except Exception as e:  # noqa: BLE001
+        out["token_error"] = _err(e)
+    try:
+        out["whoami"] = HfApi().whoami()["name"]
+    except Exception as e:  # noqa: BLE001
+        out["whoami_error"] = _err(e)
+    try:
+        from huggingface_hub.utils import get_stored_tokens
+    except ImportError:  # hub 0.20 keeps one token only
+        get_stored_tokens = None
+    if get_stored_tokens is not None:
+        try:
+            out["stored"] = get_stored_tokens()
+        except Exception as e:  # noqa: BLE001
+            out["stored_error"] = _err(e)
+    return out
+
+
+def act_snoop(args):
+    """What this user can read: given files, directory listings, stats, and every regular
+    file under --search that contains one of the --needle strings."""
+    res = {"read": {}, "list": {}, "stat": {}, "found": {n: [] for n in args.needle}, "unreadable": []}
+    for p in args.read:
+        try:
+            with open(p, "rb") as f:
+                res["read"][p] = {"ok": True, "text": f.read(4096).decode(errors="replace")}
+        except OSError as e:
+            res["read"][p] = {"ok": False, **_err(e)}
+    for d in args.list:
+        try:
+            res["list"][d] = sorted(os.listdir(d))
+        except OSError as e:
+            res["list"][d] = _err(e)
+    for p in args.stat:
+        res["stat"][p] = _mode_of(p)
+    if args.search:
+        for dirpath, dirs, files in os.walk(args.search, onerror=lambda e: res["unreadable"].append(e.filename)):
+            for n in files:
+                p = os.path.join(dirpath, n)
+                if os.path.islink(p):
+                    continue  # snapshot pointers: their targets are searched as blobs
+                try:
+                    with open(p, "rb") as f:
+                        data = f.read(64 << 20)
+                except OSError:
+                    res["unreadable"].append(p)
+                    continue
+                for needle in args.needle:
+                    if needle.encode() in data:
+                        res["found"][needle].append(p)
+    return res
+
+
 def _permission_error(exc):
     seen = set()
     stack = [exc]
@@ -169,6 +317,15 @@ def main() -> int:
     p.add_argument("file")
     p = sub.add_parser("read")
     p.add_argument("path")
+    p = sub.add_parser("cli")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    sub.add_parser("auth-state")
+    p = sub.add_parser("snoop")
+    p.add_argument("--needle", action="append", default=[])
+    p.add_argument("--read", action="append", default=[])
+    p.add_argument("--list", action="append", default=[])
+    p.add_argument("--stat", action="append", default=[])
+    p.add_argument("--search")
     args = ap.parse_args()
 
     out = {"ok": False, "action": args.action, "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
@@ -187,6 +344,9 @@ def main() -> int:
             "transformers": act_transformers,
             "safe-open": act_safe_open,
             "read": act_read,
+            "cli": act_cli,
+            "auth-state": act_auth_state,
+            "snoop": act_snoop,
         }[args.action]
         out["result"] = fn(args)
         out["ok"] = True
@@ -199,6 +359,7 @@ def main() -> int:
             permission_error=_permission_error(e),
             traceback="".join(traceback.format_exception(e))[-8000:],
         )
+    out.update(DETAIL)
     sys.stdout.write("\n" + MARK + json.dumps(out, default=str) + "\n")
     sys.stdout.flush()
     return 0
