@@ -122,6 +122,7 @@ REPO_NESTED = "hfe2e/nested-model"
 REPO_BIG = "hfe2e/big-model"
 REPO_BERT = "hfe2e/tiny-bert"
 DATASET_REPO = "hfe2e/small-dataset"
+REPO_GATED = "hfe2e/gated-model"  # only the hub account "alice" may read it (test_secrets.py)
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +161,12 @@ def hub(workbase, safetensors_asset):
                 {"path": "data/test.jsonl", "text": '{"a": 3}\n'},
                 {"path": "README.md", "text": "---\nlicense: mit\n---\n"},
             ]},
-        ]
+            {"id": REPO_GATED, "gated": ["alice"], "files": [
+                {"path": "config.json", "text": '{"model_type": "bert", "gated": true}\n'},
+                {"path": "weights.bin", "size": 200_000, "seed": 30, "lfs": True},
+            ]},
+        ],
+        "accounts": ["alice", "bob"],
     }
     h = L.FakeHub(spec, workbase, THROTTLE)
     yield h
@@ -213,12 +219,12 @@ class Ctx:
     def plain(self) -> bool:
         return self.backend.name == "plain"
 
-    def start(self, user, *args, umask=None) -> L.UserProc:
-        env = L.user_env(user, str(self.hf_home), self.hub.url)
+    def start(self, user, *args, umask=None, env=None) -> L.UserProc:
+        env = L.user_env(user, str(self.hf_home), self.hub.url, env)
         return L.UserProc(user, self.generation, self.script, [str(a) for a in args], env, umask or self.umask)
 
-    def run(self, user, *args, umask=None, timeout=180) -> L.Result:
-        return self.start(user, *args, umask=umask).wait(timeout)
+    def run(self, user, *args, umask=None, env=None, timeout=180) -> L.Result:
+        return self.start(user, *args, umask=umask, env=env).wait(timeout)
 
     def storage(self, repo_id: str, repo_type: str = "model") -> Path:
         return self.hub_cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
