@@ -49,6 +49,8 @@ from test_shared_cache import check_policy, ok
 # The token is sent implicitly (as users have it); no PyPI update check (no network here).
 SECRET_ENV = {"HF_HUB_DISABLE_IMPLICIT_TOKEN": "0", "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
 PRIVATE = ".hfcachefs-private"
+GATED_FILE = "config.json"
+CONTROL = '"gated": true'  # in GATED_FILE: what a search of the mount finds once alice has it
 O_WRITE_TRUNC = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
 
@@ -101,7 +103,7 @@ class Scenario:
         o = self.other(m)
         args = ["snoop", "--search", self.home, "--list", self.home,
                 "--stat", self.home, "--stat", self.home / PRIVATE]
-        for tok in list(o.tokens.values()) + list(m.tokens.values()):
+        for tok in list(o.tokens.values()) + list(m.tokens.values()) + [CONTROL]:
             args += ["--needle", tok]
         for p in (self.home / "token", self.home / "stored_tokens",
                   self.home / PRIVATE / str(o.user.uid) / "token", self.home / PRIVATE / str(m.user.uid) / "token"):
@@ -118,16 +120,22 @@ class Scenario:
         for m in (a, b):
             self.cli(f"whoami {m.account}", m, "auth", "whoami")
             self.run(f"state {m.account}", m, "auth-state")
-            self.snoop(m)
         self.ctx.hub.reset_log()
         for m in (b, a):  # bob first: nothing cached yet when he asks
-            self.run(f"gated {m.account}", m, "download", REPO_GATED, "weights.bin")
+            self.run(f"gated {m.account}", m, "download", REPO_GATED, GATED_FILE)
         self.hub_log = self.ctx.hub.log()
+        for m in (a, b):
+            self.snoop(m)
         self.root_after_login = os.stat(self.home)
         # what root sees at the top of HF_HOME (plain: the one shared copy; hfcachefs: root's own)
         self.top_after_login = {n: os.lstat(self.home / n) for n in os.listdir(self.home)}
         tp = self.home / "token"
         self.token_text_after_login = tp.read_text() if tp.exists() else None
+        # hfcachefs: the whole store as root sees it (regular files with their bytes)
+        store = getattr(self.ctx.backend, "store", None)
+        self.store_after_login = {} if store is None else {
+            rel: (st, (store / rel).read_bytes() if stat.S_ISREG(st.st_mode) else None)
+            for rel, st in L.walk(store).items()}
         self.cli("logout alice", a, "auth", "logout")
         for m in (a, b):
             self.run(f"state after logout {m.account}", m, "auth-state")
@@ -260,35 +268,36 @@ def check_hfcachefs(s: Scenario):
         for uid in (o.user.uid, m.user.uid):
             assert reads[str(s.home / PRIVATE / str(uid) / "token")]["errno"] == errno.ENOENT, reads
         assert sn["stat"][str(s.home / PRIVATE)] == {"errno": errno.ENOENT}
+        # The private names are reached by name, not listed (README): both members and root
+        # list the same root, without the private area.
         listing = sn["list"][str(s.home)]
-        assert PRIVATE not in listing and "token" in listing, listing
-        assert ("stored_tokens" in listing) == (s.gen == "new"), listing
+        assert PRIVATE not in listing and listing == sorted(os.listdir(s.home)), listing
         for tok in o.tokens.values():
             assert sn["found"][tok] == [], f"{m.account} found {o.account}'s token: {sn['found'][tok]}"
-        assert str(s.home / "token") in sn["found"][s.active(m)], "the search itself is broken"
+        # The search did read the cache: it found the gated file alice downloaded (shared content).
+        blob = s.ctx.storage(REPO_GATED) / "blobs" / ctx.hub.repo(REPO_GATED)["files"][GATED_FILE]["etag"]
+        assert sn["found"][CONTROL] == [str(blob)], sn["found"][CONTROL]
         assert not sn["unreadable"], sn["unreadable"]
 
-    # On disk: each member's copy, theirs alone, 0600; no other copy anywhere in the store.
+    # On disk (before alice's logout): each member's copy, theirs alone, 0600, in their own
+    # private directory; no other copy of any token anywhere in the store.
+    disk = s.store_after_login
     for m in (a, b):
-        d = store / PRIVATE / str(m.user.uid)
-        for name, want in (("token", s.active(m)), ("stored_tokens", None)):
-            p = d / name
-            if name == "stored_tokens" and s.gen == "old":
-                assert not p.exists()
-                continue
-            st = os.lstat(p)
+        d = f"{PRIVATE}/{m.user.uid}"
+        names = ["stored_tokens", "token"] if s.gen == "new" else ["token"]
+        assert sorted(rel[len(d) + 1:] for rel in disk if rel.startswith(d + "/")) == names, sorted(disk)
+        for name in names:
+            st, data = disk[f"{d}/{name}"]
             assert stat.S_ISREG(st.st_mode) and st.st_uid == m.user.uid and mode(st) == 0o600, \
-                f"{p}: uid {st.st_uid} mode {mode(st):04o}"
-            if want is not None:
-                assert p.read_text().strip() == want
+                f"{d}/{name}: uid {st.st_uid} mode {mode(st):04o}"
+        assert disk[f"{d}/token"][1].decode().strip() == s.active(m)
     for m in (a, b):
         for tok in m.tokens.values():
-            holders = sorted(rel for rel, st in L.walk(store).items()
-                             if stat.S_ISREG(st.st_mode) and tok.encode() in (store / rel).read_bytes())
+            holders = sorted(rel for rel, (st, data) in disk.items() if data is not None and tok.encode() in data)
             expected = [f"{PRIVATE}/{m.user.uid}/stored_tokens"] if s.gen == "new" else []
             if tok == s.active(m):
                 expected = sorted(expected + [f"{PRIVATE}/{m.user.uid}/token"])
-            assert holders == expected, f"{m.account}'s token {tok} is in {holders}"
+            assert holders == expected, f"{m.account}'s token {s.token_label(tok)} is in {holders}"
     # Each login wrote the member's own files, exactly as on a private HF_HOME: in particular
     # chmod 0600 of a secret succeeds (it is the caller's), so hub goes on to chmod HF_HOME.
     for m in (a, b):
@@ -303,7 +312,7 @@ def check_hfcachefs(s: Scenario):
     rb = s.r["gated bob"]
     assert not rb.ok and rb.data["exc_type"] == "GatedRepoError", rb.describe()
     assert "403" in rb.data["exc_message"]
-    man = ctx.hub.repo(REPO_GATED)["files"]["weights.bin"]
+    man = ctx.hub.repo(REPO_GATED)["files"][GATED_FILE]
     assert ok(s.r["gated alice"])["sha256"] == man["sha256"]
     assert s.gated_accounts(b) == {"bob"} and s.gated_accounts(a) == {"alice"}, s.hub_log
 
@@ -393,7 +402,7 @@ def check_plain(s: Scenario):
         assert st1["stored"] == {first.name(lb): t for lb, t in first.tokens.items()}
         if first is a:
             check_switch_and_list(s)
-            assert ok(s.r["gated alice"])["sha256"] == ctx.hub.repo(REPO_GATED)["files"]["weights.bin"]["sha256"]
+            assert ok(s.r["gated alice"])["sha256"] == ctx.hub.repo(REPO_GATED)["files"][GATED_FILE]["sha256"]
             assert s.gated_accounts(a) == {"alice"} and s.gated_accounts(b) == set(), s.hub_log
             # alice logs out (removes both files): bob is no longer locked out, but was never
             # logged in.
@@ -443,7 +452,7 @@ def check_plain(s: Scenario):
         sn = ok(s.r[f"snoop {m.account}"])
         assert sn["read"][str(home / "token")] == {"ok": True, "text": tb}
         assert sn["found"][tb] == [str(home / "token")], sn
-        assert sn["list"][str(home)] == ["token"], sn  # (before any download)
+        assert sn["list"][str(home)] == ["hub", "token"], sn  # hub/: the refused downloads
     for m in (a, b):  # both are refused the gated repo, as bob
         r = s.r[f"gated {m.account}"]
         assert not r.ok and r.data["exc_type"] == "GatedRepoError", r.describe()
