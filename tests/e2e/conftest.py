@@ -121,6 +121,7 @@ REPO_FLAT = "hfe2e/shared-model"
 REPO_NESTED = "hfe2e/nested-model"
 REPO_BIG = "hfe2e/big-model"
 REPO_BERT = "hfe2e/tiny-bert"
+REPO_COPY = "hfe2e/model-copy"  # shares payloads with REPO_FLAT and REPO_NESTED
 DATASET_REPO = "hfe2e/small-dataset"
 REPO_GATED = "hfe2e/gated-model"  # only the hub account "alice" may read it (test_secrets.py)
 
@@ -128,10 +129,14 @@ REPO_GATED = "hfe2e/gated-model"  # only the hub account "alice" may read it (te
 @pytest.fixture(scope="session")
 def hub(workbase, safetensors_asset):
     st_path, _ = safetensors_asset
+    # Model repos are Xet-enabled as on today's Hub: their LFS files are Xet-backed (the
+    # HEAD carries X-Xet-Hash). hub 2.x + hf_xet follows that; HF_HUB_DISABLE_XET=1 and hub
+    # 0.20 ignore it and GET /resolve as before: one hub serves every transport.
     spec = {
         "repos": [
             {   # scenario 1 and 4: all files at the top level
                 "id": REPO_FLAT,
+                "xet": True,
                 "files": [
                     {"path": "config.json", "text": json.dumps({"model_type": "bert", "hidden_size": 32}) + "\n"},
                     {"path": "README.md", "text": "# shared model\n\nFor the hfcachefs e2e tests.\n"},
@@ -142,6 +147,7 @@ def hub(workbase, safetensors_asset):
             },
             {   # scenario 3: subdirectories in the tree
                 "id": REPO_NESTED,
+                "xet": True,
                 "files": [
                     {"path": "config.json", "text": '{"model_type": "bert"}\n'},
                     {"path": "weights/part-0.bin", "size": 1_500_000, "seed": 20, "lfs": True},
@@ -150,11 +156,23 @@ def hub(workbase, safetensors_asset):
                     {"path": "data/sub/deep.txt", "size": 5_000, "seed": 22},
                 ],
             },
-            {"id": REPO_BIG, "files": [{"path": "big.bin", "size": BIG_SIZE, "seed": 1, "lfs": True}]},
+            # unique: no repeated 1 MiB block, so Xet really transfers BIG_SIZE bytes
+            {"id": REPO_BIG, "xet": True,
+             "files": [{"path": "big.bin", "size": BIG_SIZE, "seed": 1, "lfs": True, "unique": True}]},
             {   # scenario 6: a real (tiny) BERT config + WordPiece tokenizer + safetensors
                 "id": REPO_BERT,
+                "xet": True,
                 "preset": "tiny-bert",
                 "files": [{"path": "model.safetensors", "local": str(st_path), "lfs": True}],
+            },
+            {   # scenario 8: the same bytes as two files of REPO_FLAT and REPO_NESTED, other names
+                "id": REPO_COPY,
+                "xet": True,
+                "files": [
+                    {"path": "config.json", "text": json.dumps({"model_type": "bert", "copy": True}) + "\n"},
+                    {"path": "model.bin", "size": 3_000_000, "seed": 6, "lfs": True},
+                    {"path": "extra/part-0.bin", "size": 1_500_000, "seed": 20, "lfs": True},
+                ],
             },
             {"id": DATASET_REPO, "type": "dataset", "files": [
                 {"path": "data/train.jsonl", "text": '{"a": 1}\n{"a": 2}\n'},
@@ -197,19 +215,26 @@ def backend(request, workbase, users):
     be.stop()
 
 
-@pytest.fixture(params=["new", "old"])
-def generation(request):
+@pytest.fixture(params=list(L.TRANSPORTS))
+def transport(request):
+    """xet (hub 2.x + hf_xet), http (hub 2.x, HF_HUB_DISABLE_XET=1), old (hub 0.20)."""
     return request.param
+
+
+@pytest.fixture
+def generation(transport):
+    return L.TRANSPORTS[transport][0]
 
 
 class Ctx:
     """Everything one test needs: run code as a user, inspect the cache."""
 
-    def __init__(self, users, hub, backend, generation, umask, script):
+    def __init__(self, users, hub, backend, transport, umask, script):
         self.users = users
         self.hub = hub
         self.backend = backend
-        self.generation = generation
+        self.transport = transport
+        self.generation, self.xet = L.TRANSPORTS[transport]
         self.umask = umask
         self.script = script
         self.hf_home = Path(backend.hf_home)
@@ -220,7 +245,7 @@ class Ctx:
         return self.backend.name == "plain"
 
     def start(self, user, *args, umask=None, env=None) -> L.UserProc:
-        env = L.user_env(user, str(self.hf_home), self.hub.url, env)
+        env = L.user_env(user, str(self.hf_home), self.hub.url, env, xet=self.xet)
         return L.UserProc(user, self.generation, self.script, [str(a) for a in args], env, umask or self.umask)
 
     def run(self, user, *args, umask=None, env=None, timeout=180) -> L.Result:
@@ -232,13 +257,22 @@ class Ctx:
     def lock_path(self, repo_id: str, etag: str, repo_type: str = "model") -> str:
         return str(self.hub_cache / ".locks" / f"{repo_type}s--{repo_id.replace('/', '--')}" / f"{etag}.lock")
 
+    def payload(self, repo_id: str, path: str, repo_type: str = "model") -> Path:
+        """Where a file's bytes end up: with Xet (hub 2.x shared blob store) the payload
+        hub/blobs/<2 hex>/<xet hash>, which the repo's blobs/<etag> symlink points to;
+        otherwise blobs/<etag> itself."""
+        f = self.hub.repo(repo_id, repo_type)["files"][path]
+        if self.xet and f["xet_hash"]:
+            return self.hub_cache / "blobs" / f["xet_hash"][:2] / f["xet_hash"]
+        return self.storage(repo_id, repo_type) / "blobs" / f["etag"]
+
 
 @pytest.fixture
-def make_ctx(users, hub, backend, generation, user_script):
+def make_ctx(users, hub, backend, transport, user_script):
     hub.reset_log()
 
     def make(umask: str) -> Ctx:
-        return Ctx(users, hub, backend, generation, umask, user_script)
+        return Ctx(users, hub, backend, transport, umask, user_script)
 
     return make
 

@@ -25,6 +25,11 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 PREFIX = Path(os.environ.get("HFCACHEFS_E2E_PREFIX", "/opt/hfcachefs-e2e"))
 VENVS = {"new": PREFIX / "venv-new", "old": PREFIX / "venv-old"}
+# How a user's library fetches files: (venv generation, Xet enabled).
+#   xet   huggingface_hub 2.x + hf_xet: CAS reconstructions and xorb ranges, shared blob store
+#   http  huggingface_hub 2.x with HF_HUB_DISABLE_XET=1: plain GET of /resolve
+#   old   huggingface_hub 0.20 (early 2024): plain GET, knows nothing of Xet
+TRANSPORTS = {"xet": ("new", True), "http": ("new", False), "old": ("old", False)}
 MARK = "HFE2E_RESULT "
 
 
@@ -143,7 +148,7 @@ class Result:
                 f"stderr (tail):\n{self.stderr[-3000:]}")
 
 
-def user_env(user: User, hf_home: str, endpoint: str, extra: dict | None = None) -> dict:
+def user_env(user: User, hf_home: str, endpoint: str, extra: dict | None = None, xet: bool = False) -> dict:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -171,6 +176,8 @@ def user_env(user: User, hf_home: str, endpoint: str, extra: dict | None = None)
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if k in os.environ:
             env[k] = os.environ[k]
+    if xet:
+        del env["HF_HUB_DISABLE_XET"]
     env.update(extra or {})
     return env
 
@@ -219,9 +226,11 @@ class FakeHub:
         self.spec_path.write_text(json.dumps(spec, indent=1))
         self.log_path = workdir / "fake-hub.log"
         self._log = open(self.log_path, "w")
+        # Xet fixtures: hf_xet (in this driver venv) uploads the spec's Xet files to local://xet-cas
+        self.xet_dir = workdir / "xet-cas"
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "fake_hub.py"), "--port", "0", "--spec", str(self.spec_path),
-             "--throttle", str(throttle)],
+             "--throttle", str(throttle), "--xet-dir", str(self.xet_dir), "--xet-python", sys.executable],
             stdout=subprocess.PIPE, stderr=self._log, text=True)
         line = self.proc.stdout.readline()
         if not line:

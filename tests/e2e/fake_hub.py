@@ -65,6 +65,7 @@ import json
 import os
 import random
 import re
+import struct
 import sys
 import threading
 import time
@@ -91,11 +92,29 @@ class BytesSource:
 
 
 class GeneratedSource:
-    """`size` bytes made of a 1 MiB pseudo-random block (from `seed`) repeated."""
+    """`size` bytes made of a 1 MiB pseudo-random block (from `seed`) repeated; with
+    `unique`, every 1 MiB block is drawn afresh (from seed and block index), so content-defined
+    deduplication (Xet) finds nothing to share inside the file."""
 
-    def __init__(self, size: int, seed: int):
+    def __init__(self, size: int, seed: int, unique: bool = False):
         self.size = size
+        self.seed = seed
+        self.unique = unique
         self.block = random.Random(seed).randbytes(min(BLOCK, max(size, 1)))
+        self._cache: tuple[int, bytes] = (0, self.block)
+        self._cache_lock = threading.Lock()
+
+    def _block(self, index: int) -> bytes:
+        if not self.unique:
+            return self.block
+        with self._cache_lock:
+            cached = self._cache
+        if cached[0] == index:
+            return cached[1]
+        data = self.block if index == 0 else random.Random(self.seed * 1_000_003 + index).randbytes(BLOCK)
+        with self._cache_lock:
+            self._cache = (index, data)
+        return data
 
     def read(self, offset: int, length: int) -> bytes:
         end = min(self.size, offset + length)
@@ -105,7 +124,7 @@ class GeneratedSource:
         while pos < end:
             i = pos % blen
             n = min(blen - i, end - pos)
-            out += self.block[i : i + n]
+            out += self._block(pos // blen)[i : i + n]
             pos += n
         return bytes(out)
 
@@ -140,11 +159,16 @@ def git_blob_sha1(data: bytes) -> str:
 # Repositories
 # --------------------------------------------------------------------------------------
 class RepoFile:
-    def __init__(self, path: str, source, lfs: bool):
+    def __init__(self, path: str, source, lfs: bool, xet: bool = False):
         self.path = path.strip("/")
         self.source = source
         self.size = source.size
-        self.lfs = lfs
+        self.lfs = lfs or xet  # a Xet-backed file is an LFS file with its bytes in Xet storage
+        lfs = self.lfs
+        self.xet = xet
+        self.xet_hash: str | None = None  # set once the Xet fixtures are loaded
+        self.xet_transfer = 0  # xorb bytes a whole-file Xet download may fetch (at most)
+        self.xet_ranges: list[tuple] = []  # (xorb, first byte, last byte) a download may GET
         if lfs:
             self.sha256 = _hash_source(source, "sha256")
             pointer = LFS_POINTER_FMT.format(oid=self.sha256, size=self.size).encode()
@@ -160,6 +184,8 @@ class RepoFile:
         entry = {"type": "file", "oid": self.oid, "size": self.size, "path": self.path}
         if self.lfs:
             entry["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": self.pointer_size}
+        if self.xet_hash:
+            entry["xetHash"] = self.xet_hash  # as the Hub lists Xet files (hub 2.x caches the tree)
         return entry
 
 
@@ -222,7 +248,8 @@ class Repo:
             "type": self.type,
             "sha": self.sha,
             "files": {
-                p: {"size": f.size, "sha256": f.sha256, "etag": f.etag, "oid": f.oid, "lfs": f.lfs}
+                p: {"size": f.size, "sha256": f.sha256, "etag": f.etag, "oid": f.oid, "lfs": f.lfs,
+                    "xet_hash": f.xet_hash, "xet_transfer": f.xet_transfer, "xet_ranges": f.xet_ranges}
                 for p, f in sorted(self.files.items())
             },
         }
@@ -295,26 +322,260 @@ DEFAULT_SPEC = {
 }
 
 
-def build_repos(spec: dict) -> dict[tuple[str, str], Repo]:
-    repos = {}
+def spec_files(spec: dict):
+    """(repo type, repo id, path, content source, lfs, xet) of every file in the spec."""
     for r in spec["repos"]:
         repo_type = r.get("type", "model")
         file_specs = list(r.get("files", []))
         if r.get("preset") == "tiny-bert":
             given = {f["path"] for f in file_specs}
             file_specs = [f for f in tiny_bert_files() if f["path"] not in given] + file_specs
-        files = []
         for f in file_specs:
             if "text" in f:
                 src = BytesSource(f["text"].encode())
             elif "local" in f:
                 src = FileSource(f["local"])
             else:
-                src = GeneratedSource(int(f["size"]), int(f.get("seed", 0)))
-            files.append(RepoFile(f["path"], src, bool(f.get("lfs", False))))
-        repos[(repo_type, r["id"])] = Repo(r["id"], repo_type, files)
-        set_gate(repos[(repo_type, r["id"])], r)
+                src = GeneratedSource(int(f["size"]), int(f.get("seed", 0)), bool(f.get("unique", False)))
+            lfs = bool(f.get("lfs", False))
+            # "xet" per file, else per repo (where it applies to the repo's LFS files, as on the Hub)
+            xet = bool(f["xet"]) if "xet" in f else bool(r.get("xet", False)) and lfs
+            yield repo_type, r["id"], f["path"], src, lfs, xet
+
+
+def build_repos(spec: dict) -> dict[tuple[str, str], Repo]:
+    files: dict[tuple[str, str], list[RepoFile]] = {(r.get("type", "model"), r["id"]): [] for r in spec["repos"]}
+    for repo_type, repo_id, path, src, lfs, xet in spec_files(spec):
+        files[(repo_type, repo_id)].append(RepoFile(path, src, lfs, xet))
+    repos = {key: Repo(key[1], key[0], fl) for key, fl in files.items()}
+    for r in spec["repos"]:
+        set_gate(repos[(r.get("type", "model"), r["id"])], r)
     return repos
+
+
+# --------------------------------------------------------------------------------------
+# Xet storage: fixtures made by hf_xet itself, a CAS that serves them
+# --------------------------------------------------------------------------------------
+# Files marked "xet" are uploaded at start-up by hf_xet (in a child process running
+# --xet-python, the venv that has hf_xet) to a `local://` CAS directory: real chunking,
+# compression, xorbs and shards. The server then parses the shards (standard library only)
+# and answers hf_xet's downloads the way the Hub and its CAS do:
+#   HEAD /resolve        + X-Xet-Hash, Link: <token url>; rel="xet-auth", X-Xet-Refresh-Route
+#   GET  /api/{type}s/{repo}/xet-read-token/{rev}   X-Xet-Cas-Url, X-Xet-Access-Token,
+#                                                   X-Xet-Token-Expiration (+ the same as JSON)
+#   GET  /cas/v2/reconstructions/{file hash}        (Range: bytes=a-b; Bearer token)
+#   GET  /cas/v1/reconstructions/{file hash}        (the same, V1 shape; /_control/xet?v2=0
+#                                                    makes /v2 answer 404 to test the fallback)
+#   GET  /cas/xorbs/default/{xorb hash}             (Range: bytes=S-E -> 206, exactly that slice)
+XET_TOKEN = "hfe2e-fake-xet-read-token"
+XET_TOKEN_TTL = 3600
+MDB_HEADER_TAG = bytes([72, 70, 82, 101, 112, 111, 77, 101, 116, 97, 68, 97, 116, 97, 0, 85, 105, 103, 69,
+                        106, 123, 129, 87, 131, 165, 189, 217, 92, 205, 209, 74, 169])
+MDB_ENTRY = 48  # every shard record (headers and entries alike) is 48 bytes
+BOOKEND = b"\xff" * 32
+FILE_FLAG_VERIFICATION = 1 << 31
+FILE_FLAG_METADATA_EXT = 1 << 30
+XORB_CHUNK_HEADER = 8
+
+
+def merkle_hex(raw: bytes) -> str:
+    """A MerkleHash as xet-core prints it: four little-endian u64 words, each as %016x."""
+    return "".join(raw[i : i + 8][::-1].hex() for i in range(0, 32, 8))
+
+
+def parse_shard(data: bytes) -> tuple[dict, dict]:
+    """One *.mdb shard -> ({file hash: [(xorb hash, chunk start, chunk end, bytes)]},
+    {xorb hash: [unpacked length of each chunk]})."""
+    if data[:32] != MDB_HEADER_TAG:
+        raise ValueError("not an MDB shard (bad header tag)")
+    version, footer_size = struct.unpack_from("<QQ", data, 32)
+    footer_at = len(data) - footer_size
+    fversion, file_info_off, xorb_info_off = struct.unpack_from("<QQQ", data, footer_at)
+    files: dict[str, list] = {}
+    pos = file_info_off
+    while True:
+        fhash = data[pos : pos + 32]
+        flags, n = struct.unpack_from("<II", data, pos + 32)
+        pos += MDB_ENTRY
+        if fhash == BOOKEND:
+            break
+        segs = []
+        for _ in range(n):
+            xh = data[pos : pos + 32]
+            _xflags, nbytes, cs, ce = struct.unpack_from("<IIII", data, pos + 32)
+            segs.append((merkle_hex(xh), cs, ce, nbytes))
+            pos += MDB_ENTRY
+        if flags & FILE_FLAG_VERIFICATION:
+            pos += n * MDB_ENTRY
+        if flags & FILE_FLAG_METADATA_EXT:
+            pos += MDB_ENTRY
+        files[merkle_hex(fhash)] = segs
+    xorbs: dict[str, list] = {}
+    pos = xorb_info_off
+    while True:
+        xh = data[pos : pos + 32]
+        _flags, n, _in_xorb, _on_disk = struct.unpack_from("<IIII", data, pos + 32)
+        pos += MDB_ENTRY
+        if xh == BOOKEND:
+            break
+        lens = []
+        for _ in range(n):
+            _start, ulen = struct.unpack_from("<II", data, pos + 32)
+            lens.append(ulen)
+            pos += MDB_ENTRY
+        xorbs[merkle_hex(xh)] = lens
+    return files, xorbs
+
+
+def xorb_chunk_offsets(path: str, n_chunks: int) -> tuple[list[int], list[int]]:
+    """Byte offset of every chunk in a serialized xorb (plus the end of the last one), and
+    every chunk's unpacked length, read from the 8-byte chunk headers."""
+    offsets, ulens = [0], []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    for _ in range(n_chunks):
+        h = data[pos : pos + XORB_CHUNK_HEADER]
+        if len(h) < XORB_CHUNK_HEADER or h[0] != 0:
+            raise ValueError(f"{path}: bad chunk header at {pos}: {h!r}")
+        clen = int.from_bytes(h[1:4], "little")
+        ulens.append(int.from_bytes(h[5:8], "little"))
+        pos += XORB_CHUNK_HEADER + clen
+        offsets.append(pos)
+    return offsets, ulens
+
+
+class XetStore:
+    """What a `local://DIR` upload by hf_xet wrote: file -> xorb chunk ranges, xorb chunk offsets."""
+
+    def __init__(self, cas_dir: str):
+        root = os.path.join(cas_dir, "xet", "xorbs")
+        self.files: dict[str, list] = {}
+        lens: dict[str, list] = {}
+        shard_dir = os.path.join(root, "shards")
+        for name in sorted(os.listdir(shard_dir)):
+            if name.endswith(".mdb"):
+                with open(os.path.join(shard_dir, name), "rb") as fh:
+                    f, x = parse_shard(fh.read())
+                self.files.update(f)
+                lens.update(x)
+        # xorb hash -> (path, chunk byte offsets [n+1], chunk unpacked lengths [n])
+        self.xorbs: dict[str, tuple[str, list, list]] = {}
+        for xh, ulens in lens.items():
+            path = os.path.join(root, "xorbs", f"default.{xh}")
+            offsets, hdr_lens = xorb_chunk_offsets(path, len(ulens))
+            if hdr_lens != ulens:
+                raise ValueError(f"xorb {xh}: chunk lengths in the shard and the xorb differ")
+            self.xorbs[xh] = (path, offsets, ulens)
+        for fh, segs in self.files.items():
+            for xh, cs, ce, nbytes in segs:
+                if xh not in self.xorbs or sum(self.xorbs[xh][2][cs:ce]) != nbytes:
+                    raise ValueError(f"file {fh}: segment {xh}[{cs}:{ce}] does not match its xorb")
+
+    def file_size(self, file_hash: str) -> int | None:
+        segs = self.files.get(file_hash)
+        return None if segs is None else sum(s[3] for s in segs)
+
+    def reconstruction(self, file_hash: str, start: int, end: int, base_url: str) -> dict:
+        """Terms and fetch ranges covering file bytes [start, end) (end exclusive), in the
+        V1 shape (terms + fetch_info); v2_shape() turns it into V2."""
+        terms, fetch, first_offset = [], {}, None
+        pos = 0
+        for xh, cs, ce, _nbytes in self.files[file_hash]:
+            _path, offsets, ulens = self.xorbs[xh]
+            c0 = c1 = None
+            for ci in range(cs, ce):
+                cstart, cend = pos, pos + ulens[ci]
+                pos = cend
+                if cend > start and cstart < end:
+                    if c0 is None:
+                        c0 = ci
+                        if first_offset is None:
+                            first_offset = start - cstart
+                    c1 = ci + 1
+            if c0 is None:
+                continue
+            terms.append({"hash": xh, "unpacked_length": sum(ulens[c0:c1]), "range": {"start": c0, "end": c1}})
+            info = {"range": {"start": c0, "end": c1}, "url": f"{base_url}/xorbs/default/{xh}",
+                    "url_range": {"start": offsets[c0], "end": offsets[c1] - 1}}
+            if info not in fetch.setdefault(xh, []):
+                fetch[xh].append(info)
+        return {"offset_into_first_range": first_offset or 0, "terms": terms, "fetch_info": fetch}
+
+    @staticmethod
+    def v2_shape(v1: dict) -> dict:
+        xorbs = {xh: [{"url": i["url"], "ranges": [{"chunks": i["range"], "bytes": i["url_range"]}]} for i in infos]
+                 for xh, infos in v1["fetch_info"].items()}
+        return {"offset_into_first_range": v1["offset_into_first_range"], "terms": v1["terms"], "xorbs": xorbs}
+
+
+def make_xet_fixtures(spec_path: str, cas_dir: str, python: str) -> dict[str, str]:
+    """Run hf_xet (in `python`) to upload every Xet file of the spec to local://cas_dir.
+    Returns {"<type>/<repo id>/<path>": xet file hash}."""
+    import subprocess
+
+    os.makedirs(cas_dir, exist_ok=True)
+    out = os.path.join(cas_dir, "uploaded.json")
+    cp = subprocess.run([python, os.path.abspath(__file__), "--spec", spec_path, "--xet-upload", cas_dir],
+                        capture_output=True, text=True, timeout=900)
+    if cp.returncode != 0:
+        raise RuntimeError(f"hf_xet fixture upload failed ({python}): {cp.stdout[-2000:]}{cp.stderr[-4000:]}")
+    with open(out) as fh:
+        return json.load(fh)
+
+
+def xet_upload_main(spec_path: str, cas_dir: str) -> int:
+    """Child process: hf_xet's own upload session writes xorbs and shards to local://cas_dir."""
+    import hf_xet
+
+    with open(spec_path) as fh:
+        spec = json.load(fh)
+    items = [(f"{t}/{rid}/{path}", src) for t, rid, path, src, _lfs, xet in spec_files(spec) if xet]
+    session = hf_xet.XetSession()
+    commit = session.new_upload_commit(endpoint=f"local://{os.path.abspath(cas_dir)}")
+    handles = []
+    for key, src in items:
+        if isinstance(src, FileSource):
+            handles.append((key, commit.start_upload_file(src.path)))
+            continue
+        stream = commit.start_upload_stream(name=key)
+        off = 0
+        while off < src.size:
+            piece = src.read(off, 8 * BLOCK)
+            stream.write(piece)
+            off += len(piece)
+        handles.append((key, stream.finish()))  # must finish before wait_to_finish
+    commit.wait_to_finish()
+    hashes = {}
+    for key, h in handles:
+        meta = h.result() if hasattr(h, "result") else h  # XetFileUpload, or a stream's metadata
+        hashes[key] = meta.xet_info.hash
+    with open(os.path.join(cas_dir, "uploaded.json"), "w") as fh:
+        json.dump(hashes, fh)
+    return 0
+
+
+def attach_xet(repos: dict, spec_path: str, cas_dir: str, python: str) -> "XetStore | None":
+    """Make the fixtures for the spec's Xet files and load them; sets RepoFile.xet_hash."""
+    if not any(f.xet for r in repos.values() for f in r.files.values()):
+        return None
+    hashes = make_xet_fixtures(spec_path, cas_dir, python)
+    store = XetStore(cas_dir)
+    for (t, rid), repo in repos.items():
+        for p, f in repo.files.items():
+            if f.xet:
+                h = hashes[f"{t}/{rid}/{p}"]
+                if store.file_size(h) != f.size:
+                    raise RuntimeError(f"{rid}/{p}: Xet file {h} has size {store.file_size(h)}, not {f.size}")
+                f.xet_hash = h
+                plan = store.reconstruction(h, 0, f.size, "")["fetch_info"]
+                f.xet_ranges = sorted({(xh, i["url_range"]["start"], i["url_range"]["end"])
+                                       for xh, infos in plan.items() for i in infos})
+                # every distinct fetch range of a whole-file download, once (clients may skip
+                # ranges whose chunks another range already brought)
+                f.xet_transfer = sum(i["url_range"]["end"] + 1 - i["url_range"]["start"]
+                                     for infos in plan.values() for i in infos)
+    return store
 
 
 # --------------------------------------------------------------------------------------
@@ -417,6 +678,9 @@ class HubState:
         self.cond = threading.Condition(self.lock)
         self.holds: dict[str, tuple[int, float]] = {}  # path suffix -> (HEADs to wait for, timeout)
         self.heads: dict[str, int] = {}  # path suffix -> HEADs seen since the hold was set
+        self.xet: XetStore | None = None  # the CAS behind Xet-backed files (attach_xet)
+        self.xet_v2 = True  # serve /v2/reconstructions (else 404: hf_xet falls back to /v1)
+        self.xorb_files: dict[str, list[str]] = {}  # xorb hash -> resolve paths of files using it
 
     def saw_head(self, path: str) -> None:
         with self.cond:
@@ -430,6 +694,10 @@ class HubState:
             for suffix, (want, timeout) in list(self.holds.items()):
                 if path.endswith(suffix):
                     self.cond.wait_for(lambda: self.heads.get(suffix, 0) >= want, timeout)
+
+    def is_held(self, paths: list[str]) -> bool:
+        with self.lock:
+            return any(p.endswith(s) for p in paths for s in self.holds)
 
     def add_log(self, entry: dict) -> None:
         with self.lock:
@@ -515,6 +783,9 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path
         query = parse_qs(url.query)
+        routed = self._xet_route(path, query)
+        if routed is not None:
+            return routed
         if path.startswith("/_control/"):
             return self._control(path, query)
         if path == "/api/whoami-v2" and self.command == "GET":
@@ -598,6 +869,8 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
         if f.lfs:
             headers["X-Linked-Etag"] = f'"{f.sha256}"'
             headers["X-Linked-Size"] = str(f.size)
+        if f.xet_hash:
+            headers.update(self._xet_resolve_headers(repo, f))
 
         start, end = 0, f.size  # [start, end)
         status = 200
@@ -628,16 +901,17 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
             return status, 0
         return status, self._send_body(f.source, start, end)
 
-    def _send_body(self, src, start, end) -> int:
+    def _send_body(self, src, start, end, hold_paths=None, hold_after=HOLD_AFTER) -> int:
         sent = 0
         t0 = time.monotonic()
         pos = start
         held = False
         while pos < end:
-            if not held and sent >= HOLD_AFTER:
+            if not held and sent >= hold_after:
                 held = True
                 self.wfile.flush()
-                self.state.wait_hold(self.path.split("?")[0])
+                for p in hold_paths or [self.path.split("?")[0]]:
+                    self.state.wait_hold(p)
                 t0 = time.monotonic() - sent / self.state.throttle_bps if self.state.throttle_bps else t0
             n = min(CHUNK, end - pos)
             self.wfile.write(src.read(pos, n))
@@ -649,6 +923,105 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
                 if ahead > 0:
                     time.sleep(ahead)
         return sent
+
+    # -- Xet (the read-token endpoint and the CAS; see "Xet storage" above) -----------
+    XET_TOKEN_RE = re.compile(r"^/api/(models|datasets|spaces)/(.+?)/xet-read-token/([^/]+)$")
+    CAS_RECON_RE = re.compile(r"^/cas/(v1|v2)/reconstructions/([0-9a-f]{64})$")
+    CAS_XORB_RE = re.compile(r"^/cas/xorbs/default/([0-9a-f]{64})$")
+
+    def _base_url(self) -> str:
+        return f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+
+    def _xet_resolve_headers(self, repo: Repo, f: RepoFile) -> dict:
+        """What the Hub adds to a /resolve answer for a Xet-backed file (ETag = sha256)."""
+        token_url = f"{self._base_url()}/api/{repo.type}s/{repo.id}/xet-read-token/{repo.sha}"
+        return {
+            "ETag": f'"{f.sha256}"',
+            "X-Xet-Hash": f.xet_hash,
+            "X-Xet-Refresh-Route": f"/api/{repo.type}s/{repo.id}/xet-read-token/{repo.sha}",
+            "Link": f'<{token_url}>; rel="xet-auth"',
+        }
+
+    def _xet_route(self, path: str, query: dict):
+        """(status, bytes sent) for a Xet request, or None when the path is not one."""
+        st = self.state
+        if path == "/_control/xet" and self.command == "POST":
+            if "v2" in query:
+                st.xet_v2 = query["v2"][0] not in ("0", "false")
+            return 200, self._json(200, {"v2": st.xet_v2, "files": len(st.xet.files) if st.xet else 0})
+        if self.command not in ("GET", "HEAD"):
+            return None
+        m = self.XET_TOKEN_RE.match(path)
+        if m:
+            repo = self._find_repo(API_TYPES[m.group(1)], unquote(m.group(2)))
+            if repo is None:
+                return 404, self._error(404, "RepoNotFound", "Repository not found")
+            if not self._check_rev(repo, unquote(m.group(3))):
+                return 404, self._error(404, "RevisionNotFound", f"Invalid rev id: {m.group(3)}")
+            exp = int(time.time()) + XET_TOKEN_TTL
+            cas = f"{self._base_url()}/cas"
+            hdrs = {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": XET_TOKEN, "X-Xet-Token-Expiration": str(exp)}
+            return 200, self._json(200, {"casUrl": cas, "accessToken": XET_TOKEN, "exp": exp}, hdrs)
+        m = self.CAS_RECON_RE.match(path)
+        if m:
+            return self._cas_reconstruction(m.group(1), m.group(2))
+        m = self.CAS_XORB_RE.match(path)
+        if m:
+            return self._cas_xorb(m.group(1))
+        if path.startswith("/cas/"):
+            return 404, self._error(404, None, f"Not found: {path}")
+        return None
+
+    def _byte_range(self, size: int):
+        """[start, end) from a `Range: bytes=a-b` header (whole object without one), or None
+        when it cannot be satisfied."""
+        rng = self.headers.get("Range")
+        if not rng:
+            return 0, size
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
+        if not m or int(m.group(1)) >= size:
+            return None
+        end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+        return int(m.group(1)), end
+
+    def _cas_reconstruction(self, version: str, file_hash: str):
+        st = self.state
+        if self.headers.get("Authorization") != f"Bearer {XET_TOKEN}":
+            return 401, self._error(401, None, "missing or wrong Xet access token")
+        if version == "v2" and not st.xet_v2:
+            return 404, self._error(404, None, "v2 reconstructions disabled")
+        size = st.xet.file_size(file_hash) if st.xet else None
+        if size is None:
+            return 404, self._error(404, None, f"no such file {file_hash}")
+        rng = self._byte_range(size)
+        if rng is None:
+            return 416, self._error(416, None, "range not satisfiable", {"Content-Range": f"bytes */{size}"})
+        v1 = st.xet.reconstruction(file_hash, rng[0], rng[1], f"{self._base_url()}/cas")
+        return 200, self._json(200, v1 if version == "v1" else XetStore.v2_shape(v1))
+
+    def _cas_xorb(self, xorb_hash: str):
+        st = self.state
+        if not st.xet or xorb_hash not in st.xet.xorbs:
+            return 404, self._error(404, None, f"no such xorb {xorb_hash}")
+        src = FileSource(st.xet.xorbs[xorb_hash][0])
+        rng = self._byte_range(src.size)
+        if rng is None or not self.headers.get("Range"):
+            # presigned xorb URLs are only ever fetched by range
+            return 416, self._error(416, None, "a single satisfiable Range is required",
+                                    {"Content-Range": f"bytes */{src.size}"})
+        start, end = rng
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{src.size}")
+        self.end_headers()
+        if self.command == "HEAD":
+            return 206, 0
+        # A hold on a file's path also holds the xorb GETs of its bytes (before any byte).
+        paths = st.xorb_files.get(xorb_hash, [])
+        if st.is_held(paths):
+            return 206, self._send_body(src, start, end, hold_paths=paths, hold_after=0)
+        return 206, self._send_body(src, start, end)
 
 
 class Server(ThreadingHTTPServer):
@@ -663,7 +1036,13 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
     ap.add_argument("--spec", help="JSON spec file (default: a built-in spec)")
     ap.add_argument("--throttle", type=int, default=0, help="body bytes/s per connection (0 = unlimited)")
+    ap.add_argument("--xet-dir", help="where hf_xet writes the Xet fixtures (default: a new temporary dir)")
+    ap.add_argument("--xet-python", default=sys.executable,
+                    help="a python with hf_xet, to make the Xet fixtures (default: this one)")
+    ap.add_argument("--xet-upload", metavar="DIR", help=argparse.SUPPRESS)  # the fixture child process
     args = ap.parse_args(argv)
+    if args.xet_upload:
+        return xet_upload_main(args.spec, args.xet_upload)
 
     spec = DEFAULT_SPEC
     if args.spec:
@@ -671,6 +1050,24 @@ def main(argv=None) -> int:
             spec = json.load(fh)
     repos = build_repos(spec)
     Handler.state = HubState(repos, args.throttle, spec.get("accounts"))
+    if any(f.xet for r in repos.values() for f in r.files.values()):
+        import tempfile
+
+        spec_path = args.spec
+        if not spec_path:
+            fd, spec_path = tempfile.mkstemp(suffix=".json")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(spec, fh)
+        xet_dir = args.xet_dir or tempfile.mkdtemp(prefix="fake-hub-xet-")
+        t0 = time.monotonic()
+        Handler.state.xet = attach_xet(repos, spec_path, xet_dir, args.xet_python)
+        for (t, rid), repo in repos.items():
+            prefix = {"model": "", "dataset": "/datasets", "space": "/spaces"}[t]
+            for p, f in repo.files.items():
+                for xh, *_ in (Handler.state.xet.files[f.xet_hash] if f.xet_hash else []):
+                    Handler.state.xorb_files.setdefault(xh, []).append(f"{prefix}/{rid}/resolve/{repo.sha}/{p}")
+        sys.stderr.write(f"fake_hub: {len(Handler.state.xet.files)} Xet files, {len(Handler.state.xet.xorbs)} "
+                         f"xorbs in {xet_dir} ({time.monotonic() - t0:.1f} s)\n")
     srv = Server((args.host, args.port), Handler)
     port = srv.server_address[1]
     print(json.dumps({"port": port, "url": f"http://{args.host}:{port}"}), flush=True)

@@ -3,7 +3,8 @@
 
 Run by tests/e2e/test_shared_cache.py as a throw-away user (setpriv, with its own umask)
 under /opt/hfcachefs-e2e/venv-{new,old}/bin/python, with HF_HOME on the backend under
-test and HF_ENDPOINT on the fake hub. Works with huggingface_hub 1.x and 0.20.x.
+test and HF_ENDPOINT on the fake hub. Works with huggingface_hub 2.x (with or without
+hf_xet: HF_HUB_DISABLE_XET) and 0.20.x; `cli` needs hub >= 1.0.
 
 The last stdout line is `HFE2E_RESULT {json}` with at least:
   ok          bool: the action completed
@@ -45,14 +46,16 @@ def _ua(args) -> dict:
 def act_download(args):
     from huggingface_hub import hf_hub_download
 
-    path = hf_hub_download(args.repo, args.file, repo_type=args.repo_type, user_agent=_ua(args))
+    path = hf_hub_download(args.repo, args.file, repo_type=args.repo_type, revision=getattr(args, "revision", None),
+                           user_agent=_ua(args))
     return {"path": path, "realpath": os.path.realpath(path), "sha256": sha256_file(path)}
 
 
 def act_snapshot(args):
     from huggingface_hub import snapshot_download
 
-    folder = snapshot_download(args.repo, repo_type=args.repo_type, user_agent=_ua(args))
+    folder = snapshot_download(args.repo, repo_type=args.repo_type, revision=getattr(args, "revision", None),
+                               user_agent=_ua(args))
     files = {}
     for root, _dirs, names in os.walk(folder):
         for n in names:
@@ -216,7 +219,7 @@ def act_cli(args):
                           hf_home_after=_mode_of(root))
     if rc != 0:
         raise RuntimeError(f"{prog} {' '.join(args.argv)} exited {rc}")
-    return {"rc": rc}
+    return {"rc": rc, "stdout": DETAIL["stdout"], "stderr": DETAIL["stderr"]}
 
 
 def act_auth_state(args):
@@ -302,9 +305,11 @@ def main() -> int:
     p.add_argument("repo")
     p.add_argument("file")
     p.add_argument("--repo-type", default=None)
+    p.add_argument("--revision", default=None)
     p = sub.add_parser("snapshot")
     p.add_argument("repo")
     p.add_argument("--repo-type", default=None)
+    p.add_argument("--revision", default=None)
     p = sub.add_parser("delete-revisions")
     p.add_argument("repo")
     p = sub.add_parser("dataset")

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 import e2e_lib as L
-from conftest import BIG_SIZE, DATASET_REPO, REPO_BERT, REPO_BIG, REPO_FLAT, REPO_NESTED, Ctx
+from conftest import BIG_SIZE, DATASET_REPO, REPO_BERT, REPO_BIG, REPO_COPY, REPO_FLAT, REPO_NESTED, Ctx
 
 UMASKS = pytest.mark.parametrize("umask", ["022", "002"])
 
@@ -73,6 +73,89 @@ def check_policy(ctx, root: Path | None = None):
 def blob_names(ctx, repo_id) -> list[str]:
     d = ctx.storage(repo_id) / "blobs"
     return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def file_log(ctx, repo_id, path, repo_type="model") -> dict:
+    """The fake hub's requests for one file, by kind: HEADs and GETs of its /resolve URL,
+    and (Xet) CAS reconstructions of its hash and range GETs of its xorbs."""
+    f = ctx.hub.repo(repo_id, repo_type)["files"][path]
+    prefix = {"model": "", "dataset": "/datasets"}[repo_type]
+    res = re.compile(re.escape(f"{prefix}/{repo_id}/resolve/") + r"[^/]+/" + re.escape(path) + "$")
+    out = {"head": [], "get": [], "recon": [], "xorb": []}
+    for e in ctx.hub.log():
+        p = e["path"].split("?")[0]
+        if res.match(p):
+            out["head" if e["method"] == "HEAD" else "get"].append(e)
+        elif f["xet_hash"] and "/reconstructions/" in p and p.endswith(f["xet_hash"]):
+            out["recon"].append(e)
+        elif f["xet_hash"] and p.startswith("/cas/xorbs/") and xorb_range_of(f, e):
+            out["xorb"].append(e)
+    return out
+
+
+def xorb_range_of(f, e) -> bool:
+    """Whether a xorb GET fetched bytes of file f (xorbs hold chunks of many files: match the
+    byte range against the ranges of f's reconstruction)."""
+    m = re.fullmatch(r"bytes=(\d+)-(\d+)", e.get("range") or "")
+    xorb = e["path"].split("?")[0].rsplit("/", 1)[-1]
+    return bool(m) and any(x == xorb and a <= int(m.group(1)) and int(m.group(2)) <= b
+                           for x, a, b in f["xet_ranges"])
+
+
+def check_fetched_once(ctx, repo_id, path, who=None):
+    """The file's bytes crossed the wire exactly once, by the transport under test: one full
+    GET of /resolve (http, old), or (xet) no GET of /resolve, reconstructions and exactly the
+    xorb bytes of one download."""
+    f = ctx.hub.repo(repo_id)["files"][path]
+    log = file_log(ctx, repo_id, path)
+    if ctx.xet and f["xet_hash"]:
+        assert not log["get"], f"{path}: plain GET with Xet enabled: {log['get']}"
+        assert log["recon"] and log["xorb"], f"{path}: no Xet transfer: {log}"
+        assert all(e["status"] == 200 for e in log["recon"]), log
+        assert all(e["status"] == 206 and e["bytes"] > 0 for e in log["xorb"]), log
+        # one download: every xorb range fetched once, by one user, within the file's plan
+        ranges = [(e["path"], e["range"]) for e in log["xorb"]]
+        assert len(ranges) == len(set(ranges)), f"{path}: a xorb range fetched twice: {log}"
+        assert sum(e["bytes"] for e in log["xorb"]) <= f["xet_transfer"], log
+        users = {re.search(r"hfe2e-user/(\S+?);", e["ua"] + ";").group(1) for e in log["recon"] + log["xorb"]}
+        assert len(users) == 1, f"{path}: fetched by {users}: {log}"
+        if who is not None:
+            assert users == {who}, log
+    else:
+        assert not log["recon"] and not log["xorb"], f"{path}: Xet requests without Xet: {log}"
+        gets = log["get"]
+        assert len(gets) == 1 and gets[0]["bytes"] == f["size"], f"{path}: expected exactly one GET: {log}"
+        if who is not None:
+            assert who in gets[0]["ua"], log
+    return log
+
+
+def check_payloads(ctx, repo_id, paths=None, strict=True) -> list[str]:
+    """Every snapshot file resolves to its payload (ctx.payload); with Xet, blobs/<etag> is
+    a relative symlink into the shared store hub/blobs/<2 hex>/<xet hash>.
+
+    strict=False tolerates Xet files left as a regular repo-local blob, which hub 2.4.0
+    does when two threads publish the first payloads into a fresh store at once (one
+    removes the other's marker temporary in _ensure_shared_blobs_dir, or refuses the
+    store it just marked): a library race, on any filesystem. Returns those files."""
+    man = ctx.hub.repo(repo_id)
+    unshared = []
+    for p in paths or man["files"]:
+        f = man["files"][p]
+        link = ctx.storage(repo_id) / "snapshots" / man["sha"] / p
+        blob = ctx.storage(repo_id) / "blobs" / f["etag"]
+        if ctx.xet and f["xet_hash"] and not strict and stat.S_ISREG(os.lstat(blob).st_mode):
+            unshared.append(p)
+            assert os.path.realpath(link) == str(blob) and os.lstat(blob).st_size == f["size"], p
+            continue
+        assert os.path.realpath(link) == str(ctx.payload(repo_id, p)), (p, os.path.realpath(link))
+        if ctx.xet and f["xet_hash"]:
+            assert os.readlink(blob) == f"../../blobs/{f['xet_hash'][:2]}/{f['xet_hash']}", p
+            st = os.lstat(ctx.payload(repo_id, p))
+            assert stat.S_ISREG(st.st_mode) and st.st_size == f["size"], p
+        else:
+            assert stat.S_ISREG(os.lstat(blob).st_mode), p
+    return unshared
 
 
 def no_incomplete(ctx):
@@ -134,28 +217,25 @@ def test_1_download_then_snapshot(make_ctx, umask):
 # ----------------------------------------------------------------------------------------
 # 2. A and B download the same large file at the same moment
 # ----------------------------------------------------------------------------------------
-def big_log(ctx):
-    return [e for e in ctx.hub.log() if e["path"].endswith("/big.bin")]
-
-
 def check_single_download(ctx, ra, rb):
     """Both succeeded, with one blob, one GET, and B's request during A's download."""
     man = ctx.hub.repo(REPO_BIG)["files"]["big.bin"]
-    blob = ctx.storage(REPO_BIG) / "blobs" / man["etag"]
+    blob = ctx.payload(REPO_BIG, "big.bin")
     a, b = ok(ra), ok(rb)
     assert a["sha256"] == b["sha256"] == man["sha256"]
     assert a["realpath"] == b["realpath"] == str(blob)
     assert blob_names(ctx, REPO_BIG) == [man["etag"]], "exactly one blob, no temporary file"
+    check_payloads(ctx, REPO_BIG)
     assert os.stat(blob).st_size == BIG_SIZE
     assert L.sha256_path(blob) == man["sha256"]
-    log = big_log(ctx)
-    heads = [e for e in log if e["method"] == "HEAD"]
-    gets = [e for e in log if e["method"] == "GET"]
+    log = file_log(ctx, REPO_BIG, "big.bin")
+    heads = log["head"]
+    fetches = log["recon"] + log["xorb"] if ctx.xet else log["get"]
     # Both asked for the file while it was being downloaded...
-    assert len(heads) == 2 and gets, log
-    assert max(h["start"] for h in heads) < min(g["end"] for g in gets), f"no overlap: {log}"
+    assert len(heads) == 2 and fetches, log
+    assert max(h["start"] for h in heads) < max(g["end"] for g in fetches), f"no overlap: {log}"
     # ...and the lock made the second one wait for the first instead of downloading again.
-    assert len(gets) == 1 and gets[0]["bytes"] == BIG_SIZE, f"expected exactly one GET: {log}"
+    check_fetched_once(ctx, REPO_BIG, "big.bin")
     no_incomplete(ctx)
     check_policy(ctx)
 
@@ -168,16 +248,30 @@ def test_2_concurrent_same_large_file(make_ctx, umask):
     # A's GET stalls after 1 MiB until B's HEAD arrives: B surely asks mid-download.
     ctx.hub.hold("/big.bin", heads=2)
     pa = ctx.start(ctx.users.a, "download", REPO_BIG, "big.bin")
-    # A takes the lock before its GET: once the GET is under way, start B.
-    ctx.hub.wait_for(lambda e: e["method"] == "GET" and e["path"].endswith("/big.bin")
-                             and ctx.users.a.name in e["ua"], procs=[pa])
+    # A takes the lock before its GET (Xet: before its xorb GETs): once that is under way, start B.
+    def a_fetching(e):
+        p = e["path"].split("?")[0]
+        hit = xorb_range_of(man, e) if ctx.xet else p.endswith("/big.bin")
+        return e["method"] == "GET" and hit and ctx.users.a.name in e["ua"]
+
+    ctx.hub.wait_for(a_fetching, procs=[pa])
     pb = ctx.start(ctx.users.b, "download", REPO_BIG, "big.bin")
     ra, rb = pa.wait(), pb.wait()
-    log = big_log(ctx)
-    b_head = [e for e in log if e["method"] == "HEAD" and ctx.users.b.name in e["ua"]]
-    a_get = [e for e in log if e["method"] == "GET" and ctx.users.a.name in e["ua"]][0]
-    assert b_head and b_head[0]["start"] < a_get["end"], f"B did not ask during A's download: {log}"
+    log = file_log(ctx, REPO_BIG, "big.bin")
+    b_head = [e for e in log["head"] if ctx.users.b.name in e["ua"]]
+    a_fetch = [e for e in log["get"] + log["xorb"] if ctx.users.a.name in e["ua"]]
+    assert b_head and a_fetch and b_head[0]["start"] < max(e["end"] for e in a_fetch), \
+        f"B did not ask during A's download: {log}"
 
+    if ctx.plain and ctx.xet and umask == "022":
+        # hub 2.x with Xet first probes symlink support for its shared blob store: a mkdtemp
+        # in the cache root, A's hub/ (2755). B fails before it even reaches the lock.
+        pe = failed_with_permission_error(rb)
+        assert re.fullmatch(re.escape(str(ctx.hub_cache)) + r"/tmp\w+", pe["filename"] or ""), rb.describe()
+        assert ok(ra)["sha256"] == man["sha256"]
+        assert L.sha256_path(ctx.payload(REPO_BIG, "big.bin")) == man["sha256"]
+        check_fetched_once(ctx, REPO_BIG, "big.bin", who=ctx.users.a.name)
+        return
     if ctx.plain and ctx.generation == "old":
         # filelock 3.13 made A's lock file 0644 (whatever the umask): B cannot open it
         # O_RDWR. Exactly the seed's error; A's download is unaffected.
@@ -235,6 +329,10 @@ def test_3_delete_revisions_of_another_user(make_ctx, umask):
     assert "data/sub/deep.txt" in a["files"]
     snap = ctx.storage(REPO_NESTED) / "snapshots" / man["sha"]
     assert snap.is_dir()
+    unshared = check_payloads(ctx, REPO_NESTED, strict=False)  # A's snapshot made the store
+    payloads = [ctx.payload(REPO_NESTED, p) for p, f in man["files"].items()
+                if ctx.xet and f["xet_hash"] and p not in unshared]
+    assert all(p.is_file() for p in payloads)
     check_policy(ctx)
 
     rb = ctx.run(ctx.users.b, "delete-revisions", REPO_NESTED)
@@ -254,6 +352,8 @@ def test_3_delete_revisions_of_another_user(make_ctx, umask):
     assert not snap.exists()
     assert blob_names(ctx, REPO_NESTED) == []
     assert not (ctx.storage(REPO_NESTED) / "refs" / "main").exists()
+    # hub 2.x also sweeps the shared payloads nothing links to any more
+    assert not [p for p in payloads if os.path.lexists(p)], payloads
     check_policy(ctx)
 
 
@@ -287,6 +387,7 @@ def test_4_outsider_is_refused(make_ctx):
 # 5. datasets: A builds a cache from local JSON, B loads it and builds another
 # ----------------------------------------------------------------------------------------
 @UMASKS
+@pytest.mark.parametrize("transport", ["http", "old"])  # local JSON: no download, Xet adds nothing
 def test_5_datasets_cache_shared(make_ctx, umask, data_files):
     ctx = make_ctx(umask)
     a = ok(ctx.run(ctx.users.a, "dataset", data_files["train"]))
@@ -336,7 +437,8 @@ def test_6_transformers_and_safetensors(make_ctx, umask, safetensors_asset, tiny
     # B reads (mmaps) A's blob: needs no write, fine on every backend.
     sb = ok(ctx.run(ctx.users.b, "safe-open", REPO_BERT, "model.safetensors"))
     assert sb["tensors"] == expected
-    assert os.path.realpath(sb["path"]) == str(ctx.storage(REPO_BERT) / "blobs" / man["files"]["model.safetensors"]["etag"])
+    assert os.path.realpath(sb["path"]) == str(ctx.payload(REPO_BERT, "model.safetensors"))
+    check_fetched_once(ctx, REPO_BERT, "model.safetensors", who=ctx.users.a.name)
 
     rt = ctx.run(ctx.users.b, "transformers", REPO_BERT, "--what", "tokenizer")
     if ctx.plain and umask == "022":
@@ -360,7 +462,8 @@ class _Dir:
         self.name = name
 
 
-def test_7_existing_cache_is_adopted(users, hub, generation, user_script, workdir):
+@pytest.mark.parametrize("transport", ["xet", "old"])  # http's cache is old's layout with hub 2.x files
+def test_7_existing_cache_is_adopted(users, hub, transport, user_script, workdir):
     """A filled a private-style cache with umask 022 (dirs 0755, files 0644, tree cache
     0600, lock files 0644). Copied into a store and mounted, B can use, extend and prune
     it. hfcachefs only: on `plain` this is scenario 1/3 with umask 022, which fail."""
@@ -368,7 +471,7 @@ def test_7_existing_cache_is_adopted(users, hub, generation, user_script, workdi
     legacy = workdir / "legacy-hf-home"
     legacy.mkdir(mode=0o755)
     os.chown(legacy, users.a.uid, users.a.gid)
-    old = Ctx(users, hub, _Dir(legacy, "plain"), generation, "022", user_script)
+    old = Ctx(users, hub, _Dir(legacy, "plain"), transport, "022", user_script)
     man = hub.repo(REPO_FLAT)
     a = ok(old.run(users.a, "snapshot", REPO_FLAT))
     assert a["files"] == {p: f["sha256"] for p, f in man["files"].items()}
@@ -381,7 +484,7 @@ def test_7_existing_cache_is_adopted(users, hub, generation, user_script, workdi
     os.chown(store, 0, 0)
     be = L.HfcachefsBackend(workdir, users, store=store)
     try:
-        ctx = Ctx(users, hub, be, generation, "022", user_script)
+        ctx = Ctx(users, hub, be, transport, "022", user_script)
         check_policy(ctx)
         b = ok(ctx.run(users.b, "snapshot", REPO_FLAT))
         assert b["files"] == a["files"]
@@ -398,3 +501,125 @@ def test_7_existing_cache_is_adopted(users, hub, generation, user_script, workdi
         raise AssertionError(f"{e}\n{be.log_tail()}") from e
     finally:
         be.stop()
+
+
+# ----------------------------------------------------------------------------------------
+# 8. Repos sharing payloads; proof that the Xet path is the one used
+# ----------------------------------------------------------------------------------------
+@UMASKS
+@pytest.mark.parametrize("transport", ["xet", "http"])  # old downloads like http here
+def test_8_repos_sharing_payloads(make_ctx, umask):
+    """A snapshots REPO_FLAT; B snapshots REPO_COPY, whose model.bin has the bytes of A's
+    model-00001 under another name. With Xet, hub 2.x links B's blob to the payload A's
+    download put in the shared store (no transfer at all); over plain HTTP B downloads it
+    again. Then B deletes REPO_FLAT: the shared payload must survive (REPO_COPY links it)."""
+    ctx = make_ctx(umask)
+    flat, copy = ctx.hub.repo(REPO_FLAT), ctx.hub.repo(REPO_COPY)
+    shared = flat["files"]["model-00001-of-00002.bin"]
+    assert copy["files"]["model.bin"]["sha256"] == shared["sha256"]
+    assert copy["files"]["model.bin"]["xet_hash"] == shared["xet_hash"] is not None
+    # One file first, so the shared store exists before the snapshot's parallel downloads
+    # publish into it (see check_payloads: hub 2.4.0 races on a fresh store).
+    ok(ctx.run(ctx.users.a, "download", REPO_FLAT, "model-00002-of-00002.bin"))
+    a = ok(ctx.run(ctx.users.a, "snapshot", REPO_FLAT))
+    assert a["files"] == {p: f["sha256"] for p, f in flat["files"].items()}
+    # The transport really used, file by file: LFS files over Xet (reconstruction + exactly
+    # one download's xorb bytes, no GET of /resolve) or one plain GET each.
+    for p, f in flat["files"].items():
+        check_fetched_once(ctx, REPO_FLAT, p, who=ctx.users.a.name)
+    check_payloads(ctx, REPO_FLAT)
+    log = ctx.hub.log()
+    tokens = [e for e in log if "/xet-read-token/" in e["path"]]
+    assert bool(tokens) == ctx.xet, tokens
+    if ctx.xet:
+        xh = shared["xet_hash"]
+        store = ctx.hub_cache / "blobs"
+        assert (store / ".huggingface-shared-blobs").is_file()
+        assert sorted(os.listdir(store / xh[:2])) == sorted([xh, f"{xh}.lock", f"{xh}.refs"]) or \
+            xh in os.listdir(store / xh[:2])
+    ctx.hub.reset_log()
+
+    rb = ctx.run(ctx.users.b, "snapshot", REPO_COPY)
+    if ctx.plain and umask == "022":
+        # B must create hub/models--hfe2e--model-copy in A's hub/ (2755).
+        pe = failed_with_permission_error(rb)
+        assert (pe["filename"] or "").startswith(str(ctx.hub_cache) + "/"), rb.describe()
+        assert not ctx.storage(REPO_COPY).exists()
+        return
+    b = ok(rb)
+    assert b["files"] == {p: f["sha256"] for p, f in copy["files"].items()}
+    check_payloads(ctx, REPO_COPY)
+    model_log = file_log(ctx, REPO_COPY, "model.bin")
+    if ctx.xet:
+        # shared: the very file A's download made, fetched by nobody
+        assert ctx.payload(REPO_COPY, "model.bin") == ctx.payload(REPO_FLAT, "model-00001-of-00002.bin")
+        assert not model_log["get"] and not model_log["recon"] and not model_log["xorb"], model_log
+        check_fetched_once(ctx, REPO_COPY, "extra/part-0.bin", who=ctx.users.b.name)
+    else:
+        check_fetched_once(ctx, REPO_COPY, "model.bin", who=ctx.users.b.name)
+        assert ctx.payload(REPO_COPY, "model.bin") != ctx.payload(REPO_FLAT, "model-00001-of-00002.bin")
+    check_policy(ctx)
+
+    # B removes A's repo: REPO_COPY still links the shared payload, which must stay.
+    d = ok(ctx.run(ctx.users.b, "delete-revisions", REPO_FLAT))
+    assert d["revisions_left"] == [], d
+    assert not ctx.storage(REPO_FLAT).joinpath("snapshots", flat["sha"]).exists()
+    payload = ctx.payload(REPO_COPY, "model.bin")
+    assert L.sha256_path(payload) == shared["sha256"]
+    r = ok(ctx.run(ctx.users.a, "download", REPO_COPY, "model.bin"))
+    assert r["sha256"] == shared["sha256"] and r["realpath"] == str(payload)
+    if ctx.xet:  # the payload only REPO_FLAT used is gone
+        other = ctx.payload(REPO_FLAT, "model-00002-of-00002.bin")
+        assert not os.path.lexists(other), other
+    no_incomplete(ctx)
+    check_policy(ctx)
+
+
+# ----------------------------------------------------------------------------------------
+# 9. `hf cache ls / verify / prune / rm` by another member (hub 2.x CLI)
+# ----------------------------------------------------------------------------------------
+@UMASKS
+@pytest.mark.parametrize("transport", ["xet", "http"])  # the `hf` CLI is hub >= 1.0
+def test_9_hf_cache_cli_by_another_member(make_ctx, umask):
+    """A snapshots REPO_NESTED (refs/main) and downloads two files of REPO_FLAT by commit
+    hash (a detached revision: no ref). B lists, verifies, prunes (the detached revision)
+    and removes (REPO_NESTED) A's downloads with the `hf` CLI."""
+    ctx = make_ctx(umask)
+    nested, flat = ctx.hub.repo(REPO_NESTED), ctx.hub.repo(REPO_FLAT)
+    ok(ctx.run(ctx.users.a, "snapshot", REPO_NESTED))
+    for p in ("config.json", "model-00002-of-00002.bin"):
+        ok(ctx.run(ctx.users.a, "download", REPO_FLAT, p, "--revision", flat["sha"]))
+    assert not (ctx.storage(REPO_FLAT) / "refs").exists() or not os.listdir(ctx.storage(REPO_FLAT) / "refs")
+    unshared = check_payloads(ctx, REPO_NESTED, strict=False)
+    payloads = [ctx.payload(r, p) for r, p in ((REPO_NESTED, "weights/part-0.bin"),
+                                               (REPO_FLAT, "model-00002-of-00002.bin"))
+                if not (r == REPO_NESTED and p in unshared)]
+    payloads += [ctx.storage(REPO_NESTED) / "blobs" / nested["files"][p]["etag"] for p in unshared]
+    assert all(p.is_file() for p in payloads)
+
+    import json as _json
+
+    ls = ok(ctx.run(ctx.users.b, "cli", "cache", "ls", "--revisions", "--format", "json"))
+    listed = _json.loads(ls["stdout"])
+    assert {e["repo_id"] for e in listed} == {REPO_NESTED, REPO_FLAT}, ls
+    v = ok(ctx.run(ctx.users.b, "cli", "cache", "verify", REPO_NESTED))
+    assert f"Verified {len(nested['files'])} file(s)" in v["stdout"], v
+
+    rp = ctx.run(ctx.users.b, "cli", "cache", "prune", "--yes")
+    rr = ctx.run(ctx.users.b, "cli", "cache", "rm", f"model/{REPO_NESTED}", "--yes")
+    if ctx.plain and umask == "022":
+        # A's directories are 2755: B can unlink nothing. Whatever the CLI says, all stays.
+        assert (ctx.storage(REPO_FLAT) / "snapshots" / flat["sha"]).is_dir(), rp.describe()
+        assert (ctx.storage(REPO_NESTED) / "snapshots" / nested["sha"]).is_dir(), rr.describe()
+        assert all(p.is_file() for p in payloads)
+        return
+    ok(rp)
+    ok(rr)
+    for rid, man in ((REPO_FLAT, flat), (REPO_NESTED, nested)):
+        assert not (ctx.storage(rid) / "snapshots" / man["sha"]).exists(), rid
+    left = [p for p in payloads if os.path.lexists(p)]
+    assert not left, f"payloads left behind: {left}"
+    ls2 = ok(ctx.run(ctx.users.b, "cli", "cache", "ls", "--format", "json"))
+    assert _json.loads(ls2["stdout"]) == [], ls2
+    no_incomplete(ctx)
+    check_policy(ctx)
