@@ -183,7 +183,10 @@ def test_1_download_then_snapshot(make_ctx, umask):
             missing = {f["etag"] for p, f in man["files"].items() if p != "config.json"}
             m = re.fullmatch(re.escape(ctx.lock_path(REPO_FLAT, "")[: -len(".lock")]) + r"([0-9a-f]+)\.lock",
                              pe["filename"] or "")
-            assert m and m.group(1) in missing, rb.describe()
+            # With Xet, the thread downloading a Xet file may come first: its symlink probe
+            # for the shared blob store (mkdtemp in A's hub/, 2755) fails the same way.
+            probe = ctx.xet and re.fullmatch(re.escape(str(ctx.hub_cache)) + r"/tmp\w+", pe["filename"] or "")
+            assert (m and m.group(1) in missing) or probe, rb.describe()
         else:
             # hub 0.20 snapshot_download rewrites refs/main (A's file, 0644) before any download.
             assert pe["filename"] == str(ctx.storage(REPO_FLAT) / "refs" / "main"), rb.describe()

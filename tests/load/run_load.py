@@ -13,11 +13,15 @@ exactly one blob per etag, every blob's sha256, every snapshot symlink resolving
 (in the store and through the mount), refs/main, nothing temporary left, every file fetched
 exactly once (the lock files worked across users), the ownership policy on disk (members own
 everything, shared group, group bits = owner bits, setgid dirs), the daemon still up.
-Then the same run by root in a native directory, with the same checks, and the two times.
+Then the same 8 x 20 run through a fresh hfcachefs mount on the Xet path (hub 2.x + hf_xet:
+CAS reconstructions and xorb ranges, the shared blob store hub/blobs/<2 hex>/<hash>): zero
+errors, every Xet file fetched by one user only and never by a plain GET, the store's
+payloads right, the ownership policy on disk. Then the same run by root in a native
+directory (plain HTTP), with the same checks as the first, and the times.
 
 Environment: LOAD_BIG_MB (200), LOAD_BIG_FILES (2), LOAD_REPOS (20), LOAD_USERS (8),
 LOAD_THROTTLE (bytes/s per connection, default 64 MiB/s), LOAD_TIMEOUT (600 s per run),
-LOAD_SKIP_NATIVE=1, LOAD_KEEP=1 (keep the work directory), HFCACHEFS_BIN.
+LOAD_SKIP_NATIVE=1, LOAD_SKIP_XET=1, LOAD_KEEP=1 (keep the work directory), HFCACHEFS_BIN.
 Closing line: `load: N passed, M failed`; exit status 1 on any failure.
 """
 
@@ -77,6 +81,17 @@ def check_run(rep: S.Report, label: str, run: S.Run, hub, want, repo_ids, hf_hom
                  S.gets_per_file(hub, repo_ids))
 
 
+def is_xet_file(hub, problem: str) -> bool:
+    """Whether a gets_per_file() problem line ("repo/path: ...") names a Xet-backed file."""
+    name = problem.split(":", 1)[0]
+    for rid in hub.manifest:
+        repo = hub.manifest[rid]
+        prefix = repo["id"] + "/"
+        if name.startswith(prefix) and repo["files"].get(name[len(prefix):], {}).get("xet_hash"):
+            return True
+    return False
+
+
 def main() -> int:
     rep = S.Report("load")
     if not prerequisites(rep):
@@ -98,7 +113,7 @@ def main() -> int:
         members = rep.guard("create users", S.create_members, base, n_users)
         if members is None:
             return rep.closing()
-        spec = S.make_spec(n_repos, big_mb, n_big)
+        spec = S.make_spec(n_repos, big_mb, n_big, xet=True)
         repo_ids = [r["id"] for r in spec["repos"]]
         want = S.assign(repo_ids, n_users, n_big)
         req = S.requesters(want)
@@ -156,6 +171,52 @@ def main() -> int:
         backend = None
         shutil.rmtree(wd / "store", ignore_errors=True)
 
+        # ---- hfcachefs, Xet path (hub 2.x + hf_xet, shared blob store) -----------------
+        if os.environ.get("LOAD_SKIP_XET") != "1":
+            xd = base / "hfcachefs-xet"
+            xd.mkdir(mode=0o755)
+            (xd / "store").mkdir(mode=0o700)
+            backend = rep.guard("mount hfcachefs (Xet run)", S.HfMount, xd / "store", xd / "mnt", members.group)
+            if backend is None:
+                return rep.closing()
+            xpids = S.daemon_pids(backend.mnt)
+            hub.reset_log()
+            xrun = S.run_downloads(members.users, [str(backend.mnt)] * n_users, want, hub, script, timeout=timeout,
+                                   xet=True)
+            summary["hfcachefs_xet_s"] = round(xrun.seconds, 2)
+            summary["hfcachefs_xet_user_s"] = [round(x, 1) for x in S.user_seconds(xrun)]
+            summary["xet_contended_files"] = S.xet_contention(hub, repo_ids)
+            summary["daemon_after_xet"] = S.daemon_health(xpids[0]) if xpids else {}
+            rep.check("hfcachefs Xet: daemon still up and mounted after the run", bool(xpids) and backend.alive(),
+                      backend.log_tail())
+            rep.problems("hfcachefs Xet: zero errors, every file's sha256 right as read by its users",
+                         S.result_problems(xrun, hub, want),
+                         f"{sum(len(v) for v in want.values())} snapshot_downloads in {xrun.seconds:.1f} s")
+            probs = S.cache_problems(backend.store, hub, repo_ids)
+            rep.problems("hfcachefs Xet: one blob per etag, sha256, symlinks, refs, no leftovers (store)",
+                         probs["blobs"] + probs["sha256"] + probs["symlinks"] + probs["refs"] + probs["leftovers"])
+            p2 = S.cache_problems(backend.mnt, hub, repo_ids, hash_blobs=False)
+            rep.problems("hfcachefs Xet: blobs and symlinks also right through the mount",
+                         p2["blobs"] + p2["symlinks"] + p2["refs"])
+            store_bad, linked = S.shared_store_problems(backend.store, hub, repo_ids)
+            summary["xet_blobs_linked_to_store"] = linked
+            rep.problems("hfcachefs Xet: the shared blob store holds exactly these repos' Xet payloads", store_bad,
+                         f"{linked} repo blobs are symlinks into hub/blobs/")
+            rep.check("hfcachefs Xet: hub 2.x used the shared blob store", linked > 0, f"{linked} linked blobs")
+            rep.problems("hfcachefs Xet: every Xet file fetched by one user over CAS/xorb ranges, never by a plain GET",
+                         S.xet_fetches_per_file(hub, repo_ids))
+            rep.problems("hfcachefs Xet: every other file downloaded exactly once",
+                         [p for p in S.gets_per_file(hub, repo_ids) if not is_xet_file(hub, p)])
+            rep.problems("hfcachefs Xet: on disk every entry is a member's, shared group, group bits = owner bits, "
+                         "setgid dirs, nothing for others",
+                         S.owner_problems(backend.store / "hub", members.gid, uids))
+            rep.check("hfcachefs Xet: users overlapped on the same files (contention happened)",
+                      summary["xet_contended_files"] >= 2,
+                      f"{summary['xet_contended_files']} Xet files fetched while others asked for their repo")
+            backend.stop()
+            backend = None
+            shutil.rmtree(xd / "store", ignore_errors=True)
+
         # ---- native, by root ------------------------------------------------------------
         if os.environ.get("LOAD_SKIP_NATIVE") != "1":
             nd = base / "native"
@@ -169,8 +230,8 @@ def main() -> int:
             summary["ratio_hfcachefs_to_native"] = round(run.seconds / nrun.seconds, 2) if nrun.seconds else None
             shutil.rmtree(nd, ignore_errors=True)
         print("# summary " + json.dumps(summary), flush=True)
-        print(f"# total time: hfcachefs {summary.get('hfcachefs_s')} s, native (root) {summary.get('native_s')} s, "
-              f"ratio {summary.get('ratio_hfcachefs_to_native')}", flush=True)
+        print(f"# total time: hfcachefs {summary.get('hfcachefs_s')} s, hfcachefs Xet {summary.get('hfcachefs_xet_s')} s, "
+              f"native (root) {summary.get('native_s')} s, ratio {summary.get('ratio_hfcachefs_to_native')}", flush=True)
         (base.parent / f"{base.name}.summary.json").write_text(json.dumps(summary, indent=1))
     except BaseException as e:  # noqa: BLE001
         if isinstance(e, KeyboardInterrupt):

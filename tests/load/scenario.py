@@ -195,9 +195,11 @@ def root_user(home: Path) -> L.User:
 # ----------------------------------------------------------------------------------------
 # The repos
 # ----------------------------------------------------------------------------------------
-def make_spec(n_repos: int = 20, big_mb: int = 200, n_big: int = 2, org: str = "hfload") -> dict:
+def make_spec(n_repos: int = 20, big_mb: int = 200, n_big: int = 2, org: str = "hfload", xet: bool = False) -> dict:
     """n_repos repos; the first n_big hold one big_mb MB LFS file each; the others a config,
-    a tokenizer (plain git file), one or two LFS shards of 1-12 MB and sometimes a subdir."""
+    a tokenizer (plain git file), one or two LFS shards of 1-12 MB and sometimes a subdir.
+    xet: the repos are Xet-enabled (their LFS files Xet-backed, of non-repeating content so
+    Xet really transfers them); plain-HTTP clients still GET them from /resolve."""
     repos = []
     for j in range(n_repos):
         rid = f"{org}/repo-{j:02d}"
@@ -216,7 +218,11 @@ def make_spec(n_repos: int = 20, big_mb: int = 200, n_big: int = 2, org: str = "
                               "lfs": True})
             if j % 3 == 0:
                 files.append({"path": f"sub/dir-{j}/extra.txt", "size": 5_000 + j, "seed": 4000 + j})
-        repos.append({"id": rid, "files": files})
+        if xet:
+            for f in files:
+                if f.get("lfs"):
+                    f["unique"] = True
+        repos.append({"id": rid, "files": files, "xet": xet})
     return {"repos": repos}
 
 
@@ -260,13 +266,13 @@ class Run:
 
 def run_downloads(users: list, hf_homes: list[str], want: dict[int, list[str]], hub, script: Path,
                   umasks=UMASKS, generations=GENERATIONS, threads: int = 2, timeout: float = 600,
-                  extra_env: dict | None = None) -> Run:
+                  extra_env: dict | None = None, xet: bool = False) -> Run:
     """Start every user at once (user i: users[i], HF_HOME hf_homes[i]); wait for all."""
     procs = []
     t0 = time.monotonic()
     try:
         for i, u in enumerate(users):
-            env = L.user_env(u, hf_homes[i], hub.url, extra_env)
+            env = L.user_env(u, hf_homes[i], hub.url, extra_env, xet=xet and gen == "new")
             gen = generations[i % len(generations)]
             # tqdm's thread_map in hub 0.20 is not safe for two snapshot_downloads in one
             # process (AttributeError: ... tqdm ... '_lock'): old-generation users do one at a time.
@@ -386,6 +392,18 @@ def cache_problems(hf_home: Path, hub, repo_ids: list[str], hash_blobs: bool = T
             except OSError as e:
                 out["blobs"].append(f"{rid}: blob of {path}: {e}")
                 continue
+            xh = f.get("xet_hash")
+            if stat.S_ISLNK(st.st_mode) and xh:
+                # hub 2.x with Xet: blobs/<etag> -> ../../blobs/<2 hex>/<xet hash> (shared store)
+                target = os.readlink(b)
+                if target != f"../../blobs/{xh[:2]}/{xh}":
+                    out["blobs"].append(f"{rid}: blob {etag} of {path} -> {target}, not its shared payload")
+                    continue
+                try:
+                    st = os.stat(b)
+                except OSError as e:
+                    out["blobs"].append(f"{rid}: shared payload of {path}: {e}")
+                    continue
             # (a GlusterFS brick keeps a second link of every file under .glusterfs/)
             if not stat.S_ISREG(st.st_mode) or (check_nlink and st.st_nlink != 1):
                 out["blobs"].append(f"{rid}: blob {etag} of {path}: mode {st.st_mode:o} nlink {st.st_nlink}")
@@ -420,7 +438,7 @@ def cache_problems(hf_home: Path, hub, repo_ids: list[str], hash_blobs: bool = T
             want_target = "../" * (path.count("/") + 2) + "blobs/" + f["etag"]
             if target != want_target:
                 out["symlinks"].append(f"{rid}: {path} -> {target}, expected {want_target}")
-            real = os.path.realpath(link)
+            real = os.path.realpath(link)  # (with Xet, through the blob symlink into the store)
             if real != os.path.realpath(blobs_dir / f["etag"]) or not os.path.isfile(real):
                 out["symlinks"].append(f"{rid}: {path} resolves to {real}, not to its blob")
         try:
@@ -456,6 +474,109 @@ def gets_per_file(hub, repo_ids: list[str]) -> list[str]:
                 bad.append(f"{rid}/{path}: {len(gets)} GET(s) "
                            f"{[(g.get('status'), g.get('bytes'), g.get('range'), g.get('ua', '')[-40:]) for g in gets]}")
     return bad
+
+
+def shared_store_problems(hf_home: Path, hub, repo_ids: list[str]) -> tuple[list[str], int]:
+    """hub 2.x shared blob store: every payload hub/blobs/<2 hex>/<hash> is a regular file of
+    a Xet file of these repos, with the right size; no stray entries. Returns the problems
+    and how many repo blobs are symlinks into the store."""
+    want = {}
+    for rid in repo_ids:
+        for f in hub.repo(rid)["files"].values():
+            if f.get("xet_hash"):
+                want[f["xet_hash"]] = f["size"]
+    store = Path(hf_home) / "hub" / "blobs"
+    bad, linked = [], 0
+    for rid in repo_ids:
+        d = storage_dir(hf_home, rid) / "blobs"
+        for n in os.listdir(d) if d.is_dir() else []:
+            linked += os.path.islink(d / n)
+    if not store.is_dir():
+        return (["no shared blob store hub/blobs"] if want else []), linked
+    for prefix in os.listdir(store):
+        p = store / prefix
+        if prefix == ".huggingface-shared-blobs":
+            continue
+        if not p.is_dir() or len(prefix) != 2:
+            bad.append(f"stray entry in the shared store: {prefix}")
+            continue
+        for n in os.listdir(p):
+            h = n.split(".", 1)[0]
+            if h not in want or not h.startswith(prefix):
+                bad.append(f"{prefix}/{n}: not a Xet file of these repos")
+            elif n == h:
+                st = os.lstat(p / n)
+                if not stat.S_ISREG(st.st_mode) or st.st_size != want[h]:
+                    bad.append(f"{prefix}/{n}: mode {st.st_mode:o} size {st.st_size} (want {want[h]})")
+            elif n not in (f"{h}.lock", f"{h}.refs"):
+                bad.append(f"{prefix}/{n}: unexpected")
+    return bad, linked
+
+
+def _xet_requests(log: list[dict], f: dict) -> tuple[list[dict], list[dict]]:
+    """A Xet file's CAS reconstructions and the xorb GETs of its byte ranges (xorbs hold
+    chunks of many files: a GET belongs to f when its range lies in one of f's ranges)."""
+    import re
+
+    recon = [e for e in log if "/reconstructions/" in e["path"] and e["path"].endswith(f["xet_hash"])]
+    xorbs = []
+    for e in log:
+        m = re.fullmatch(r"bytes=(\d+)-(\d+)", e.get("range") or "")
+        if m and e["path"].startswith("/cas/xorbs/"):
+            x = e["path"].rsplit("/", 1)[-1]
+            if any(x == xh and a <= int(m.group(1)) and int(m.group(2)) <= b for xh, a, b in f["xet_ranges"]):
+                xorbs.append(e)
+    return recon, xorbs
+
+
+def xet_fetches_per_file(hub, repo_ids: list[str]) -> list[str]:
+    """Xet path: every Xet file fetched by one user only (CAS reconstructions and xorb range
+    GETs; no xorb range twice), and never by a plain GET of /resolve."""
+    import re
+    from urllib.parse import unquote
+
+    log = hub.log()
+    who = re.compile(r"hfe2e-user/([^;\s]+)")
+    bad = []
+    for rid in repo_ids:
+        for path, f in hub.repo(rid)["files"].items():
+            if not f.get("xet_hash"):
+                continue
+            gets = [e for e in log if e["method"] == "GET" and "/resolve/" in e["path"]
+                    and unquote(e["path"]).startswith(f"/{rid}/resolve/") and unquote(e["path"]).endswith("/" + path)]
+            recon, xorbs = _xet_requests(log, f)
+            users = {(who.search(e["ua"]) or [None, "?"])[1] for e in recon + xorbs}
+            ranges = [(e["path"], e["range"]) for e in xorbs]
+            if gets or not recon or not xorbs or len(users) != 1 or len(ranges) != len(set(ranges)) \
+                    or any(e.get("status") not in (200, 206) for e in recon + xorbs):
+                bad.append(f"{rid}/{path}: {len(gets)} plain GET(s), {len(recon)} reconstruction(s), "
+                           f"{len(xorbs)} xorb GET(s) ({len(set(ranges))} distinct), by {sorted(users)}")
+    return bad
+
+
+def xet_contention(hub, repo_ids: list[str]) -> int:
+    """Xet path: how many Xet files had another user asking for their repo while one user was
+    fetching them (reconstruction start to last xorb byte)."""
+    import re
+
+    log = hub.log()
+    who = re.compile(r"hfe2e-user/([^;\s]+)")
+    n = 0
+    for rid in repo_ids:
+        for f in hub.repo(rid)["files"].values():
+            if not f.get("xet_hash"):
+                continue
+            recon, xorbs = _xet_requests(log, f)
+            done = [e for e in recon + xorbs if e.get("end")]
+            if not recon or not done:
+                continue
+            fetcher = (who.search(recon[0]["ua"]) or [None, "?"])[1]
+            t0 = min(e["start"] for e in recon)
+            t1 = max(e["end"] for e in done)
+            others = [e for e in log if f"/{rid}/" in e["path"] and t0 <= e["start"] <= t1
+                      and (who.search(e["ua"]) or [None, fetcher])[1] != fetcher]
+            n += bool(others)
+    return n
 
 
 def contention(hub, min_overlap: int = 2) -> int:
