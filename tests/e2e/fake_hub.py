@@ -367,6 +367,8 @@ def build_repos(spec: dict) -> dict[tuple[str, str], Repo]:
 #   GET  /cas/v1/reconstructions/{file hash}        (the same, V1 shape; /_control/xet?v2=0
 #                                                    makes /v2 answer 404 to test the fallback)
 #   GET  /cas/xorbs/default/{xorb hash}             (Range: bytes=S-E -> 206, exactly that slice)
+#   POST /_control/xet?v2=0|1&xorb_bps=N            V2 on/off; per-connection rate of xorb GETs
+#                                                   (default: --throttle)
 XET_TOKEN = "hfe2e-fake-xet-read-token"
 XET_TOKEN_TTL = 3600
 MDB_HEADER_TAG = bytes([72, 70, 82, 101, 112, 111, 77, 101, 116, 97, 68, 97, 116, 97, 0, 85, 105, 103, 69,
@@ -681,6 +683,7 @@ class HubState:
         self.xet: XetStore | None = None  # the CAS behind Xet-backed files (attach_xet)
         self.xet_v2 = True  # serve /v2/reconstructions (else 404: hf_xet falls back to /v1)
         self.xorb_files: dict[str, list[str]] = {}  # xorb hash -> resolve paths of files using it
+        self.xorb_throttle_bps: int | None = None  # per-connection rate of xorb GETs (None: --throttle)
 
     def saw_head(self, path: str) -> None:
         with self.cond:
@@ -901,7 +904,8 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
             return status, 0
         return status, self._send_body(f.source, start, end)
 
-    def _send_body(self, src, start, end, hold_paths=None, hold_after=HOLD_AFTER) -> int:
+    def _send_body(self, src, start, end, hold_paths=None, hold_after=HOLD_AFTER, throttle=None) -> int:
+        rate = (lambda: self.state.throttle_bps) if throttle is None else throttle
         sent = 0
         t0 = time.monotonic()
         pos = start
@@ -912,12 +916,12 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
                 self.wfile.flush()
                 for p in hold_paths or [self.path.split("?")[0]]:
                     self.state.wait_hold(p)
-                t0 = time.monotonic() - sent / self.state.throttle_bps if self.state.throttle_bps else t0
+                t0 = time.monotonic() - sent / rate() if rate() else t0
             n = min(CHUNK, end - pos)
             self.wfile.write(src.read(pos, n))
             pos += n
             sent += n
-            bps = self.state.throttle_bps
+            bps = rate()
             if bps > 0:
                 ahead = sent / bps - (time.monotonic() - t0)
                 if ahead > 0:
@@ -948,7 +952,11 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
         if path == "/_control/xet" and self.command == "POST":
             if "v2" in query:
                 st.xet_v2 = query["v2"][0] not in ("0", "false")
-            return 200, self._json(200, {"v2": st.xet_v2, "files": len(st.xet.files) if st.xet else 0})
+            if "xorb_bps" in query:  # hf_xet fetches xorb ranges over parallel connections
+                v = query["xorb_bps"][0]
+                st.xorb_throttle_bps = None if v in ("", "default") else int(v)
+            return 200, self._json(200, {"v2": st.xet_v2, "xorb_bps": st.xorb_throttle_bps,
+                                         "files": len(st.xet.files) if st.xet else 0})
         if self.command not in ("GET", "HEAD"):
             return None
         m = self.XET_TOKEN_RE.match(path)
@@ -1019,9 +1027,10 @@ class Handler(AuthMixin, BaseHTTPRequestHandler):
             return 206, 0
         # A hold on a file's path also holds the xorb GETs of its bytes (before any byte).
         paths = st.xorb_files.get(xorb_hash, [])
+        rate = lambda: st.xorb_throttle_bps if st.xorb_throttle_bps is not None else st.throttle_bps  # noqa: E731
         if st.is_held(paths):
-            return 206, self._send_body(src, start, end, hold_paths=paths, hold_after=0)
-        return 206, self._send_body(src, start, end)
+            return 206, self._send_body(src, start, end, hold_paths=paths, hold_after=0, throttle=rate)
+        return 206, self._send_body(src, start, end, throttle=rate)
 
 
 class Server(ThreadingHTTPServer):

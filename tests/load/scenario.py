@@ -272,8 +272,8 @@ def run_downloads(users: list, hf_homes: list[str], want: dict[int, list[str]], 
     t0 = time.monotonic()
     try:
         for i, u in enumerate(users):
-            env = L.user_env(u, hf_homes[i], hub.url, extra_env, xet=xet and gen == "new")
             gen = generations[i % len(generations)]
+            env = L.user_env(u, hf_homes[i], hub.url, extra_env, xet=xet and gen == "new")
             # tqdm's thread_map in hub 0.20 is not safe for two snapshot_downloads in one
             # process (AttributeError: ... tqdm ... '_lock'): old-generation users do one at a time.
             nthreads = threads if gen == "new" else 1
