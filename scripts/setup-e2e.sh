@@ -5,8 +5,8 @@
 # every user can read and execute, because the tests run Hugging Face code as
 # throw-away unprivileged users (root's home, and the pyenv python in it, is 0700):
 #
-#   /opt/hfcachefs-e2e/venv-new   tests/e2e/requirements-new.txt  (hub 1.x, filelock 4.x;
-#                                 also runs the pytest driver as root)
+#   /opt/hfcachefs-e2e/venv-new   tests/e2e/requirements-new.txt  (hub 2.x + hf_xet, filelock 4.x;
+#                                 also runs the pytest driver as root and makes the Xet fixtures)
 #   /opt/hfcachefs-e2e/venv-old   tests/e2e/requirements-old.txt  (hub 0.20.x, filelock 3.13)
 #
 # Idempotent: a venv whose stamp file matches the requirements file (sha256) and the

@@ -1,10 +1,13 @@
 """End-to-end: real Hugging Face libraries, several Unix users, one HF_HOME.
 
-Matrix: backend x generation x umask
+Matrix: backend x transport x umask
   backend     plain      the blog's recipe: HF_HOME a setgid dir, root:GROUP 2770
               hfcachefs  HF_HOME the mount point of hfcachefs over a fresh 0700 store
-  generation  new        huggingface_hub 1.x + filelock 4.x (+ datasets 5, transformers 5)
+  transport   xet        huggingface_hub 2.x + hf_xet + filelock 4.x (+ datasets 5, transformers 5):
+                         CAS reconstructions + xorb ranges, shared blob store hub/blobs/<2hex>/<hash>
+              http       the same venv with HF_HUB_DISABLE_XET=1: plain GET of /resolve
               old        huggingface_hub 0.20.3 + filelock 3.13.1 (+ datasets 2.16, transformers 4.36)
+  ("generation" new = xet or http, old = old)
   umask       022        a user who never set `umask 002` (the common case)
               002        the blog's advice
 
@@ -178,7 +181,7 @@ def test_1_download_then_snapshot(make_ctx, umask):
     if ctx.plain and umask == "022":
         pe = failed_with_permission_error(rb)
         if ctx.generation == "new":
-            # hub 1.x: the storage folder exists (A's, 2755); B's first write is the lock file
+            # hub 2.x: the storage folder exists (A's, 2755); B's first write is the lock file
             # of a blob it still needs, in A's .locks/models--... directory: the blog's error.
             missing = {f["etag"] for p, f in man["files"].items() if p != "config.json"}
             m = re.fullmatch(re.escape(ctx.lock_path(REPO_FLAT, "")[: -len(".lock")]) + r"([0-9a-f]+)\.lock",

@@ -37,7 +37,7 @@ import e2e_lib as L  # noqa: E402
 MB = 1 << 20
 # Per-user umasks and library generations, by user index.
 UMASKS = ["022", "077", "002", "022", "077", "002", "022", "077"]
-# All on huggingface_hub 1.x by default. HF_LOAD_OLD_USERS=N puts the last N users on hub
+# All on huggingface_hub 2.x by default (run_downloads(xet=True): with hf_xet, else HF_HUB_DISABLE_XET=1). HF_LOAD_OLD_USERS=N puts the last N users on hub
 # 0.20/filelock 3.13: that hub creates a missing snapshot pointer (remove + symlink) outside
 # the lock when the blob exists, so a concurrent reader can transiently miss the pointer
 # (ENOENT, or a snapshot listing without it) on any filesystem: a library race, not ours.
