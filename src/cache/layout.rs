@@ -11,6 +11,14 @@
 //! commit lacks). Lock files live in `.locks/<repo>/<etag>.lock`, created once and only
 //! ever locked.
 //!
+//! huggingface_hub >= 1.33 keeps each Xet file once for the whole hub cache: the payload
+//! `blobs/<2 hex>/<xet hash>` of the hub cache (read-only once published, with
+//! `<hash>.lock`, created once, and `<hash>.refs`, a list of the repo links appended to),
+//! a marker `blobs/.huggingface-shared-blobs`, and each repo's `blobs/<etag>` a relative
+//! symlink `../../blobs/<2hex>/<hash>` to it; so a snapshot entry reaches its bytes through
+//! two symlinks. Tree listings are cached in `<repo>/trees/<commit>.json`; the hub cache
+//! has a `CACHEDIR.TAG`; hf_xet keeps logs and staging in `HF_HOME/xet`.
+//!
 //! Caching: the layout directories and what is named after a hash ([`Place::is_fixed`])
 //! are never renamed or rewritten, so the kernel may keep them long; refs, downloads in
 //! progress and everything else keep the short timeouts.
@@ -35,6 +43,13 @@ pub const PRIVATE_DIR: &str = ".hfcachefs-private";
 
 /// The hub cache's lock directory (`.locks/<repo>/<etag>.lock`).
 pub const LOCKS: &str = ".locks";
+/// The hub cache's `CACHEDIR.TAG` (backup tools skip the directory).
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+/// The marker file of a hub cache that keeps shared payloads in its `blobs/`.
+pub const SHARED_BLOBS_MARKER: &str = ".huggingface-shared-blobs";
+/// Beside a shared payload: the list of repo links to it (rewritten; a hint).
+pub const REFS_SUFFIX: &str = ".refs";
+
 /// What a repo directory's name starts with.
 pub const REPO_PREFIXES: [&str; 3] = ["models--", "datasets--", "spaces--"];
 /// A repo's directories.
@@ -42,6 +57,8 @@ pub const BLOBS: &str = "blobs";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const REFS: &str = "refs";
 pub const NO_EXIST: &str = ".no_exist";
+/// A repo's cached tree listings (`trees/<commit>.json`).
+pub const TREES: &str = "trees";
 
 /// A download in progress (`blobs/<etag>.incomplete`, `<etag>.<8hex>.incomplete`).
 pub const INCOMPLETE_SUFFIX: &str = ".incomplete";
@@ -75,6 +92,21 @@ pub fn is_lock(name: &[u8]) -> bool {
 /// abandoned at time `now` (older than [`STALE_AFTER`]).
 pub fn is_stale_temporary(name: &[u8], mtime: SystemTime, now: SystemTime) -> bool {
     is_temporary(name) && now.duration_since(mtime).is_ok_and(|age| age > STALE_AFTER)
+}
+
+/// Whether `name` is a shard directory of the shared payloads (two lowercase hex digits).
+pub fn is_shard(name: &[u8]) -> bool {
+    name.len() == 2 && name.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The shared payload a repo blob symlink points to (`../../blobs/<2hex>/<hash>`): its
+/// shard and name.
+pub fn payload_of_target(target: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = target.strip_prefix(b"../../")?;
+    let rest = rest.strip_prefix(BLOBS.as_bytes())?.strip_prefix(b"/")?;
+    let (shard, hash) = (rest.get(..2)?, rest.get(3..)?);
+    (rest.get(2) == Some(&b'/') && is_shard(shard) && !hash.is_empty() && !hash.contains(&b'/'))
+        .then_some((shard, hash))
 }
 
 /// The blob a snapshot symlink points to (`../../blobs/<etag>`, deeper for nested paths).
@@ -143,6 +175,18 @@ pub enum Place {
     /// private name at any moment, so nothing about it may be cached.
     Loose,
     Other,
+    /// `HF_HOME/hub`, the hub cache.
+    Hub,
+    /// The hub cache's `blobs/` of shared payloads (hub >= 1.33).
+    SharedBlobs,
+    /// `blobs/<2hex>/`: one shard of the shared payloads.
+    Shard,
+    /// A published shared payload (named by its Xet hash, read-only).
+    Payload,
+    /// `<hash>.refs` beside a payload: appended to as repos link it.
+    PayloadRefs,
+    /// A repo's `trees/` of cached tree listings.
+    Trees,
     /// `models--org--name` (or `datasets--`, `spaces--`), wherever the hub cache is.
     Repo,
     /// The repo's `blobs/`.
@@ -162,11 +206,17 @@ pub enum Place {
 
 impl Place {
     /// Every place, in `repr(u8)` order (for keeping one in an atomic).
-    pub const ALL: [Place; 11] = [
+    pub const ALL: [Place; 17] = [
         Place::Root,
         Place::Private,
         Place::Loose,
         Place::Other,
+        Place::Hub,
+        Place::SharedBlobs,
+        Place::Shard,
+        Place::Payload,
+        Place::PayloadRefs,
+        Place::Trees,
         Place::Repo,
         Place::Blobs,
         Place::Commits,
@@ -181,7 +231,7 @@ impl Place {
     pub fn is_fixed(self) -> bool {
         !matches!(
             self,
-            Place::Root | Place::Private | Place::Loose | Place::Other
+            Place::Root | Place::Private | Place::Loose | Place::Other | Place::PayloadRefs
         )
     }
 }
@@ -192,14 +242,28 @@ pub fn place_of(parent: Place, name: &[u8], kind: u32) -> Place {
     let dir = kind == libc::S_IFDIR;
     let file = kind == libc::S_IFREG;
     let is = |n: &str| name == n.as_bytes();
+    let link = kind == libc::S_IFLNK;
+    let temporary = is_temporary(name);
     match parent {
         Place::Root if dir && is(PRIVATE_DIR) => Place::Private,
+        Place::Root if dir && is(HUB) => Place::Hub,
+        // A hub cache at the root (HF_HUB_CACHE=/huggingface) may keep payloads there.
+        Place::Root | Place::Hub if dir && is(BLOBS) => Place::SharedBlobs,
         Place::Root if !dir => Place::Loose,
         Place::Private => Place::Private,
+        Place::SharedBlobs if dir && is_shard(name) => Place::Shard,
+        Place::SharedBlobs if file && is(SHARED_BLOBS_MARKER) => Place::Fixed,
+        Place::Shard if file && name.ends_with(REFS_SUFFIX.as_bytes()) => Place::PayloadRefs,
+        Place::Shard if file && is_lock(name) => Place::Fixed,
+        Place::Shard if file && !temporary && !name.starts_with(b".") => Place::Payload,
+        Place::SharedBlobs | Place::Shard => Place::Other,
         Place::Repo if dir && is(BLOBS) => Place::Blobs,
         Place::Repo if dir && (is(SNAPSHOTS) || is(NO_EXIST)) => Place::Commits,
         Place::Repo if dir && is(REFS) => Place::Refs,
-        Place::Blobs if file && !name.ends_with(INCOMPLETE_SUFFIX.as_bytes()) => Place::Fixed,
+        Place::Repo if dir && is(TREES) => Place::Trees,
+        // A published blob: the file itself, or (shared payloads) a link to it.
+        Place::Blobs if (file || link) && !temporary => Place::Fixed,
+        Place::Trees if file && !temporary => Place::Fixed,
         Place::Commits | Place::Fixed => Place::Fixed,
         Place::Locks if dir => Place::RepoLocks,
         Place::RepoLocks if file && is_lock(name) => Place::Fixed,
@@ -358,5 +422,52 @@ mod tests {
             path(&[("hub", DIR), (".hfcachefs-private", DIR)]),
             Place::Other
         );
+    }
+
+    #[test]
+    fn the_2026_layout_is_named_by_hash_too() {
+        let shared = [("hub", DIR), ("blobs", DIR)];
+        let under = |rest: &[(&str, u32)]| path(&[shared.as_slice(), rest].concat());
+        assert_eq!(path(&[("hub", DIR)]), Place::Hub);
+        assert_eq!(path(&shared), Place::SharedBlobs);
+        assert_eq!(under(&[("ab", DIR)]), Place::Shard);
+        assert_eq!(under(&[("ab", DIR), ("ab12cd", REG)]), Place::Payload);
+        assert_eq!(under(&[("ab", DIR), ("ab12cd.lock", REG)]), Place::Fixed);
+        assert_eq!(
+            under(&[("ab", DIR), ("ab12cd.refs", REG)]),
+            Place::PayloadRefs
+        );
+        assert_eq!(
+            under(&[("ab", DIR), ("ab12cd.incomplete", REG)]),
+            Place::Other
+        );
+        assert_eq!(under(&[("ab", DIR), (".tmp1234", REG)]), Place::Other);
+        assert_eq!(under(&[(".huggingface-shared-blobs", REG)]), Place::Fixed);
+        assert_eq!(under(&[("xyz", DIR)]), Place::Other);
+        // At a hub cache at the root, too.
+        assert_eq!(path(&[("blobs", DIR), ("0f", DIR)]), Place::Shard);
+        let repo = [("hub", DIR), ("models--o--m", DIR)];
+        let in_repo = |rest: &[(&str, u32)]| path(&[repo.as_slice(), rest].concat());
+        assert_eq!(in_repo(&[("blobs", DIR), ("e7a9", LNK)]), Place::Fixed);
+        assert_eq!(in_repo(&[("trees", DIR)]), Place::Trees);
+        assert_eq!(in_repo(&[("trees", DIR), ("0123.json", REG)]), Place::Fixed);
+        assert!(Place::Payload.is_fixed() && Place::Shard.is_fixed() && Place::Hub.is_fixed());
+        assert!(!Place::PayloadRefs.is_fixed());
+        // The old layout below `hub/` is unchanged.
+        assert_eq!(in_repo(&[("blobs", DIR)]), Place::Blobs);
+        assert_eq!(path(&[("hub", DIR), (".locks", DIR)]), Place::Locks);
+    }
+
+    #[test]
+    fn payload_links() {
+        assert_eq!(
+            payload_of_target(b"../../blobs/ab/ab12cd"),
+            Some((&b"ab"[..], &b"ab12cd"[..]))
+        );
+        assert_eq!(payload_of_target(b"../../blobs/abc/x"), None);
+        assert_eq!(payload_of_target(b"../../blobs/ab/"), None);
+        assert_eq!(payload_of_target(b"/etc/passwd"), None);
+        assert_eq!(payload_of_target(b"../../blobs/ab/x/y"), None);
+        assert!(is_shard(b"0f") && !is_shard(b"0F") && !is_shard(b"abc"));
     }
 }
