@@ -80,8 +80,18 @@ pub fn create(
         Err(libc::EEXIST) => return Err(CreateError::Exists),
         Err(e) => return Err(CreateError::Sys(e)),
     }
-    let handle = sys::open_path(dir, name).map_err(CreateError::Sys)?;
-    let st = sys::fstat(handle.as_fd()).map_err(CreateError::Sys)?;
+    // Not even reopened (out of descriptors, say): remove what the name holds if it is
+    // still what was made, root's and of that kind, so that nothing is left behind.
+    let unmade = |e: i32| {
+        if sys::stat_at(dir, name)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == kind && st.st_uid == 0)
+        {
+            let _ = sys::unlink_at(dir, name, kind == libc::S_IFDIR);
+        }
+        CreateError::Sys(e)
+    };
+    let handle = sys::open_path(dir, name).map_err(unmade)?;
+    let st = sys::fstat(handle.as_fd()).map_err(unmade)?;
     if st.st_mode & libc::S_IFMT != kind || st.st_uid != 0 || !is_ours(handle.as_fd(), &st) {
         return Err(CreateError::Swapped);
     }
