@@ -109,6 +109,25 @@ pub fn payload_of_target(target: &[u8]) -> Option<(&[u8], &[u8])> {
         .then_some((shard, hash))
 }
 
+/// The blob a snapshot symlink `ups` directories below its repo (`snapshots/<commit>/x` is
+/// 2 down, `snapshots/<commit>/sub/x` 3) points to when it is exactly the relative link the
+/// clients make, `../../blobs/<etag>` with one `../` per level: what it reaches inside the
+/// repo, told without following it.
+pub fn snapshot_link_blob(target: &[u8], ups: usize) -> Option<&[u8]> {
+    let mut rest = target;
+    for _ in 0..ups {
+        rest = rest.strip_prefix(b"../")?;
+    }
+    let blob = rest.strip_prefix(BLOBS.as_bytes())?.strip_prefix(b"/")?;
+    (!blob.is_empty() && !blob.contains(&b'/') && blob != b"." && blob != b"..").then_some(blob)
+}
+
+/// The payload whose list of repo links `name` (`<hash>.refs`) is.
+pub fn payload_of_refs(name: &[u8]) -> Option<&[u8]> {
+    name.strip_suffix(REFS_SUFFIX.as_bytes())
+        .filter(|p| !p.is_empty())
+}
+
 /// The blob a snapshot symlink points to (`../../blobs/<etag>`, deeper for nested paths).
 pub fn blob_of_target(target: &[u8]) -> Option<&[u8]> {
     let marker = format!("/{BLOBS}/");
@@ -384,6 +403,25 @@ mod tests {
         assert_eq!(blob_of_target(b"../../../blobs/abc"), Some(&b"abc"[..]));
         assert_eq!(blob_of_target(b"../../blobs/"), None);
         assert_eq!(blob_of_target(b"/etc/passwd"), None);
+    }
+
+    #[test]
+    fn exact_snapshot_links() {
+        assert_eq!(snapshot_link_blob(b"../../blobs/abc", 2), Some(&b"abc"[..]));
+        assert_eq!(
+            snapshot_link_blob(b"../../../blobs/abc", 3),
+            Some(&b"abc"[..])
+        );
+        // One `../` too many leads to the hub cache's shared blobs, not the repo's.
+        assert_eq!(snapshot_link_blob(b"../../../blobs/abc", 2), None);
+        assert_eq!(snapshot_link_blob(b"../../blobs/abc", 3), None);
+        assert_eq!(snapshot_link_blob(b"/etc/blobs/abc", 2), None);
+        assert_eq!(snapshot_link_blob(b"../../blobs/a/b", 2), None);
+        assert_eq!(snapshot_link_blob(b"../../blobs/..", 2), None);
+        assert_eq!(snapshot_link_blob(b"../../blobs/", 2), None);
+        assert_eq!(payload_of_refs(b"ab12.refs"), Some(&b"ab12"[..]));
+        assert_eq!(payload_of_refs(b".refs"), None);
+        assert_eq!(payload_of_refs(b"ab12"), None);
     }
 
     #[test]
