@@ -42,7 +42,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::format::human_bytes;
 use super::mounts;
-use crate::cache::layout::{self, CacheRoot, HUB, HomeEntry, IMPORT_TEMP_SUFFIX, Place};
+use crate::cache::layout::{
+    self, BLOBS, CacheRoot, HUB, HomeEntry, IMPORT_TEMP_SUFFIX, Place, SNAPSHOTS,
+};
 use crate::cache::walk::{self, Entry, Node, Scope, Visit, Visitor};
 use crate::claim::{self, CreateError};
 use crate::error::{CmdResult, Error};
@@ -179,6 +181,23 @@ struct Outcome {
     verified: bool,
 }
 
+/// What a source file is, which decides how it is compared and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A repo's `blobs/<etag>`: named by its content.
+    Blob,
+    /// A shared payload, `blobs/<2hex>/<xet hash>` of the hub cache: named by its content.
+    Payload,
+    /// Anything else: its name says nothing of its content.
+    Other,
+}
+
+impl Kind {
+    fn content_named(self) -> bool {
+        self != Kind::Other
+    }
+}
+
 /// What to do with a ref (`refs/main` holds the commit a branch points to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefAction {
@@ -210,6 +229,17 @@ pub struct Summary {
     pub blobs_imported: u64,
     pub blobs_deduplicated: u64,
     pub blobs_already: u64,
+    /// Shared payloads (`blobs/<2hex>/<hash>` of a hub cache, hub >= 1.33).
+    pub payloads_imported: u64,
+    pub payloads_deduplicated: u64,
+    pub payloads_already: u64,
+    /// Repo blobs that are links to shared payloads.
+    pub payload_links: u64,
+    /// The lists of repo links beside payloads (`<hash>.refs`), merged.
+    pub link_lists_written: u64,
+    pub link_lists_kept: u64,
+    /// Repos with snapshot entries that resolve to no complete file in the store.
+    pub incomplete: Vec<String>,
     pub files_imported: u64,
     pub files_deduplicated: u64,
     pub bytes_imported: u64,
@@ -244,6 +274,15 @@ impl Summary {
             self.blobs_imported, self.blobs_deduplicated, self.blobs_already
         );
         s += &format!(
+            "  shared payloads: {} imported, {} deduplicated, {} already in the store; {} repo blobs link to them; link lists {} written and {} kept\n",
+            self.payloads_imported,
+            self.payloads_deduplicated,
+            self.payloads_already,
+            self.payload_links,
+            self.link_lists_written,
+            self.link_lists_kept
+        );
+        s += &format!(
             "  other files: {} imported, {} already in the store\n",
             self.files_imported, self.files_deduplicated
         );
@@ -265,6 +304,12 @@ impl Summary {
             "  skipped temporary and lock files: {}; source entries removed: {}\n",
             self.skipped, self.removed
         );
+        if !self.incomplete.is_empty() {
+            s += &format!(
+                "  INCOMPLETE repos (snapshot entries resolving to no file in the store, see the errors): {}\n",
+                self.incomplete.join(", ")
+            );
+        }
         for n in &self.notes {
             s += &format!("  note: {n}\n");
         }
@@ -294,6 +339,15 @@ struct Importer {
     planned: HashMap<PathBuf, u64>,
     /// Directories a dry run would have created.
     planned_dirs: HashSet<PathBuf>,
+    /// Symlinks a dry run would have created, by store path, with their target.
+    planned_links: HashMap<PathBuf, Vec<u8>>,
+    /// Whether removals of source entries wait for the end (with `--move`: the shared
+    /// payloads, which repos of the source link to), and the entries waiting, by inode.
+    defer: bool,
+    deferred: HashSet<(u64, u64)>,
+    /// The sources walked, and the repos imported from them, to check once all are in.
+    sources: Vec<Source>,
+    checks: Vec<RepoCheck>,
     /// Hub repos seen, and those this run created, by name.
     repos: HashSet<OsString>,
     new_repos: HashSet<OsString>,
@@ -301,6 +355,70 @@ struct Importer {
     progress: ProgressBar,
     /// Owner of the source tree being imported.
     tree_owner: u32,
+}
+
+/// A source walked, for the last pass of `--move` over its shared payloads.
+struct Source {
+    path: PathBuf,
+    root: Node,
+    /// Its payloads must all stay: a repo of it was left in it, or the walk had errors.
+    keep_all: bool,
+    /// The payloads a repo of it that could not be completed in the store links to.
+    keep: HashSet<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A repo imported from a source: what the store must have for it to be complete.
+struct RepoCheck {
+    source: usize,
+    name: OsString,
+    /// The repo in the store.
+    rel: PathBuf,
+    /// Its snapshot entries (not directories), relative to the repo.
+    entries: Vec<PathBuf>,
+    /// The shared payloads (shard, hash) its blobs link to in the source.
+    payloads: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How many errors there were when it was entered, and whether importing it added some.
+    errors_before: usize,
+    errors: bool,
+}
+
+/// What the store (or, in a dry run, the plan) has at a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Found {
+    File,
+    Link(Vec<u8>),
+    Dir,
+    Missing,
+    Other,
+}
+
+/// The lines of a list of repo links (`<hash>.refs`) with those of `src` added, each once,
+/// or `None` if `store` has them all already.
+pub fn merged_link_list(store: Option<&[u8]>, src: &[u8]) -> Option<Vec<u8>> {
+    let lines = |b: &[u8]| -> Vec<Vec<u8>> {
+        b.split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let old = store.map(lines).unwrap_or_default();
+    let mut seen: HashSet<Vec<u8>> = old.iter().cloned().collect();
+    let added: Vec<Vec<u8>> = lines(src)
+        .into_iter()
+        .filter(|l| seen.insert(l.clone()))
+        .collect();
+    if store.is_some() && added.is_empty() {
+        return None;
+    }
+    let mut kept = HashSet::new();
+    let mut out = Vec::new();
+    for l in old.iter().chain(added.iter()) {
+        if kept.insert(l.as_slice()) {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+    }
+    Some(out)
 }
 
 /// What the import reports when an entry it made was replaced before it handed it over.
@@ -482,12 +600,21 @@ impl Importer {
         }
     }
 
-    /// With `--move`, deletes the source entry if its name still holds the same inode.
+    /// With `--move`, deletes the source entry if its name still holds the same inode (a
+    /// shared payload and what goes with it: at the end, see [`Importer::finish_moves`]).
     fn remove_source(&mut self, e: &Entry<'_>, path: &Path) {
         if !self.move_sources || self.dry {
             return;
         }
-        let (parent, name, src) = (e.parent, e.name, e.node);
+        if self.defer {
+            self.deferred.insert(e.node.id());
+            return;
+        }
+        self.remove_now(e.parent, e.name, e.node, path);
+    }
+
+    /// Deletes the source entry `name` of `parent` if it is still `src`.
+    fn remove_now(&mut self, parent: &Node, name: &OsStr, src: &Node, path: &Path) {
         let r = (|| -> SysResult<()> {
             let now = parent.child(name)?;
             if now.id() != src.id() {
@@ -575,17 +702,17 @@ impl Importer {
         Ok(true)
     }
 
-    /// Brings a source file into the store (`blob`: named by its content).
-    fn import_file(&mut self, e: &Entry<'_>, dst: &Dst, blob: bool) {
+    /// Brings a source file into the store.
+    fn import_file(&mut self, e: &Entry<'_>, dst: &Dst, kind: Kind) {
         let path = dst.rel.join(e.name);
-        match self.file_outcome(e, dst, blob) {
-            Ok(o) => self.count_file(e, dst, &path, o, blob),
+        match self.file_outcome(e, dst, kind) {
+            Ok(o) => self.count_file(e, dst, &path, o, kind),
             Err(err) => self.error(&path, err),
         }
     }
 
     /// Decides what to do with a source file, does it, and settles a comparison.
-    fn file_outcome(&self, e: &Entry<'_>, dst: &Dst, blob: bool) -> io::Result<Outcome> {
+    fn file_outcome(&self, e: &Entry<'_>, dst: &Dst, kind: Kind) -> io::Result<Outcome> {
         let (existing, store) = self
             .existing(dst, e.name)
             .map_err(|err| io::Error::other(errno_str(err)))?;
@@ -594,9 +721,9 @@ impl Importer {
             &existing,
             e.node.st.st_dev == self.store_dev,
             self.tree_owner,
-            blob,
+            kind.content_named(),
         );
-        let (action, store) = self.put_new(e, dst, action, store, blob)?;
+        let (action, store) = self.put_new(e, dst, action, store, kind)?;
         self.compare(e.node, action, store)
     }
 
@@ -608,7 +735,7 @@ impl Importer {
         dst: &Dst,
         action: FileAction,
         store: Option<Node>,
-        blob: bool,
+        kind: Kind,
     ) -> io::Result<(FileAction, Option<Node>)> {
         if !matches!(action, FileAction::Link | FileAction::Copy) || self.dry {
             return Ok((action, store));
@@ -619,7 +746,7 @@ impl Importer {
         if self.place_file(dir, e.name, e.node, action == FileAction::Link)? {
             return Ok((action, store));
         }
-        let action = if blob {
+        let action = if kind.content_named() {
             FileAction::Duplicate
         } else {
             FileAction::Compare
@@ -654,7 +781,7 @@ impl Importer {
 
     /// Counts what became of a source file and, with `--move`, removes the source once the
     /// store holds it.
-    fn count_file(&mut self, e: &Entry<'_>, dst: &Dst, path: &Path, o: Outcome, blob: bool) {
+    fn count_file(&mut self, e: &Entry<'_>, dst: &Dst, path: &Path, o: Outcome, kind: Kind) {
         let size = e.node.size();
         let s = &mut self.summary;
         match o.action {
@@ -664,10 +791,10 @@ impl Importer {
                 } else {
                     s.copied += 1;
                 }
-                if blob {
-                    s.blobs_imported += 1;
-                } else {
-                    s.files_imported += 1;
+                match kind {
+                    Kind::Blob => s.blobs_imported += 1,
+                    Kind::Payload => s.payloads_imported += 1,
+                    Kind::Other => s.files_imported += 1,
                 }
                 s.bytes_imported += size;
                 if self.dry {
@@ -677,18 +804,18 @@ impl Importer {
                 self.remove_source(e, path);
             }
             FileAction::SameFile => {
-                if blob {
-                    s.blobs_already += 1;
-                } else {
-                    s.files_deduplicated += 1;
+                match kind {
+                    Kind::Blob => s.blobs_already += 1,
+                    Kind::Payload => s.payloads_already += 1,
+                    Kind::Other => s.files_deduplicated += 1,
                 }
                 self.remove_source(e, path);
             }
             FileAction::Duplicate => {
-                if blob {
-                    s.blobs_deduplicated += 1;
-                } else {
-                    s.files_deduplicated += 1;
+                match kind {
+                    Kind::Blob => s.blobs_deduplicated += 1,
+                    Kind::Payload => s.payloads_deduplicated += 1,
+                    Kind::Other => s.files_deduplicated += 1,
                 }
                 s.bytes_saved += size;
                 self.progress.inc(size);
@@ -739,6 +866,7 @@ impl Importer {
             let dir = match &dst.node {
                 Some(dir) if !self.dry => dir,
                 _ => {
+                    self.planned_links.insert(path.clone(), target);
                     self.summary.symlinks += 1;
                     return Ok(true);
                 }
@@ -885,7 +1013,7 @@ impl Importer {
     fn report_repo(&self, name: &OsStr, before: &Summary) {
         let s = &self.summary;
         let verb = if self.dry { "would import" } else { "imported" };
-        let line = format!(
+        let mut line = format!(
             "{verb} {}: {} blobs ({}), {} deduplicated ({} saved), {} already there, refs {} written",
             name.to_string_lossy(),
             s.blobs_imported - before.blobs_imported,
@@ -895,6 +1023,10 @@ impl Importer {
             s.blobs_already - before.blobs_already,
             s.refs_written - before.refs_written,
         );
+        let links = s.payload_links - before.payload_links;
+        if links > 0 {
+            line += &format!(", {links} blobs linking to shared payloads");
+        }
         self.progress.suspend(|| println!("{line}"));
     }
 
@@ -934,13 +1066,317 @@ impl Importer {
                 }
             }
         };
+        let source = self.sources.len();
+        self.sources.push(Source {
+            path: path.to_path_buf(),
+            root: root.try_clone().map_err(errno_str)?,
+            keep_all: false,
+            keep: HashSet::new(),
+        });
+        let errors_before = self.summary.errors.len();
         let mut merge = Merge {
             imp: self,
             src: path,
+            source,
             dsts: vec![top],
+            repo: None,
         };
-        walk::visit(&root, Scope::AnyFilesystem, &mut merge)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let walked = walk::visit(&root, Scope::AnyFilesystem, &mut merge);
+        if walked.is_err() || self.summary.errors.len() > errors_before {
+            self.sources[source].keep_all = true;
+        }
+        walked.map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// The largest list of repo links (`<hash>.refs`) read.
+const LINK_LIST_LIMIT: u64 = 16 << 20;
+
+/// How many unresolved entries an error about a repo names.
+const NAMED_ENTRIES: usize = 3;
+
+impl Importer {
+    /// Merges a list of repo links beside a payload (`<hash>.refs`): the union of the lines,
+    /// written the way refs are (complete and owned before it gets its name, a replacement
+    /// renamed over the old list).
+    fn merge_link_list(&mut self, e: &Entry<'_>, dst: &Dst) {
+        let path = dst.rel.join(e.name);
+        let r = (|| -> io::Result<bool> {
+            let content = read_small(e.node, LINK_LIST_LIMIT)?;
+            let (_, store) = self
+                .existing(dst, e.name)
+                .map_err(io::Error::from_raw_os_error)?;
+            let old = match &store {
+                Some(n) if n.is_file() => Some(read_small(n, LINK_LIST_LIMIT)?),
+                Some(_) => return Err(io::Error::other("the store has a non-file there")),
+                None => None,
+            };
+            let Some(merged) = merged_link_list(old.as_deref(), &content) else {
+                return Ok(false);
+            };
+            match &dst.node {
+                Some(dir) if !self.dry => {
+                    // One that appeared meanwhile is merged by the next run.
+                    self.write_ref(dir, e.name, e.node, &merged, old.is_some())
+                }
+                _ => Ok(true),
+            }
+        })();
+        match r {
+            Ok(written) => {
+                if written {
+                    self.summary.link_lists_written += 1;
+                } else {
+                    self.summary.link_lists_kept += 1;
+                }
+                self.remove_source(e, &path);
+            }
+            Err(err) => self.error(&path, err),
+        }
+    }
+
+    /// What the store has at `rel`, or in a dry run, what it would have: each component
+    /// opened without following it, from the store's handle.
+    fn lookup(&self, store: &Node, rel: &Path) -> Found {
+        if self.planned.contains_key(rel) {
+            return Found::File;
+        }
+        if let Some(t) = self.planned_links.get(rel) {
+            return Found::Link(t.clone());
+        }
+        let mut node: Option<Node> = None;
+        for c in rel.components() {
+            let std::path::Component::Normal(name) = c else {
+                return Found::Missing;
+            };
+            let next = node.as_ref().unwrap_or(store).child(name);
+            match next {
+                Ok(n) => node = Some(n),
+                Err(_) => return Found::Missing,
+            }
+        }
+        match node {
+            Some(n) if n.is_file() => Found::File,
+            Some(n) if n.is_dir() => Found::Dir,
+            Some(n) if n.is_symlink() => match sys::readlink(n.fd()) {
+                Ok(t) => Found::Link(t),
+                Err(_) => Found::Other,
+            },
+            _ => Found::Other,
+        }
+    }
+
+    /// Why the snapshot entry `entry` of the store's repo `repo` (in the hub cache `hub`)
+    /// does not lead to a complete file in the store, if it does not: a file itself, or a
+    /// link to the repo's blob, which is a file or a link to a shared payload that is one.
+    /// Nothing is followed: links are read and the names they give looked up. `Ok(None)`
+    /// for a link that leads out of the repo's blobs (not one the clients make).
+    fn unresolved(
+        &self,
+        store: &Node,
+        hub: &Path,
+        repo: &Path,
+        entry: &Path,
+    ) -> Result<(), Option<String>> {
+        let target = match self.lookup(store, &repo.join(entry)) {
+            Found::File => return Ok(()),
+            Found::Link(t) => t,
+            Found::Missing => return Err(Some("missing in the store".into())),
+            Found::Dir => return Err(Some("the store has a directory there".into())),
+            Found::Other => return Err(Some("the store has a special file there".into())),
+        };
+        let ups = entry.components().count().saturating_sub(1);
+        let Some(blob) = layout::snapshot_link_blob(&target, ups) else {
+            return Err(None);
+        };
+        let blob_rel = Path::new(BLOBS).join(OsStr::from_bytes(blob));
+        let shown = blob_rel.display();
+        let link = match self.lookup(store, &repo.join(&blob_rel)) {
+            Found::File => return Ok(()),
+            Found::Link(t) => t,
+            Found::Missing => return Err(Some(format!("its blob {shown} is missing"))),
+            _ => return Err(Some(format!("its blob {shown} is not a file"))),
+        };
+        let lossy = String::from_utf8_lossy(&link);
+        let Some((shard, hash)) = layout::payload_of_target(&link) else {
+            return Err(Some(format!(
+                "its blob {shown} links to {lossy}, not a shared payload"
+            )));
+        };
+        let payload = Path::new(BLOBS)
+            .join(OsStr::from_bytes(shard))
+            .join(OsStr::from_bytes(hash));
+        match self.lookup(store, &hub.join(&payload)) {
+            Found::File => Ok(()),
+            Found::Missing => Err(Some(format!(
+                "its blob {shown} links to the shared payload {lossy}, which is missing"
+            ))),
+            _ => Err(Some(format!(
+                "its blob {shown} links to {lossy}, which is not a file"
+            ))),
+        }
+    }
+
+    /// Checks, once every source is in, that each repo imported is complete in the store
+    /// (in a dry run: would be): every snapshot entry it brought leads to a file. A repo that
+    /// is not is an error naming it and its entries, and keeps the shared payloads it links
+    /// to in its source.
+    fn check_repos(&mut self, store: &Node) {
+        for c in std::mem::take(&mut self.checks) {
+            let hub = c.rel.parent().unwrap_or(Path::new("")).to_path_buf();
+            let mut bad = Vec::new();
+            for entry in &c.entries {
+                match self.unresolved(store, &hub, &c.rel, entry) {
+                    Ok(()) => {}
+                    Err(Some(why)) => bad.push(format!("{}: {why}", entry.display())),
+                    Err(None) => self.note(format!(
+                        "{}: a symlink out of the repo's blobs; not checked",
+                        c.rel.join(entry).display()
+                    )),
+                }
+            }
+            if !bad.is_empty() {
+                let more = bad.len().saturating_sub(NAMED_ENTRIES);
+                let mut msg = format!(
+                    "{} of {} snapshot entries resolve to no complete file in the store: {}",
+                    bad.len(),
+                    c.entries.len(),
+                    bad[..bad.len().min(NAMED_ENTRIES)].join("; ")
+                );
+                if more > 0 {
+                    msg += &format!("; and {more} more");
+                }
+                let verb = if self.dry {
+                    "would be incomplete"
+                } else {
+                    "incomplete"
+                };
+                self.error(&c.rel, format!("{verb}: {msg}"));
+                let name = c.name.to_string_lossy().into_owned();
+                if !self.summary.incomplete.contains(&name) {
+                    self.summary.incomplete.push(name);
+                }
+            }
+            if let Some(src) = self.sources.get_mut(c.source) {
+                if c.errors {
+                    // What it links to may not all have been seen.
+                    src.keep_all = true;
+                } else if !bad.is_empty() {
+                    src.keep.extend(c.payloads);
+                }
+            }
+        }
+    }
+
+    /// The last pass of `--move`: each source's shared payloads that the store holds go,
+    /// unless a repo of the source that links to them was not completed in the store; then
+    /// their link lists, the emptied shard directories, and the marker and `blobs/` once no
+    /// payload is left.
+    fn finish_moves(&mut self) {
+        if !self.move_sources || self.dry {
+            return;
+        }
+        for src in std::mem::take(&mut self.sources) {
+            if src.keep_all {
+                self.note(format!(
+                    "{}: its shared payloads were kept (a repo of it was not imported, or errors above); run again",
+                    src.path.display()
+                ));
+                continue;
+            }
+            let mut r = Remover {
+                imp: self,
+                src: &src,
+                shard: Vec::new(),
+                left: HashSet::new(),
+                payload_left: false,
+            };
+            if let Err(e) = walk::visit(&src.root, Scope::AnyFilesystem, &mut r) {
+                self.error(&src.path, e);
+            }
+        }
+    }
+}
+
+/// The last pass of `--move` over one source: the walk's visitor.
+struct Remover<'a> {
+    imp: &'a mut Importer,
+    src: &'a Source,
+    /// The shard directory the walk is in.
+    shard: Vec<u8>,
+    /// The payloads of the shard that stay.
+    left: HashSet<Vec<u8>>,
+    /// Whether any payload of the source stays.
+    payload_left: bool,
+}
+
+impl Remover<'_> {
+    fn removable(&self, e: &Entry<'_>, payload: &[u8]) -> bool {
+        self.imp.deferred.contains(&e.node.id())
+            && !self.left.contains(payload)
+            && !self
+                .src
+                .keep
+                .contains(&(self.shard.clone(), payload.to_vec()))
+    }
+}
+
+impl Visitor for Remover<'_> {
+    fn enter(&mut self, e: &Entry<'_>) -> Visit {
+        let path = self.src.path.join(e.rel);
+        match e.place {
+            Place::Hub | Place::SharedBlobs if e.node.is_dir() => Visit::Descend,
+            Place::Shard if e.node.is_dir() => {
+                self.shard = e.name.as_bytes().to_vec();
+                self.left.clear();
+                Visit::Descend
+            }
+            Place::Payload => {
+                let name = e.name.as_bytes();
+                if self.removable(e, name) {
+                    self.imp.remove_now(e.parent, e.name, e.node, &path);
+                }
+                if e.parent.child_opt(e.name).ok().flatten().is_some() {
+                    self.left.insert(name.to_vec());
+                    self.payload_left = true;
+                }
+                Visit::Skip
+            }
+            Place::PayloadRefs => {
+                let payload = layout::payload_of_refs(e.name.as_bytes()).unwrap_or_default();
+                if self.removable(e, payload) {
+                    self.imp.remove_now(e.parent, e.name, e.node, &path);
+                }
+                Visit::Skip
+            }
+            _ => Visit::Skip,
+        }
+    }
+
+    fn leave(&mut self, e: &Entry<'_>) {
+        let path = self.src.path.join(e.rel);
+        let deferred = self.imp.deferred.contains(&e.node.id());
+        match e.place {
+            Place::Shard if deferred => self.imp.remove_now(e.parent, e.name, e.node, &path),
+            Place::SharedBlobs if deferred && !self.payload_left => {
+                let marker = OsStr::new(layout::SHARED_BLOBS_MARKER);
+                if let Ok(Some(m)) = e.node.child_opt(marker) {
+                    if self.imp.deferred.contains(&m.id()) {
+                        self.imp.remove_now(e.node, marker, &m, &path.join(marker));
+                    }
+                }
+                self.imp.remove_now(e.parent, e.name, e.node, &path);
+            }
+            _ => {}
+        }
+    }
+
+    fn unreadable(&mut self, rel: &Path, errno: i32) -> io::Result<()> {
+        self.imp.error(
+            &self.src.path.join(rel),
+            format!("not removed: {}", errno_str(errno)),
+        );
         Ok(())
     }
 }
@@ -956,6 +1392,10 @@ enum Part {
     Repo(Box<Summary>),
     /// `refs/` or below: the newest ref wins.
     Refs,
+    /// The hub cache's `blobs/` of shared payloads: its marker and shards.
+    Shared,
+    /// A shard of it: payloads, merged by name (their hash), and their lists of links.
+    Shard,
     /// Anything else, merged entry by entry; `blobs`: below `blobs/`, whose names vouch for
     /// their content.
     Tree { blobs: bool },
@@ -967,12 +1407,18 @@ struct Merge<'a> {
     imp: &'a mut Importer,
     /// The source's path, for notes on what is left alone.
     src: &'a Path,
+    /// Its index in [`Importer::sources`].
+    source: usize,
     dsts: Vec<Dst>,
+    /// The repo the walk is in.
+    repo: Option<RepoCheck>,
 }
 
 impl Visitor for Merge<'_> {
     fn enter(&mut self, e: &Entry<'_>) -> Visit {
-        match self.dsts.last().map(|d| &d.part) {
+        let part = self.dsts.last().map(|d| &d.part);
+        self.imp.defer = matches!(part, Some(Part::Shared | Part::Shard));
+        match part {
             None => Visit::Stop,
             Some(Part::Home) => self.home_entry(e),
             Some(Part::Hub) => self.hub_entry(e),
@@ -982,6 +1428,8 @@ impl Visitor for Merge<'_> {
                 _ => self.entry(e, false),
             },
             Some(Part::Refs) => self.ref_entry(e),
+            Some(Part::Shared) => self.shared_entry(e),
+            Some(Part::Shard) => self.shard_entry(e),
             Some(&Part::Tree { blobs }) => self.entry(e, blobs),
         }
     }
@@ -990,8 +1438,13 @@ impl Visitor for Merge<'_> {
         let Some(dst) = self.dsts.pop() else {
             return;
         };
+        self.imp.defer = matches!(dst.part, Part::Shared | Part::Shard);
         if let Part::Repo(before) = &dst.part {
             self.imp.report_repo(e.name, before);
+            if let Some(mut check) = self.repo.take() {
+                check.errors = self.imp.summary.errors.len() > check.errors_before;
+                self.imp.checks.push(check);
+            }
         }
         self.imp.remove_source(e, &dst.rel);
     }
@@ -1033,6 +1486,7 @@ impl Merge<'_> {
         match e.place {
             Place::Locks => Visit::Skip,
             Place::Repo => self.enter_repo(e),
+            Place::SharedBlobs => self.descend(e, Part::Shared),
             _ if e.node.is_file() => self.entry(e, false),
             _ => {
                 self.imp.note(format!(
@@ -1050,12 +1504,83 @@ impl Merge<'_> {
             return Visit::Stop;
         };
         let new = self.imp.is_new_dir(hub, e.name);
+        let rel = hub.rel.join(e.name);
         let before = Box::new(self.imp.summary.clone());
         let visit = self.descend(e, Part::Repo(before));
         if visit == Visit::Descend {
             self.imp.count_repo(e.name, new);
+            self.repo = Some(RepoCheck {
+                source: self.source,
+                name: e.name.to_owned(),
+                rel,
+                entries: Vec::new(),
+                payloads: Vec::new(),
+                errors_before: self.imp.summary.errors.len(),
+                errors: false,
+            });
+        } else if let Some(src) = self.imp.sources.get_mut(self.source) {
+            // It stays in the source, with the payloads it links to.
+            src.keep_all = true;
         }
         visit
+    }
+
+    /// An entry of the hub cache's `blobs/`: its marker comes along, its shards are merged.
+    fn shared_entry(&mut self, e: &Entry<'_>) -> Visit {
+        match e.place {
+            Place::Shard => self.descend(e, Part::Shard),
+            Place::Fixed if e.node.is_file() => self.entry(e, false),
+            _ => self.left_alone(e),
+        }
+    }
+
+    /// An entry of a shard of the shared payloads.
+    fn shard_entry(&mut self, e: &Entry<'_>) -> Visit {
+        let Some(dst) = self.dsts.last() else {
+            return Visit::Stop;
+        };
+        match e.place {
+            Place::Payload => self.imp.import_file(e, dst, Kind::Payload),
+            Place::PayloadRefs => self.imp.merge_link_list(e, dst),
+            _ if skip_reason(e.name.as_bytes()).is_some() => self.imp.summary.skipped += 1,
+            _ => return self.left_alone(e),
+        }
+        Visit::Skip
+    }
+
+    /// An entry that is not part of the cache's layout.
+    fn left_alone(&mut self, e: &Entry<'_>) -> Visit {
+        if skip_reason(e.name.as_bytes()).is_some() {
+            self.imp.summary.skipped += 1;
+        } else {
+            self.imp.note(format!(
+                "{}: not part of the cache's layout; left alone",
+                self.src.join(e.rel).display()
+            ));
+        }
+        Visit::Skip
+    }
+
+    /// Notes what the repo being walked brings: a snapshot entry to check in the store at
+    /// the end, or a blob that links to a shared payload.
+    fn note_repo_entry(&mut self, e: &Entry<'_>, path: &Path) {
+        let Some(repo) = &mut self.repo else {
+            return;
+        };
+        let Ok(in_repo) = path.strip_prefix(&repo.rel) else {
+            return;
+        };
+        let mut parts = in_repo.components();
+        let first = parts.next().map(|c| c.as_os_str().as_bytes());
+        if first == Some(SNAPSHOTS.as_bytes()) {
+            repo.entries.push(in_repo.to_path_buf());
+        } else if first == Some(BLOBS.as_bytes()) && parts.count() == 1 && e.node.is_symlink() {
+            let target = sys::readlink(e.node.fd()).unwrap_or_default();
+            if let Some((shard, hash)) = layout::payload_of_target(&target) {
+                repo.payloads.push((shard.to_vec(), hash.to_vec()));
+                self.imp.summary.payload_links += 1;
+            }
+        }
     }
 
     /// An entry of `refs/`.
@@ -1081,11 +1606,16 @@ impl Merge<'_> {
         if e.node.is_dir() {
             return self.descend(e, Part::Tree { blobs });
         }
+        let Some(path) = self.dsts.last().map(|d| d.rel.join(e.name)) else {
+            return Visit::Stop;
+        };
+        self.note_repo_entry(e, &path);
         let Some(dst) = self.dsts.last() else {
             return Visit::Stop;
         };
         if e.node.is_file() {
-            self.imp.import_file(e, dst, blobs);
+            let kind = if blobs { Kind::Blob } else { Kind::Other };
+            self.imp.import_file(e, dst, kind);
         } else if e.node.is_symlink() {
             self.imp.import_symlink(e, dst);
         } else {
@@ -1188,6 +1718,11 @@ pub fn run(o: &Options) -> CmdResult {
         store_dev: store.st.st_dev,
         planned: HashMap::new(),
         planned_dirs: HashSet::new(),
+        planned_links: HashMap::new(),
+        defer: false,
+        deferred: HashSet::new(),
+        sources: Vec::new(),
+        checks: Vec::new(),
         repos: HashSet::new(),
         new_repos: HashSet::new(),
         summary: Summary::default(),
@@ -1202,6 +1737,8 @@ pub fn run(o: &Options) -> CmdResult {
             failed = true;
         }
     }
+    imp.check_repos(&store);
+    imp.finish_moves();
     imp.progress.finish_and_clear();
     print!("{}", imp.summary.render(dry));
     Ok(if failed || !imp.summary.errors.is_empty() {
@@ -1334,6 +1871,23 @@ mod tests {
     }
 
     #[test]
+    fn link_lists_merge_as_a_union() {
+        let a = b"models--o--a/blobs/e1\nmodels--o--b/blobs/e2\n";
+        assert_eq!(merged_link_list(None, a).as_deref(), Some(&a[..]));
+        assert_eq!(merged_link_list(Some(a), b"models--o--a/blobs/e1\n"), None);
+        assert_eq!(
+            merged_link_list(Some(a), b"models--o--c/blobs/e3\nmodels--o--a/blobs/e1"),
+            Some(b"models--o--a/blobs/e1\nmodels--o--b/blobs/e2\nmodels--o--c/blobs/e3\n".to_vec())
+        );
+        // Duplicates and empty lines go; a list without its last newline gets one.
+        assert_eq!(
+            merged_link_list(Some(b"x\nx"), b"\ny\ny\n"),
+            Some(b"x\ny\n".to_vec())
+        );
+        assert_eq!(merged_link_list(None, b""), Some(Vec::new()));
+    }
+
+    #[test]
     fn summary_names_the_savings() {
         let s = Summary {
             repos: 2,
@@ -1349,5 +1903,16 @@ mod tests {
         assert!(text.contains("blobs: 3 imported, 2 deduplicated"));
         assert!(text.contains("bytes saved by deduplication: 2048 (2.0 KiB)"));
         assert!(s.render(true).contains("dry run"));
+        assert!(!text.contains("INCOMPLETE"));
+        let s = Summary {
+            payloads_imported: 2,
+            payloads_deduplicated: 1,
+            payload_links: 4,
+            incomplete: vec!["models--o--a".into(), "models--o--b".into()],
+            ..Summary::default()
+        };
+        let text = s.render(false);
+        assert!(text.contains("shared payloads: 2 imported, 1 deduplicated, 0 already in the store; 4 repo blobs link to them"));
+        assert!(text.contains("INCOMPLETE repos") && text.contains("models--o--a, models--o--b"));
     }
 }
