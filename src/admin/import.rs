@@ -341,10 +341,9 @@ struct Importer {
     planned_dirs: HashSet<PathBuf>,
     /// Symlinks a dry run would have created, by store path, with their target.
     planned_links: HashMap<PathBuf, Vec<u8>>,
-    /// Whether removals of source entries wait for the end (with `--move`: the shared
-    /// payloads, which repos of the source link to), and the entries waiting, by inode.
-    defer: bool,
-    deferred: HashSet<(u64, u64)>,
+    /// With `--move`, the source entries the store holds, by path in their source and inode:
+    /// removed once every source is in and every repo checked ([`Importer::finish_moves`]).
+    deferred: HashSet<(PathBuf, (u64, u64))>,
     /// The sources walked, and the repos imported from them, to check once all are in.
     sources: Vec<Source>,
     checks: Vec<RepoCheck>,
@@ -357,19 +356,24 @@ struct Importer {
     tree_owner: u32,
 }
 
-/// A source walked, for the last pass of `--move` over its shared payloads.
+/// A source walked, for the last pass of `--move` over it.
 struct Source {
     path: PathBuf,
     root: Node,
-    /// Its payloads must all stay: a repo of it was left in it, or the walk had errors.
+    /// Its shared payloads must all stay: a repo of it was left in it, or the walk had
+    /// errors.
     keep_all: bool,
     /// The payloads a repo of it that could not be completed in the store links to.
     keep: HashSet<(Vec<u8>, Vec<u8>)>,
+    /// Its repos (by inode) that could not be completed in the store: they stay whole.
+    failed: HashSet<(u64, u64)>,
 }
 
 /// A repo imported from a source: what the store must have for it to be complete.
 struct RepoCheck {
     source: usize,
+    /// The repo directory in the source.
+    src_id: (u64, u64),
     name: OsString,
     /// The repo in the store.
     rel: PathBuf,
@@ -600,17 +604,13 @@ impl Importer {
         }
     }
 
-    /// With `--move`, deletes the source entry if its name still holds the same inode (a
-    /// shared payload and what goes with it: at the end, see [`Importer::finish_moves`]).
-    fn remove_source(&mut self, e: &Entry<'_>, path: &Path) {
+    /// With `--move`, notes that the store holds the source entry: it is removed at the end
+    /// (see [`Importer::finish_moves`]).
+    fn remove_source(&mut self, e: &Entry<'_>) {
         if !self.move_sources || self.dry {
             return;
         }
-        if self.defer {
-            self.deferred.insert(e.node.id());
-            return;
-        }
-        self.remove_now(e.parent, e.name, e.node, path);
+        self.deferred.insert((e.rel.to_path_buf(), e.node.id()));
     }
 
     /// Deletes the source entry `name` of `parent` if it is still `src`.
@@ -801,7 +801,7 @@ impl Importer {
                     self.planned.insert(path.to_owned(), size);
                     self.progress.inc(size);
                 }
-                self.remove_source(e, path);
+                self.remove_source(e);
             }
             FileAction::SameFile => {
                 match kind {
@@ -809,7 +809,7 @@ impl Importer {
                     Kind::Payload => s.payloads_already += 1,
                     Kind::Other => s.files_deduplicated += 1,
                 }
-                self.remove_source(e, path);
+                self.remove_source(e);
             }
             FileAction::Duplicate => {
                 match kind {
@@ -842,7 +842,7 @@ impl Importer {
         let same =
             o.verified || store.is_some_and(|n| same_bytes(e.node, &n).is_ok_and(|same| same));
         if same {
-            self.remove_source(e, path);
+            self.remove_source(e);
         } else {
             self.note(format!(
                 "{}: differs from the store's file of the same name; source kept",
@@ -895,7 +895,7 @@ impl Importer {
             Ok(true)
         })();
         match r {
-            Ok(true) => self.remove_source(e, &path),
+            Ok(true) => self.remove_source(e),
             Ok(false) => self.note(format!(
                 "{}: the store has a different entry there; kept the store's",
                 path.display()
@@ -910,11 +910,11 @@ impl Importer {
         match self.ref_outcome(e, dst) {
             Ok(RefAction::Write | RefAction::Replace) => {
                 self.summary.refs_written += 1;
-                self.remove_source(e, &path);
+                self.remove_source(e);
             }
             Ok(RefAction::Keep | RefAction::Same) => {
                 self.summary.refs_kept += 1;
-                self.remove_source(e, &path);
+                self.remove_source(e);
             }
             Err(err) => self.error(&path, err),
         }
@@ -1072,6 +1072,7 @@ impl Importer {
             root: root.try_clone().map_err(errno_str)?,
             keep_all: false,
             keep: HashSet::new(),
+            failed: HashSet::new(),
         });
         let errors_before = self.summary.errors.len();
         let mut merge = Merge {
@@ -1130,7 +1131,7 @@ impl Importer {
                 } else {
                     self.summary.link_lists_kept += 1;
                 }
-                self.remove_source(e, &path);
+                self.remove_source(e);
             }
             Err(err) => self.error(&path, err),
         }
@@ -1258,21 +1259,22 @@ impl Importer {
                     self.summary.incomplete.push(name);
                 }
             }
-            if let Some(src) = self.sources.get_mut(c.source) {
-                if c.errors {
-                    // What it links to may not all have been seen.
-                    src.keep_all = true;
-                } else if !bad.is_empty() {
-                    src.keep.extend(c.payloads);
-                }
+            if let Some(src) = self.sources.get_mut(c.source)
+                && (c.errors || !bad.is_empty())
+            {
+                src.failed.insert(c.src_id);
+                src.keep.extend(c.payloads);
+                // What it links to may not all have been seen.
+                src.keep_all |= c.errors;
             }
         }
     }
 
-    /// The last pass of `--move`: each source's shared payloads that the store holds go,
-    /// unless a repo of the source that links to them was not completed in the store; then
-    /// their link lists, the emptied shard directories, and the marker and `blobs/` once no
-    /// payload is left.
+    /// The last pass of `--move`, once every source is in and every repo checked: what the
+    /// store holds goes from each source (each name only if it still holds the inode
+    /// imported), but a repo that could not be completed in the store stays whole, and so do
+    /// the shared payloads it links to; the marker of the shared payloads goes once none is
+    /// left. An interrupted import removes nothing; the next run finishes it.
     fn finish_moves(&mut self) {
         if !self.move_sources || self.dry {
             return;
@@ -1283,11 +1285,11 @@ impl Importer {
                     "{}: its shared payloads were kept (a repo of it was not imported, or errors above); run again",
                     src.path.display()
                 ));
-                continue;
             }
             let mut r = Remover {
                 imp: self,
                 src: &src,
+                places: Vec::new(),
                 shard: Vec::new(),
                 left: HashSet::new(),
                 payload_left: false,
@@ -1303,80 +1305,101 @@ impl Importer {
 struct Remover<'a> {
     imp: &'a mut Importer,
     src: &'a Source,
+    /// The places of the directories the walk is in.
+    places: Vec<Place>,
     /// The shard directory the walk is in.
     shard: Vec<u8>,
-    /// The payloads of the shard that stay.
+    /// The payloads of that shard that stay.
     left: HashSet<Vec<u8>>,
-    /// Whether any payload of the source stays.
+    /// Whether any payload stays.
     payload_left: bool,
 }
 
 impl Remover<'_> {
-    fn removable(&self, e: &Entry<'_>, payload: &[u8]) -> bool {
-        self.imp.deferred.contains(&e.node.id())
+    fn deferred(&self, e: &Entry<'_>) -> bool {
+        self.imp
+            .deferred
+            .contains(&(e.rel.to_path_buf(), e.node.id()))
+    }
+
+    /// Whether the payload `payload` (or its list of links) may go.
+    fn payload_goes(&self, e: &Entry<'_>, payload: &[u8]) -> bool {
+        self.deferred(e)
+            && !self.src.keep_all
             && !self.left.contains(payload)
             && !self
                 .src
                 .keep
                 .contains(&(self.shard.clone(), payload.to_vec()))
     }
+
+    fn remove(&mut self, parent: &Node, name: &OsStr, node: &Node, rel: &Path) {
+        let path = self.src.path.join(rel);
+        self.imp.remove_now(parent, name, node, &path);
+    }
 }
 
 impl Visitor for Remover<'_> {
     fn enter(&mut self, e: &Entry<'_>) -> Visit {
-        let path = self.src.path.join(e.rel);
-        match e.place {
-            Place::Hub | Place::SharedBlobs if e.node.is_dir() => Visit::Descend,
-            Place::Shard if e.node.is_dir() => {
+        let parent = self.places.last().copied().unwrap_or(Place::Root);
+        if e.node.is_dir() {
+            // (Below the limit, the import did not go either.)
+            if e.at_limit() || e.place == Place::Repo && self.src.failed.contains(&e.node.id()) {
+                return Visit::Skip;
+            }
+            if e.place == Place::Shard {
                 self.shard = e.name.as_bytes().to_vec();
                 self.left.clear();
-                Visit::Descend
             }
+            self.places.push(e.place);
+            return Visit::Descend;
+        }
+        match e.place {
             Place::Payload => {
-                let name = e.name.as_bytes();
-                if self.removable(e, name) {
-                    self.imp.remove_now(e.parent, e.name, e.node, &path);
+                if self.payload_goes(e, e.name.as_bytes()) {
+                    self.remove(e.parent, e.name, e.node, e.rel);
                 }
                 if e.parent.child_opt(e.name).ok().flatten().is_some() {
-                    self.left.insert(name.to_vec());
+                    self.left.insert(e.name.as_bytes().to_vec());
                     self.payload_left = true;
                 }
-                Visit::Skip
             }
             Place::PayloadRefs => {
                 let payload = layout::payload_of_refs(e.name.as_bytes()).unwrap_or_default();
-                if self.removable(e, payload) {
-                    self.imp.remove_now(e.parent, e.name, e.node, &path);
+                if self.payload_goes(e, payload) {
+                    self.remove(e.parent, e.name, e.node, e.rel);
                 }
-                Visit::Skip
             }
-            _ => Visit::Skip,
+            // Goes with the last payload, when the directory is left.
+            _ if parent == Place::SharedBlobs
+                && e.name.as_bytes() == layout::SHARED_BLOBS_MARKER.as_bytes() => {}
+            _ if self.deferred(e) => self.remove(e.parent, e.name, e.node, e.rel),
+            _ => {}
         }
+        Visit::Skip
     }
 
     fn leave(&mut self, e: &Entry<'_>) {
-        let path = self.src.path.join(e.rel);
-        let deferred = self.imp.deferred.contains(&e.node.id());
-        match e.place {
-            Place::Shard if deferred => self.imp.remove_now(e.parent, e.name, e.node, &path),
-            Place::SharedBlobs if deferred && !self.payload_left => {
-                let marker = OsStr::new(layout::SHARED_BLOBS_MARKER);
-                if let Ok(Some(m)) = e.node.child_opt(marker) {
-                    if self.imp.deferred.contains(&m.id()) {
-                        self.imp.remove_now(e.node, marker, &m, &path.join(marker));
-                    }
-                }
-                self.imp.remove_now(e.parent, e.name, e.node, &path);
-            }
-            _ => {}
+        let place = self.places.pop();
+        if !self.deferred(e) {
+            return;
         }
+        if place == Some(Place::SharedBlobs) && !self.payload_left && !self.src.keep_all {
+            let marker = OsStr::new(layout::SHARED_BLOBS_MARKER);
+            if let Ok(Some(m)) = e.node.child_opt(marker) {
+                let rel = e.rel.join(marker);
+                if self.imp.deferred.contains(&(rel.clone(), m.id())) {
+                    self.remove(e.node, marker, &m, &rel);
+                }
+            }
+        }
+        self.remove(e.parent, e.name, e.node, e.rel);
     }
 
     fn unreadable(&mut self, rel: &Path, errno: i32) -> io::Result<()> {
-        self.imp.error(
-            &self.src.path.join(rel),
-            format!("not removed: {}", errno_str(errno)),
-        );
+        let path = self.src.path.join(rel);
+        self.imp
+            .error(&path, format!("not removed: {}", errno_str(errno)));
         Ok(())
     }
 }
@@ -1417,7 +1440,6 @@ struct Merge<'a> {
 impl Visitor for Merge<'_> {
     fn enter(&mut self, e: &Entry<'_>) -> Visit {
         let part = self.dsts.last().map(|d| &d.part);
-        self.imp.defer = matches!(part, Some(Part::Shared | Part::Shard));
         match part {
             None => Visit::Stop,
             Some(Part::Home) => self.home_entry(e),
@@ -1438,7 +1460,6 @@ impl Visitor for Merge<'_> {
         let Some(dst) = self.dsts.pop() else {
             return;
         };
-        self.imp.defer = matches!(dst.part, Part::Shared | Part::Shard);
         if let Part::Repo(before) = &dst.part {
             self.imp.report_repo(e.name, before);
             if let Some(mut check) = self.repo.take() {
@@ -1446,7 +1467,7 @@ impl Visitor for Merge<'_> {
                 self.imp.checks.push(check);
             }
         }
-        self.imp.remove_source(e, &dst.rel);
+        self.imp.remove_source(e);
     }
 
     fn unreadable(&mut self, rel: &Path, errno: i32) -> io::Result<()> {
@@ -1511,6 +1532,7 @@ impl Merge<'_> {
             self.imp.count_repo(e.name, new);
             self.repo = Some(RepoCheck {
                 source: self.source,
+                src_id: e.node.id(),
                 name: e.name.to_owned(),
                 rel,
                 entries: Vec::new(),
@@ -1719,7 +1741,6 @@ pub fn run(o: &Options) -> CmdResult {
         planned: HashMap::new(),
         planned_dirs: HashSet::new(),
         planned_links: HashMap::new(),
-        defer: false,
         deferred: HashSet::new(),
         sources: Vec::new(),
         checks: Vec::new(),
