@@ -6,6 +6,15 @@
 //! - Hub repos are merged: blobs deduplicated by name (a blob's name is its etag, a hash of
 //!   its content), snapshots and `.no_exist` markers merged, refs merged with the newest
 //!   (by mtime) winning. `hub/.locks` is not imported (lock files are recreated on demand).
+//! - The shared payloads of hub >= 1.33 (`hub/blobs/<2hex>/<xet hash>`, which repo blobs
+//!   link to) are merged like blobs: each once, by name (its hash); the list of repo links
+//!   beside each (`<hash>.refs`) becomes the union of the lists, written the way refs are.
+//!   Their `.lock` files are not imported; the marker is. The byte figures count payloads
+//!   (repo blobs that link to them are symlinks).
+//! - Once every source is in, each repo imported is checked: every snapshot entry it brought
+//!   must lead, through its blob and the payload that blob may link to, to a file in the
+//!   store (links are read and their names looked up, never followed). A repo that does not
+//!   is an error naming it and its entries (exit status 1); a dry run checks its plan.
 //! - `datasets/` and `xet/` are copied as they are (merged, existing entries kept);
 //!   tokens are never copied; anything else (e.g. `modules/`, code) is left alone.
 //! - New entries keep their source owner and get the configured group and the policy's mode.
@@ -20,7 +29,9 @@
 //!   handed over. An interrupted import leaves no half-made file and is finished by running
 //!   it again.
 //! - A source file is deleted only with `--move`, and only once the store holds the same
-//!   inode or a byte-identical copy.
+//!   inode or a byte-identical copy: in a last pass over the source once every repo is
+//!   checked, each name only if it still holds the inode imported. A repo that could not be
+//!   completed stays whole in its source, and so do the shared payloads it links to.
 //! - Sources are user-controlled trees read as root. The SRC path itself is resolved from
 //!   `/` one component at a time, following only root's symlinks: a user's `~/.cache` made
 //!   a symlink to another user's is refused, naming it and its owner. Below it, every step

@@ -74,6 +74,10 @@ shared /huggingface) or a hub cache directory (~/.cache/huggingface/hub).
 
   hub repos    merged: blobs deduplicated by content name, snapshots and .no_exist markers
                merged, refs merged (the newest, by mtime, wins); hub/.locks is skipped
+  hub/blobs    shared payloads of hub >= 1.33 (blobs/<2hex>/<xet hash>): each once, by
+               hash; their .refs lists merged (union); .lock files skipped
+  checked      every snapshot entry of every repo imported must lead to a file in the
+               store: a repo that does not is an error (exit status 1), named
   datasets/, xet/  copied as they are (entries already in the store are kept)
   token, stored_tokens  never copied; anything else (e.g. modules/) is left alone
 
@@ -84,8 +88,9 @@ verified byte for byte. Temporary files (*.incomplete) and lock files are skippe
 On the way to SRC only root's symlinks are followed (a user's symlink there is refused).
 
   --dry-run   show what would be imported, change nothing
-  --move      delete each source file once the store holds it (verified); empty source
-              directories are removed
+  --move      at the end, delete each source file the store holds (verified); empty
+              source directories are removed. A repo that could not be completed stays
+              whole in SRC, with the shared payloads it links to
   --store     the store to import into
   --group     the group new entries get
 
