@@ -3,6 +3,12 @@
 //! Everything in the shared store belongs to one group and gives that group what its owner
 //! has, whatever umask, primary group or chmod the caller used. That is what lets every member
 //! open every lock file and blob, which the setgid-plus-umask recipe cannot guarantee.
+//!
+//! A few places of the cache layout refine that rule ([`Policy::mode_at`]): shared payloads
+//! stay read-only, their `.refs` stay writable, hf_xet's directories stay writable, and
+//! the private area stays owner-only.
+
+use crate::cache::layout::Place;
 
 /// What people outside the group may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +29,7 @@ pub struct Policy {
 const S_IFMT: u32 = libc::S_IFMT;
 const S_IFDIR: u32 = libc::S_IFDIR;
 const S_IFLNK: u32 = libc::S_IFLNK;
+const S_IFREG: u32 = libc::S_IFREG;
 
 impl Policy {
     /// Permission bits to store (and report) for an inode of type `kind` (`S_IF*`) whose
@@ -62,6 +69,39 @@ impl Policy {
     /// and nothing else, whatever was asked, as huggingface_hub means them (0600).
     pub fn private_mode(&self, mode: u32) -> u32 {
         mode & 0o700
+    }
+
+    /// Permission bits an entry at `place` with on-disk `st_mode` should have: the rule of
+    /// [`Policy::mode`], refined where the cache layout says what an entry is for.
+    ///
+    /// - A shared payload (`hub/blobs/<2hex>/<hash>`) is read-only, as huggingface_hub makes
+    ///   it: owner and group read, others read only with `others=read`; write (and execute)
+    ///   bits are never given, whatever its mode (a 0444 payload becomes 0440, not 0660).
+    /// - Its `.refs` list is appended to by every member that links the payload: owner and
+    ///   group read-write, whatever its mode.
+    /// - hf_xet creates logs and staging files in `xet/`'s directories: owner and group
+    ///   `rwx` (and setgid), whatever their mode.
+    /// - The private area: root's 0700 directories, the owner's bits alone on files.
+    pub fn mode_at(&self, place: Place, st_mode: u32) -> u32 {
+        let kind = st_mode & S_IFMT;
+        let mode = st_mode & 0o7777;
+        match place {
+            _ if kind == S_IFLNK => 0o777,
+            Place::Private if kind == S_IFDIR => 0o700,
+            Place::Private => self.private_mode(mode),
+            Place::Payload if kind == S_IFREG => 0o440 | self.others_read_bits(),
+            Place::PayloadRefs if kind == S_IFREG => self.mode(kind, mode | 0o600),
+            Place::Xet if kind == S_IFDIR => self.mode(kind, mode | 0o700),
+            _ => self.mode(kind, mode),
+        }
+    }
+
+    /// The read bit others get: set only with `others=read`.
+    fn others_read_bits(&self) -> u32 {
+        match self.others {
+            Others::None => 0,
+            Others::Read => 0o004,
+        }
     }
 
     /// Whether a chown/chgrp request may pass: the group can only be ours.
@@ -117,6 +157,21 @@ pub fn needed_private(st: &libc::stat, policy: &Policy) -> Fix {
     };
     Fix {
         gid: None,
+        mode: (kind != libc::S_IFLNK && mode != want).then_some(want),
+    }
+}
+
+/// The changes that make an entry at `place` below the store root follow `policy` as
+/// [`Policy::mode_at`] refines it: what `fix-store` applies and `doctor` checks. Entries of
+/// the private area keep their group (only their owner reaches them); a symlink's own mode
+/// means nothing, so only its group is checked.
+pub fn needed_at(st: &libc::stat, place: Place, policy: &Policy) -> Fix {
+    let kind = st.st_mode & libc::S_IFMT;
+    let mode = st.st_mode & 0o7777;
+    let want = policy.mode_at(place, st.st_mode);
+    let gid = place != Place::Private && st.st_gid != policy.gid;
+    Fix {
+        gid: gid.then_some(policy.gid),
         mode: (kind != libc::S_IFLNK && mode != want).then_some(want),
     }
 }
@@ -302,6 +357,90 @@ mod tests {
         };
         assert!(!needed(&st(libc::S_IFREG, 0o664, 500), &p).is_needed());
         assert_eq!(needed(&st(libc::S_IFREG, 0o666, 500), &p).mode, Some(0o664));
+    }
+
+    #[test]
+    fn payloads_stay_read_only() {
+        let payload = |mode, p: &Policy| needed_at(&st(REG, mode, 500), Place::Payload, p).mode;
+        let read = Policy {
+            gid: 500,
+            others: Others::Read,
+        };
+        // As huggingface_hub makes them: 0400 plus group/other read.
+        assert_eq!(payload(0o440, &P), None);
+        assert_eq!(payload(0o444, &read), None);
+        // Never write bits, whatever the mode: a 0444 payload is not made 0660.
+        assert_eq!(payload(0o444, &P), Some(0o440));
+        assert_eq!(payload(0o400, &P), Some(0o440));
+        assert_eq!(payload(0o644, &P), Some(0o440));
+        assert_eq!(payload(0o666, &read), Some(0o444));
+        assert_eq!(payload(0o755, &read), Some(0o444));
+        assert_eq!(payload(0o000, &P), Some(0o440));
+        // The generic rule would have given group write to a writable one.
+        assert_eq!(needed(&st(REG, 0o644, 500), &P).mode, Some(0o660));
+        // What the daemon reports for a payload the client made 0444 or 0400 is the same.
+        for mode in [0o444, 0o400] {
+            assert_eq!(
+                P.report_mode(REG | mode),
+                REG | P.mode_at(Place::Payload, REG | 0o444)
+            );
+        }
+        assert_eq!(read.report_mode(REG | 0o444), REG | 0o444);
+        // The group, too.
+        assert_eq!(
+            needed_at(&st(REG, 0o440, 0), Place::Payload, &P).gid,
+            Some(500)
+        );
+    }
+
+    #[test]
+    fn refs_locks_and_shards_are_shared_writable() {
+        let at = |place, kind, mode| needed_at(&st(kind, mode, 500), place, &P).mode;
+        // `.refs`: 0666 as the client makes it, appended to by every member.
+        assert_eq!(at(Place::PayloadRefs, REG, 0o666), Some(0o660));
+        assert_eq!(at(Place::PayloadRefs, REG, 0o660), None);
+        assert_eq!(at(Place::PayloadRefs, REG, 0o444), Some(0o660));
+        assert_eq!(at(Place::PayloadRefs, REG, 0o600), Some(0o660));
+        // `<hash>.lock` (a fixed place) and the marker: the policy's rule.
+        assert_eq!(at(Place::Fixed, REG, 0o666), Some(0o660));
+        assert_eq!(at(Place::Fixed, REG, 0o660), None);
+        // Shard directories and the shared blobs directory: setgid, group rwx.
+        assert_eq!(at(Place::Shard, DIR, 0o755), Some(0o2770));
+        assert_eq!(at(Place::SharedBlobs, DIR, 0o2770), None);
+        // A payload-named symlink is still just a symlink.
+        assert_eq!(at(Place::Payload, LNK, 0o777), None);
+    }
+
+    #[test]
+    fn xet_directories_stay_writable() {
+        let at = |place, kind, mode| needed_at(&st(kind, mode, 500), place, &P).mode;
+        assert_eq!(at(Place::Xet, DIR, 0o555), Some(0o2770));
+        assert_eq!(at(Place::Xet, DIR, 0o755), Some(0o2770));
+        assert_eq!(at(Place::Xet, DIR, 0o2770), None);
+        // Its files follow the ordinary rule.
+        assert_eq!(at(Place::Xet, REG, 0o444), Some(0o440));
+        // Elsewhere a read-only directory stays read-only for the group, as its owner chose.
+        assert_eq!(at(Place::Other, DIR, 0o555), Some(0o2550));
+    }
+
+    #[test]
+    fn needed_at_agrees_with_the_older_rules_elsewhere() {
+        for place in [
+            Place::Other,
+            Place::Fixed,
+            Place::Blobs,
+            Place::Hub,
+            Place::Loose,
+        ] {
+            for (kind, mode, gid) in [(REG, 0o644, 0), (DIR, 0o755, 500), (LNK, 0o777, 0)] {
+                let s = st(kind, mode, gid);
+                assert_eq!(needed_at(&s, place, &P), needed(&s, &P));
+            }
+        }
+        for (kind, mode) in [(REG, 0o660), (DIR, 0o2770), (REG, 0o600)] {
+            let s = st(kind, mode, 0);
+            assert_eq!(needed_at(&s, Place::Private, &P), needed_private(&s, &P));
+        }
     }
 
     #[test]

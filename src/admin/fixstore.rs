@@ -1,6 +1,7 @@
 //! `hfcachefs fix-store STORE [--dry-run] [--group G]`: makes every entry of an existing
 //! store follow the policy on disk (configured group, group bits mirroring the owner's,
-//! setgid directories), so that tools reading the store directly, backups and a later
+//! setgid directories; shared payloads read-only, their `.refs` and hf_xet's directories
+//! writable: [`policy::needed_at`]), so that tools reading the store directly, backups and a later
 //! `others=` change see what members see through the mount.
 //!
 //! Changes go through the O_PATH handle of each entry (`fchownat` with `AT_EMPTY_PATH`,
@@ -30,10 +31,13 @@ fn describe(rel: &Path, st: &Stat, fix: &Fix) -> String {
     format!("{}: {}", rel.display(), parts.join(", "))
 }
 
-/// Applies `fix` to the entry behind `node` (see [`claim::give`]: the mode is put back
-/// after the group changes).
-fn apply(node: &Node, fix: &Fix, policy: &Policy) -> sys::SysResult<()> {
-    claim::give(node.fd(), policy, None, fix.gid, fix.mode)
+/// Applies `fix` to the entry behind `node`, at `place` (see [`claim::give`]: the mode the
+/// place wants is put back after the group changes, which may clear setgid bits).
+fn apply(node: &Node, place: Place, fix: &Fix, policy: &Policy) -> sys::SysResult<()> {
+    let mode = fix
+        .mode
+        .or_else(|| fix.gid.map(|_| policy.mode_at(place, node.st.st_mode)));
+    claim::give(node.fd(), policy, None, fix.gid, mode)
 }
 
 /// Moves a shared secret `name` in the store root (made before private names existed, or
@@ -122,16 +126,12 @@ pub fn run(store: &Path, group: Option<&str>, dry: bool) -> CmdResult {
     }
     let walked = walk::walk(&root, &mut |rel, node, place| {
         seen += 1;
-        let fix = if place == Place::Private {
-            policy::needed_private(&node.st, &policy)
-        } else {
-            policy::needed(&node.st, &policy)
-        };
+        let fix = policy::needed_at(&node.st, place, &policy);
         if fix.is_needed() {
             match if dry {
                 Ok(())
             } else {
-                apply(node, &fix, &policy)
+                apply(node, place, &fix, &policy)
             } {
                 Ok(()) => {
                     changed += 1;

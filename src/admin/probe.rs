@@ -293,11 +293,7 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
             }
         }
         if let Some(p) = &policy {
-            let fix = if place == Place::Private {
-                policy::needed_private(&n.st, p)
-            } else {
-                policy::needed(&n.st, p)
-            };
+            let fix = policy::needed_at(&n.st, place, p);
             if fix.is_needed() {
                 s.stray_count += 1;
                 if s.stray.len() < 5 {

@@ -221,11 +221,14 @@ pub enum Place {
     /// Named after a hash and never rewritten: a published blob, everything below
     /// `snapshots/<commit>` or `.no_exist/<commit>`, a blob's lock file.
     Fixed,
+    /// `HF_HOME/xet` and everything below it: hf_xet's logs and staging, which every
+    /// member's hf_xet must be able to create in.
+    Xet,
 }
 
 impl Place {
     /// Every place, in `repr(u8)` order (for keeping one in an atomic).
-    pub const ALL: [Place; 17] = [
+    pub const ALL: [Place; 18] = [
         Place::Root,
         Place::Private,
         Place::Loose,
@@ -243,6 +246,7 @@ impl Place {
         Place::Locks,
         Place::RepoLocks,
         Place::Fixed,
+        Place::Xet,
     ];
 
     /// Whether nothing renames or rewrites what is here: the cache layout itself and what
@@ -250,7 +254,12 @@ impl Place {
     pub fn is_fixed(self) -> bool {
         !matches!(
             self,
-            Place::Root | Place::Private | Place::Loose | Place::Other | Place::PayloadRefs
+            Place::Root
+                | Place::Private
+                | Place::Loose
+                | Place::Other
+                | Place::PayloadRefs
+                | Place::Xet
         )
     }
 }
@@ -266,6 +275,8 @@ pub fn place_of(parent: Place, name: &[u8], kind: u32) -> Place {
     match parent {
         Place::Root if dir && is(PRIVATE_DIR) => Place::Private,
         Place::Root if dir && is(HUB) => Place::Hub,
+        Place::Root if dir && is(XET) => Place::Xet,
+        Place::Xet => Place::Xet,
         // A hub cache at the root (HF_HUB_CACHE=/huggingface) may keep payloads there.
         Place::Root | Place::Hub if dir && is(BLOBS) => Place::SharedBlobs,
         Place::Root if !dir => Place::Loose,
@@ -491,6 +502,14 @@ mod tests {
         assert_eq!(in_repo(&[("trees", DIR), ("0123.json", REG)]), Place::Fixed);
         assert!(Place::Payload.is_fixed() && Place::Shard.is_fixed() && Place::Hub.is_fixed());
         assert!(!Place::PayloadRefs.is_fixed());
+        // hf_xet's tree, all the way down, and only at the root.
+        let xet = [("xet", DIR), ("logs", DIR), ("xet_1.log", REG)];
+        assert_eq!(path(&xet[..1]), Place::Xet);
+        assert_eq!(path(&xet), Place::Xet);
+        assert_eq!(path(&[("xet", DIR), ("models--a--b", DIR)]), Place::Xet);
+        assert!(!Place::Xet.is_fixed());
+        assert_eq!(path(&[("hub", DIR), ("xet", DIR)]), Place::Other);
+        assert_eq!(path(&[("xet", REG)]), Place::Loose);
         // The old layout below `hub/` is unchanged.
         assert_eq!(in_repo(&[("blobs", DIR)]), Place::Blobs);
         assert_eq!(path(&[("hub", DIR), (".locks", DIR)]), Place::Locks);
