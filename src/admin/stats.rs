@@ -1,17 +1,20 @@
 //! `hfcachefs stats [STORE|MOUNTPOINT] [--json]`: what the shared cache holds and what
 //! sharing saves: total size, repos, size per repo and per owner, bytes shared by
-//! deduplication, abandoned temporary files.
+//! deduplication (blobs used by several revisions, payloads linked by several repos, hard
+//! links), abandoned temporary files. Every inode is counted once; repos are sized by what
+//! their revisions use, following blob links to the shared payloads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::format::{human_bytes, json_str};
 use super::mounts;
-use crate::cache::layout::{self, BLOBS, HUB, Place, SNAPSHOTS};
+use crate::cache::layout::{self, HUB, Place, SNAPSHOTS};
+use crate::cache::links::Links;
 use crate::cache::walk::{self, Node, Visit};
 use crate::error::{CmdResult, Error};
 use crate::sys;
@@ -19,7 +22,12 @@ use crate::sys;
 /// One hub repo.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepoStats {
+    /// Its logical size: the content of the distinct blobs its revisions use, following
+    /// blob links to shared payloads (what `hf cache ls` shows for it).
     pub bytes: u64,
+    /// Regular files in its own directory (old-layout blobs, refs, tree listings), each
+    /// inode counted once cache-wide: shared payloads are not in it.
+    pub local_bytes: u64,
     pub files: u64,
     pub revisions: u64,
 }
@@ -27,14 +35,26 @@ pub struct RepoStats {
 /// Everything `stats` reports.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Bytes of regular files, each inode counted once.
+    /// Bytes of regular files (their apparent size), each inode counted once: the physical
+    /// size of the cache, shared payloads and members' private files included.
     pub total_bytes: u64,
     /// Regular files, each inode counted once.
     pub files: u64,
+    /// What every inode of the tree (directories and symlinks too, the root included)
+    /// takes on disk (`st_blocks` x 512), each counted once: what `du -sx` says.
+    pub disk_bytes: u64,
+    /// Shared payloads (`hub/blobs/<2hex>/<hash>`) and their bytes.
+    pub payloads: u64,
+    pub payload_bytes: u64,
     pub repos: BTreeMap<String, RepoStats>,
+    /// Bytes per owner (members' private files are attributed to nobody).
     pub owners: BTreeMap<u32, u64>,
-    /// Bytes more names would take if each blob used by several revisions were a copy.
+    /// Bytes more that snapshot entries would take if each blob used by several of them
+    /// (several revisions) were a copy; links to payloads followed.
     pub snapshot_shared_bytes: u64,
+    /// Bytes more that repos would take if each payload linked by several of them were a
+    /// copy.
+    pub payload_shared_bytes: u64,
     /// Bytes more that hard links inside the tree would take as copies.
     pub hardlink_shared_bytes: u64,
     /// Bytes of files whose other hard links live outside the tree.
@@ -53,12 +73,23 @@ struct Collector {
     stats: Stats,
     /// Path components before the repo directories (`["hub"]` or nothing).
     hub_prefix: Vec<Vec<u8>>,
+    /// Regular files seen: (names seen, size, st_nlink).
     inodes: HashMap<(u64, u64), (u64, u64, u64)>,
-    blob_sizes: HashMap<(String, Vec<u8>), u64>,
-    blob_refs: HashMap<(String, Vec<u8>), u64>,
+    /// Every inode seen, whatever its kind.
+    all: HashSet<(u64, u64)>,
+    links: Links,
 }
 
 impl Collector {
+    fn new(hub_prefix: Vec<Vec<u8>>) -> Collector {
+        let hub: PathBuf = hub_prefix.iter().map(|c| OsStr::from_bytes(c)).collect();
+        Collector {
+            hub_prefix,
+            links: Links::new(&hub),
+            ..Collector::default()
+        }
+    }
+
     /// The repo a path belongs to and the components below it.
     fn repo_of<'p>(&self, rel: &'p Path) -> Option<(String, Vec<&'p [u8]>)> {
         let comps: Vec<&[u8]> = rel.iter().map(|c| c.as_bytes()).collect();
@@ -72,11 +103,35 @@ impl Collector {
         ))
     }
 
+    /// Counts an inode's disk use once.
+    fn on_disk(&mut self, node: &Node) {
+        if self.all.insert(node.id()) {
+            self.stats.disk_bytes += node.st.st_blocks as u64 * 512;
+        }
+    }
+
+    /// Counts a regular file; false if its inode was counted already (another hard link).
+    fn first_name(&mut self, node: &Node) -> bool {
+        let size = node.size();
+        let seen = self.inodes.entry(node.id()).or_insert((0, size, 0));
+        seen.0 += 1;
+        seen.2 = node.st.st_nlink;
+        if seen.0 > 1 {
+            self.stats.hardlink_shared_bytes += size;
+            return false;
+        }
+        self.stats.total_bytes += size;
+        self.stats.files += 1;
+        true
+    }
+
     fn visit(&mut self, rel: &Path, node: &Node, place: Place, now: SystemTime) {
+        self.on_disk(node);
         if place == Place::Private {
             if node.is_file() {
                 self.stats.private_files += 1;
                 self.stats.private_bytes += node.size();
+                self.first_name(node);
             }
             return;
         }
@@ -86,44 +141,26 @@ impl Collector {
                 .stale
                 .push((rel.to_string_lossy().into_owned(), node.size()));
         }
+        self.links.add(rel, node, place);
         let repo = self.repo_of(rel);
         if let Some((repo, below)) = &repo {
             let r = self.stats.repos.entry(repo.clone()).or_default();
             if below.len() == 2 && below[0] == SNAPSHOTS.as_bytes() && node.is_dir() {
                 r.revisions += 1;
             }
-            if below.first() == Some(&SNAPSHOTS.as_bytes()) && node.is_symlink() {
-                if let Ok(target) = sys::readlink(node.fd()) {
-                    if let Some(blob) = layout::blob_of_target(&target) {
-                        *self
-                            .blob_refs
-                            .entry((repo.clone(), blob.to_vec()))
-                            .or_default() += 1;
-                    }
-                }
-            }
         }
-        if !node.is_file() {
+        if !node.is_file() || !self.first_name(node) {
             return;
         }
         let size = node.size();
-        let seen = self.inodes.entry(node.id()).or_insert((0, size, 0));
-        seen.0 += 1;
-        seen.2 = node.st.st_nlink;
-        if seen.0 > 1 {
-            self.stats.hardlink_shared_bytes += size;
-            return;
-        }
-        self.stats.total_bytes += size;
-        self.stats.files += 1;
         *self.stats.owners.entry(node.st.st_uid).or_default() += size;
-        if let Some((repo, below)) = repo {
-            if below.len() == 2 && below[0] == BLOBS.as_bytes() {
-                self.blob_sizes
-                    .insert((repo.clone(), below[1].to_vec()), size);
-            }
+        if place == Place::Payload {
+            self.stats.payloads += 1;
+            self.stats.payload_bytes += size;
+        }
+        if let Some((repo, _)) = repo {
             let r = self.stats.repos.entry(repo).or_default();
-            r.bytes += size;
+            r.local_bytes += size;
             r.files += 1;
         }
     }
@@ -134,26 +171,28 @@ impl Collector {
                 self.stats.linked_outside_bytes += size;
             }
         }
-        for (blob, refs) in &self.blob_refs {
-            if let Some(size) = self.blob_sizes.get(blob) {
-                self.stats.snapshot_shared_bytes += (refs - 1) * size;
-            }
+        for (repo, bytes) in self.links.repo_bytes() {
+            self.stats.repos.entry(repo).or_default().bytes = bytes;
         }
+        self.stats.snapshot_shared_bytes = self.links.snapshot_shared_bytes();
+        self.stats.payload_shared_bytes = self.links.payload_shared_bytes();
         self.stats
     }
 }
 
 /// Collects the statistics of the cache rooted at `root`.
 pub fn collect(root: &Node) -> std::io::Result<Stats> {
-    let mut c = Collector::default();
-    if root
+    let hub = root
         .child_opt(OsStr::new(HUB))
         .ok()
         .flatten()
-        .is_some_and(|h| h.is_dir())
-    {
-        c.hub_prefix = vec![HUB.as_bytes().to_vec()];
-    }
+        .is_some_and(|h| h.is_dir());
+    let mut c = Collector::new(if hub {
+        vec![HUB.as_bytes().to_vec()]
+    } else {
+        Vec::new()
+    });
+    c.on_disk(root);
     let now = SystemTime::now();
     c.stats.walked = walk::walk(root, &mut |rel, node, place| {
         c.visit(rel, node, place, now);
@@ -168,26 +207,44 @@ fn owner_name(uid: u32) -> String {
 
 impl Stats {
     fn shared_bytes(&self) -> u64 {
-        self.snapshot_shared_bytes + self.hardlink_shared_bytes
+        self.snapshot_shared_bytes + self.payload_shared_bytes + self.hardlink_shared_bytes
+    }
+
+    /// What the repos would take each on its own: the sum of their logical sizes.
+    fn logical_bytes(&self) -> u64 {
+        self.repos.values().map(|r| r.bytes).sum()
     }
 
     /// The report for people.
     pub fn render(&self, what: &str) -> String {
         let mut s = format!("hfcachefs stats {what}\n");
         s += &format!(
-            "total: {} in {} files\n",
+            "total: {} in {} files, each counted once ({} on disk)\n",
             human_bytes(self.total_bytes),
-            self.files
+            self.files,
+            human_bytes(self.disk_bytes)
         );
-        s += &format!("repos: {}\n", self.repos.len());
+        if self.payloads > 0 {
+            s += &format!(
+                "shared payloads: {} ({})\n",
+                self.payloads,
+                human_bytes(self.payload_bytes)
+            );
+        }
+        s += &format!(
+            "repos: {} ({} logical: what their revisions use, shared content counted in each)\n",
+            self.repos.len(),
+            human_bytes(self.logical_bytes())
+        );
         let mut repos: Vec<_> = self.repos.iter().collect();
         repos.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0)));
         for (name, r) in repos {
             s += &format!(
-                "  {:>10}  {name}  ({} revisions, {} files)\n",
+                "  {:>10}  {name}  ({} revisions, {} files, {} in its directory)\n",
                 human_bytes(r.bytes),
                 r.revisions,
-                r.files
+                r.files,
+                human_bytes(r.local_bytes)
             );
         }
         s += "owners:\n";
@@ -195,10 +252,11 @@ impl Stats {
             s += &format!("  {:>10}  {}\n", human_bytes(*bytes), owner_name(*uid));
         }
         s += &format!(
-            "shared by deduplication: {} ({} bytes; blobs used by several revisions {}, hard links {})\n",
+            "shared by deduplication: {} ({} bytes; blobs used by several revisions {}, payloads linked by several repos {}, hard links {})\n",
             human_bytes(self.shared_bytes()),
             self.shared_bytes(),
             human_bytes(self.snapshot_shared_bytes),
+            human_bytes(self.payload_shared_bytes),
             human_bytes(self.hardlink_shared_bytes)
         );
         s += &format!(
@@ -232,9 +290,10 @@ impl Stats {
             .iter()
             .map(|(n, r)| {
                 format!(
-                    "{{\"name\":{},\"bytes\":{},\"files\":{},\"revisions\":{}}}",
+                    "{{\"name\":{},\"bytes\":{},\"local_bytes\":{},\"files\":{},\"revisions\":{}}}",
                     json_str(n),
                     r.bytes,
+                    r.local_bytes,
                     r.files,
                     r.revisions
                 )
@@ -256,16 +315,21 @@ impl Stats {
             .map(|(p, b)| format!("{{\"path\":{},\"bytes\":{b}}}", json_str(p)))
             .collect();
         format!(
-            "{{\"path\":{},\"walked\":{},\"total_bytes\":{},\"files\":{},\"repo_count\":{},\"repos\":[{}],\"owners\":[{}],\"shared_bytes\":{},\"snapshot_shared_bytes\":{},\"hardlink_shared_bytes\":{},\"linked_outside_bytes\":{},\"private_files\":{},\"private_bytes\":{},\"stale_temporary\":[{}]}}\n",
+            "{{\"path\":{},\"walked\":{},\"total_bytes\":{},\"files\":{},\"disk_bytes\":{},\"payload_count\":{},\"payload_bytes\":{},\"logical_bytes\":{},\"repo_count\":{},\"repos\":[{}],\"owners\":[{}],\"shared_bytes\":{},\"snapshot_shared_bytes\":{},\"payload_shared_bytes\":{},\"hardlink_shared_bytes\":{},\"linked_outside_bytes\":{},\"private_files\":{},\"private_bytes\":{},\"stale_temporary\":[{}]}}\n",
             json_str(path),
             json_str(walked),
             self.total_bytes,
             self.files,
+            self.disk_bytes,
+            self.payloads,
+            self.payload_bytes,
+            self.logical_bytes(),
             self.repos.len(),
             repos.join(","),
             owners.join(","),
             self.shared_bytes(),
             self.snapshot_shared_bytes,
+            self.payload_shared_bytes,
             self.hardlink_shared_bytes,
             self.linked_outside_bytes,
             self.private_files,
@@ -317,10 +381,7 @@ mod tests {
 
     #[test]
     fn repo_paths_below_hub() {
-        let c = Collector {
-            hub_prefix: vec![b"hub".to_vec()],
-            ..Collector::default()
-        };
+        let c = Collector::new(vec![b"hub".to_vec()]);
         let (repo, below) = c
             .repo_of(Path::new("hub/models--a--b/blobs/x"))
             .expect("a repo path");
@@ -344,6 +405,7 @@ mod tests {
             "models--a".into(),
             RepoStats {
                 bytes: 100,
+                local_bytes: 90,
                 files: 2,
                 revisions: 1,
             },
@@ -351,11 +413,72 @@ mod tests {
         s.stale.push(("hub/x.incomplete".into(), 7));
         let j = s.json("/m", "/s");
         assert!(j.contains("\"shared_bytes\":35"));
-        assert!(j.contains("\"repos\":[{\"name\":\"models--a\",\"bytes\":100"));
+        assert!(j.contains("\"repos\":[{\"name\":\"models--a\",\"bytes\":100,\"local_bytes\":90"));
+        assert!(j.contains("\"logical_bytes\":100,"));
         assert!(j.contains("\"stale_temporary\":[{\"path\":\"hub/x.incomplete\",\"bytes\":7}]"));
         let t = s.render("/m");
         assert!(t.contains("repos: 1"));
         assert!(t.contains("shared by deduplication: 35 B (35 bytes"));
         assert!(t.contains("  hub/x.incomplete"));
+    }
+
+    #[test]
+    fn shared_payloads_are_counted_once_and_followed_for_repos() {
+        use std::os::unix::fs::symlink;
+        let base = std::env::temp_dir().join(format!("hfcachefs-stats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let h = "01".repeat(32);
+        let hub = base.join("hub");
+        std::fs::create_dir_all(hub.join("blobs/01")).unwrap();
+        std::fs::write(hub.join("blobs/.huggingface-shared-blobs"), "1\n").unwrap();
+        std::fs::write(hub.join(format!("blobs/01/{h}")), vec![7u8; 1000]).unwrap();
+        std::fs::write(hub.join(format!("blobs/01/{h}.refs")), "").unwrap();
+        for (repo, revs) in [("models--o--a", 1), ("models--o--b", 2)] {
+            let r = hub.join(repo);
+            std::fs::create_dir_all(r.join("blobs")).unwrap();
+            symlink(format!("../../blobs/01/{h}"), r.join("blobs/e")).unwrap();
+            for c in 0..revs {
+                std::fs::create_dir_all(r.join(format!("snapshots/c{c}"))).unwrap();
+                symlink("../../blobs/e", r.join(format!("snapshots/c{c}/w.bin"))).unwrap();
+            }
+        }
+        // An old-layout repo whose blob is hard-linked from a second repo.
+        let old = hub.join("models--o--old");
+        std::fs::create_dir_all(old.join("blobs")).unwrap();
+        std::fs::create_dir_all(old.join("snapshots/c")).unwrap();
+        std::fs::write(old.join("blobs/x"), vec![1u8; 300]).unwrap();
+        symlink("../../blobs/x", old.join("snapshots/c/x.bin")).unwrap();
+        let copy = hub.join("models--o--copy");
+        std::fs::create_dir_all(copy.join("blobs")).unwrap();
+        std::fs::hard_link(old.join("blobs/x"), copy.join("blobs/x")).unwrap();
+
+        let s = collect(&Node::open_trusted(&base).unwrap()).unwrap();
+        // Files: the payload, its .refs (0), the marker (2), the old blob once.
+        assert_eq!(s.total_bytes, 1000 + 2 + 300);
+        assert_eq!(s.files, 4);
+        assert_eq!((s.payloads, s.payload_bytes), (1, 1000));
+        assert_eq!(s.repos["models--o--a"].bytes, 1000);
+        assert_eq!(s.repos["models--o--a"].local_bytes, 0);
+        assert_eq!(s.repos["models--o--b"].bytes, 1000);
+        assert_eq!(s.repos["models--o--b"].revisions, 2);
+        assert_eq!(s.repos["models--o--old"].bytes, 300);
+        // The hard-linked blob's bytes go to the first of its names walked.
+        let local = |r: &str| s.repos[r].local_bytes;
+        assert_eq!(
+            (local("models--o--copy"), local("models--o--old")),
+            (300, 0)
+        );
+        assert_eq!(s.payload_shared_bytes, 1000);
+        assert_eq!(s.snapshot_shared_bytes, 1000);
+        assert_eq!(s.hardlink_shared_bytes, 300);
+        assert!(
+            s.disk_bytes >= 4096,
+            "directories take blocks: {}",
+            s.disk_bytes
+        );
+        let j = s.json("/m", "/s");
+        assert!(j.contains("\"payload_shared_bytes\":1000,"), "{j}");
+        assert!(j.contains("\"shared_bytes\":2300,"), "{j}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
