@@ -672,6 +672,13 @@ impl Doctor {
         if let Some(c) = nesting_check(&self.mnt, &s) {
             self.push(c);
         }
+        for c in links_checks(&self.mnt, &s) {
+            self.push(c);
+        }
+        let store = mi.source.display().to_string();
+        if let Some(c) = xet_check(&store, &s, policy.is_some()) {
+            self.push(c);
+        }
         if policy.is_some() {
             self.push(secrets_verdict(
                 &s.exposed,
@@ -800,6 +807,246 @@ pub fn nesting_check(mnt: &Path, s: &Scan) -> Option<Check> {
             "nesting that deep is no cache: as a member of the group (not as root), remove it: rm -r -- {}",
             shell_quoted(&first)
         )),
+    )
+}
+
+/// The Hugging Face repo id and `hf download` type flag of a repo directory
+/// (`datasets--org--name` -> `org/name`, ` --repo-type dataset`).
+pub fn repo_id(dir: &str) -> (String, &'static str) {
+    for (prefix, flag) in [
+        ("models--", ""),
+        ("datasets--", " --repo-type dataset"),
+        ("spaces--", " --repo-type space"),
+    ] {
+        if let Some(name) = dir.strip_prefix(prefix) {
+            return (name.replace("--", "/"), flag);
+        }
+    }
+    (dir.to_owned(), "")
+}
+
+/// "(and N more)" when a list names fewer than it counts.
+fn and_more(named: usize, count: u64) -> String {
+    match count.saturating_sub(named as u64) {
+        0 => String::new(),
+        n => format!(" (and {n} more)"),
+    }
+}
+
+/// The verdicts on the links of the hub cache: links that dangle, shared payloads no repo
+/// links to, and `.refs` that disagree with the links. Skipped when the scan stopped at
+/// its cap (part of the tree would make whole ones look broken).
+pub fn links_checks(mnt: &Path, s: &Scan) -> Vec<Check> {
+    if s.capped {
+        return vec![check(
+            "links",
+            Status::Skip,
+            format!(
+                "the scan stopped after {} entries: links and payloads not checked",
+                s.entries
+            ),
+        )];
+    }
+    vec![
+        dangling_check(mnt, s),
+        orphan_payloads_check(mnt, s),
+        payload_refs_check(mnt, s),
+    ]
+}
+
+/// Links that lead nowhere: a snapshot entry whose blob is gone, a repo blob whose shared
+/// payload is gone. Downloading the revision again mends them.
+pub fn dangling_check(mnt: &Path, s: &Scan) -> Check {
+    if s.dangling_count == 0 {
+        return check(
+            "dangling links",
+            Status::Ok,
+            "every snapshot entry reaches its blob, every blob link its payload",
+        );
+    }
+    let named: Vec<String> = s
+        .dangling
+        .iter()
+        .take(3)
+        .map(|d| {
+            format!(
+                "{} ({} missing)",
+                mnt.join(&d.rel).display(),
+                d.missing.as_str()
+            )
+        })
+        .collect();
+    let m = mnt.display();
+    let mut fixes: Vec<String> = s
+        .redownload
+        .iter()
+        .map(|(repo, rev)| {
+            let (id, kind) = repo_id(repo);
+            format!("HF_HOME={m} hf download {id} --revision {rev}{kind}")
+        })
+        .collect();
+    // Blob links no snapshot uses: nothing to download them for.
+    let unused: Vec<String> = s
+        .dangling
+        .iter()
+        .filter(|d| d.revision.is_none())
+        .map(|d| shell_quoted(&mnt.join(&d.rel)))
+        .collect();
+    if !unused.is_empty() {
+        fixes.push(format!("rm -f -- {}", unused.join(" ")));
+    }
+    check(
+        "dangling links",
+        Status::Fail,
+        format!(
+            "{} link(s) lead nowhere, e.g. {}{}",
+            s.dangling_count,
+            named.join(", "),
+            and_more(named.len(), s.dangling_count)
+        ),
+    )
+    .fix(format!(
+        "as a member of the group, download again what they belong to: {}",
+        fixes.join("; ")
+    ))
+}
+
+/// Shared payloads no repo links to: space `hf cache prune` frees (or, for those it leaves
+/// alone, removing them by hand through the mount).
+pub fn orphan_payloads_check(mnt: &Path, s: &Scan) -> Check {
+    if s.orphan_count == 0 {
+        return check(
+            "orphan payloads",
+            Status::Ok,
+            "every shared payload is linked by a repo",
+        );
+    }
+    let named: Vec<String> = s
+        .orphans
+        .iter()
+        .take(3)
+        .map(|o| mnt.join(&o.rel).display().to_string())
+        .collect();
+    let m = mnt.display();
+    let mut fixes = Vec::new();
+    if s.orphan_prunable > 0 {
+        fixes.push(format!("HF_HOME={m} hf cache prune"));
+    }
+    // Payloads prune leaves alone (no readable .refs, or no marked store): by hand.
+    let by_hand: Vec<String> = s
+        .orphans
+        .iter()
+        .filter(|o| !o.prunable)
+        .map(|o| shell_quoted(&mnt.join(&o.rel)))
+        .collect();
+    if !by_hand.is_empty() {
+        let more = and_more(by_hand.len(), s.orphan_count - s.orphan_prunable);
+        fixes.push(format!("rm -f -- {}{more}", by_hand.join(" ")));
+    }
+    check(
+        "orphan payloads",
+        Status::Warn,
+        format!(
+            "{} shared payload(s) ({}) no repo links to, e.g. {}{}; {} of them hf cache prune deletes",
+            s.orphan_count,
+            human_bytes(s.orphan_bytes),
+            named.join(", "),
+            and_more(named.len(), s.orphan_count),
+            s.orphan_prunable
+        ),
+    )
+    .fix(format!(
+        "if no download is running, as a member of the group (not as root): {}",
+        fixes.join("; ")
+    ))
+}
+
+/// `.refs` that do not list a repo link to their payload: `hf cache prune` and `hf cache
+/// rm` trust them, and delete a payload whose `.refs` names no live link.
+pub fn payload_refs_check(mnt: &Path, s: &Scan) -> Check {
+    let stale = match s.stale_lines {
+        0 => String::new(),
+        n => format!("; {n} line(s) name links that are gone (harmless)"),
+    };
+    if s.unlisted_count == 0 {
+        return check(
+            "payload refs",
+            Status::Ok,
+            format!("every link to a shared payload is listed in its .refs{stale}"),
+        );
+    }
+    let appends: Vec<String> = s
+        .unlisted
+        .iter()
+        .map(|u| {
+            format!(
+                "printf '%s\\n' {} >> {}",
+                shell_quoted(Path::new(&u.line)),
+                shell_quoted(&mnt.join(&u.refs))
+            )
+        })
+        .collect();
+    let risk = match s.at_risk {
+        0 => String::new(),
+        n => format!(
+            "; hf cache prune would delete {n} payload(s) repos still use, leaving their links dangling"
+        ),
+    };
+    let status = if s.at_risk > 0 {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    let first = s
+        .unlisted
+        .first()
+        .map(|u| format!(", e.g. {} lacks {}", mnt.join(&u.refs).display(), u.line))
+        .unwrap_or_default();
+    check(
+        "payload refs",
+        status,
+        format!(
+            "{} repo link(s) missing from their payload's .refs{first}{risk}{stale}",
+            s.unlisted_count
+        ),
+    )
+    .fix(format!(
+        "as a member of the group: {}{}",
+        appends.join("; "),
+        and_more(appends.len(), s.unlisted_count)
+    ))
+}
+
+/// The verdict on `xet/`: hf_xet creates logs and staging files in its directories, and a
+/// member who cannot gets `os error 13`. As root the store's directories are checked
+/// against the policy (through the mount they may look writable while the store says
+/// otherwise); as a member, by creating a file in each. `None` when `xet/` was not seen.
+pub fn xet_check(store: &str, s: &Scan, as_root: bool) -> Option<Check> {
+    if s.xet_blocked_count == 0 {
+        return None;
+    }
+    let how = if as_root {
+        "directories in xet/ not setgid, group-owned and group-writable in the store"
+    } else {
+        "directories in xet/ you cannot create files in"
+    };
+    let fix = if as_root {
+        format!("hfcachefs fix-store {store}")
+    } else {
+        format!("ask an administrator to run: hfcachefs fix-store {store}")
+    };
+    Some(
+        check(
+            "xet",
+            Status::Fail,
+            format!(
+                "{} {how} (hf_xet fails there with os error 13), e.g. {}{}",
+                s.xet_blocked_count,
+                s.xet_blocked.join(", "),
+                and_more(s.xet_blocked.len(), s.xet_blocked_count)
+            ),
+        )
+        .fix(fix),
     )
 }
 
@@ -1039,5 +1286,176 @@ mod tests {
         assert_eq!(code, 1);
         assert!(text.contains("[FAIL] b: broken\n       fix: do it"));
         assert!(text.contains("2 problem(s) found: 1 failed, 1 warning(s)"));
+    }
+
+    #[test]
+    fn repo_ids_for_hf_download() {
+        assert_eq!(repo_id("models--org--name"), ("org/name".into(), ""));
+        assert_eq!(repo_id("models--gpt2"), ("gpt2".into(), ""));
+        assert_eq!(
+            repo_id("datasets--o--d"),
+            ("o/d".into(), " --repo-type dataset")
+        );
+        assert_eq!(repo_id("spaces--o--s").1, " --repo-type space");
+    }
+
+    #[test]
+    fn dangling_links_get_a_download_per_revision() {
+        use crate::cache::links::{Dangling, Missing};
+        let m = Path::new("/hf");
+        let c = dangling_check(m, &Scan::default());
+        assert_eq!(c.status, Status::Ok);
+        let s = Scan {
+            dangling: vec![
+                Dangling {
+                    repo: "models--o--m".into(),
+                    revision: Some("c1".into()),
+                    rel: "hub/models--o--m/snapshots/c1/w.bin".into(),
+                    missing: Missing::Payload,
+                },
+                Dangling {
+                    repo: "datasets--o--d".into(),
+                    revision: None,
+                    rel: "hub/datasets--o--d/blobs/e".into(),
+                    missing: Missing::Payload,
+                },
+            ],
+            dangling_count: 5,
+            redownload: vec![
+                ("datasets--o--d".into(), "c2".into()),
+                ("models--o--m".into(), "c1".into()),
+            ],
+            ..Scan::default()
+        };
+        let c = dangling_check(m, &s);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.detail.starts_with(
+                "5 link(s) lead nowhere, e.g. /hf/hub/models--o--m/snapshots/c1/w.bin (payload missing)"
+            ),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.ends_with("(and 3 more)"), "{}", c.detail);
+        assert_eq!(
+            c.fix.as_deref(),
+            Some(
+                "as a member of the group, download again what they belong to: \
+                 HF_HOME=/hf hf download o/d --revision c2 --repo-type dataset; \
+                 HF_HOME=/hf hf download o/m --revision c1; \
+                 rm -f -- '/hf/hub/datasets--o--d/blobs/e'"
+            )
+        );
+    }
+
+    #[test]
+    fn orphan_payloads_are_pruned_or_removed_by_hand() {
+        use crate::cache::links::Orphan;
+        let m = Path::new("/hf");
+        assert_eq!(
+            orphan_payloads_check(m, &Scan::default()).status,
+            Status::Ok
+        );
+        let s = Scan {
+            orphans: vec![
+                Orphan {
+                    rel: "hub/blobs/ab/abc".into(),
+                    size: 2048,
+                    prunable: true,
+                },
+                Orphan {
+                    rel: "hub/blobs/cd/cde".into(),
+                    size: 2048,
+                    prunable: false,
+                },
+            ],
+            orphan_count: 2,
+            orphan_bytes: 4096,
+            orphan_prunable: 1,
+            ..Scan::default()
+        };
+        let c = orphan_payloads_check(m, &s);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.starts_with("2 shared payload(s) (4.0 KiB) no repo links to, e.g. /hf/hub/blobs/ab/abc, /hf/hub/blobs/cd/cde; 1 of them"),
+            "{}",
+            c.detail
+        );
+        assert_eq!(
+            c.fix.as_deref(),
+            Some(
+                "if no download is running, as a member of the group (not as root): \
+                 HF_HOME=/hf hf cache prune; rm -f -- '/hf/hub/blobs/cd/cde'"
+            )
+        );
+    }
+
+    #[test]
+    fn refs_missing_links_are_appended_and_fail_when_prune_would_delete() {
+        use crate::cache::links::Unlisted;
+        let m = Path::new("/hf");
+        let ok = Scan {
+            stale_lines: 2,
+            ..Scan::default()
+        };
+        let c = payload_refs_check(m, &ok);
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.detail
+                .ends_with("2 line(s) name links that are gone (harmless)")
+        );
+        let mut s = Scan {
+            unlisted: vec![Unlisted {
+                refs: "hub/blobs/ab/abc.refs".into(),
+                line: "models--o--m/blobs/e".into(),
+            }],
+            unlisted_count: 1,
+            ..Scan::default()
+        };
+        let c = payload_refs_check(m, &s);
+        assert_eq!(c.status, Status::Warn);
+        assert_eq!(
+            c.fix.as_deref(),
+            Some(
+                "as a member of the group: printf '%s\\n' 'models--o--m/blobs/e' >> '/hf/hub/blobs/ab/abc.refs'"
+            )
+        );
+        s.at_risk = 1;
+        let c = payload_refs_check(m, &s);
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.detail
+                .contains("hf cache prune would delete 1 payload(s) repos still use")
+        );
+    }
+
+    #[test]
+    fn xet_directories_members_cannot_create_in() {
+        assert!(xet_check("/s", &Scan::default(), true).is_none());
+        let s = Scan {
+            xet_blocked: vec!["xet/logs (group 0, mode 0755)".into()],
+            xet_blocked_count: 1,
+            ..Scan::default()
+        };
+        let c = xet_check("/s", &s, true).unwrap();
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("e.g. xet/logs (group 0, mode 0755)"));
+        assert_eq!(c.fix.as_deref(), Some("hfcachefs fix-store /s"));
+        let c = xet_check("/s", &s, false).unwrap();
+        assert!(c.fix.unwrap().starts_with("ask an administrator"));
+    }
+
+    #[test]
+    fn a_capped_scan_checks_no_links() {
+        let s = Scan {
+            capped: true,
+            entries: 9,
+            dangling_count: 1,
+            ..Scan::default()
+        };
+        let c = links_checks(Path::new("/hf"), &s);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].status, Status::Skip);
+        assert_eq!(links_checks(Path::new("/hf"), &Scan::default()).len(), 3);
     }
 }

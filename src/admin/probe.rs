@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::layout::{self, Place};
+use crate::cache::links::{Dangling, Links, Missing, Orphan, Unlisted};
 use crate::cache::walk::{self, Node, Visit};
 use crate::error::{CmdResult, Error};
 use crate::policy::{self, Others, Policy};
@@ -27,6 +28,10 @@ pub const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 const SCAN_CAP: u64 = 200_000;
 /// How many stale temporary files a scan names (it counts them all).
 const STALE_NAMED: usize = 10;
+/// How many findings of each other kind a scan names (it counts them all).
+pub const NAMED: usize = 10;
+/// How many levels of `xet/` a member's scan tries to create files in (`xet/<endpoint>/staging`).
+const XET_TRY_DEPTH: usize = 3;
 /// The hidden first argument that makes `doctor` run one probe and print its result.
 pub const FLAG: &str = "--probe";
 
@@ -186,7 +191,7 @@ fn secrets_probe(mnt: &Path) -> String {
 }
 
 /// What a scan of the tree found.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Scan {
     pub entries: u64,
     pub capped: bool,
@@ -202,9 +207,75 @@ pub struct Scan {
     /// Directories nested too deep to scan below, and the first of them.
     pub too_deep: u64,
     pub first_too_deep: String,
+    /// Links that lead nowhere (snapshot -> blob -> payload): the first [`NAMED`], all
+    /// counted, and the (repo, revision) pairs to download again.
+    pub dangling: Vec<Dangling>,
+    pub dangling_count: u64,
+    pub redownload: Vec<(String, String)>,
+    /// Shared payloads no repo links to: the first [`NAMED`], all counted and summed, and
+    /// how many of them `hf cache prune` deletes.
+    pub orphans: Vec<Orphan>,
+    pub orphan_count: u64,
+    pub orphan_bytes: u64,
+    pub orphan_prunable: u64,
+    /// Repo links their payload's `.refs` does not list: the first [`NAMED`], all counted.
+    pub unlisted: Vec<Unlisted>,
+    pub unlisted_count: u64,
+    /// Payloads `hf cache prune` would delete although repos link them.
+    pub at_risk: u64,
+    /// `.refs` lines naming no current link (harmless).
+    pub stale_lines: u64,
+    /// Directories of `xet/` members cannot create in ("xet/logs (group 0, mode 0755)"):
+    /// against the policy as root, by trying as a member.
+    pub xet_blocked: Vec<String>,
+    pub xet_blocked_count: u64,
+}
+
+/// A path or text on one line of a scan's reply (it loses its rare newlines and tabs).
+fn line(s: &str) -> String {
+    s.replace(['\n', '\t'], "?")
+}
+
+/// A word of a scan's reply (repo names and commits have no spaces; odd ones lose them).
+fn word(s: &str) -> String {
+    line(s).replace(' ', "?")
 }
 
 impl Scan {
+    /// Adds what the links of the cache show (not when the scan stopped at its cap: a
+    /// part of the tree would show payloads as orphans and links as dangling).
+    fn add_links(&mut self, links: &Links) {
+        if self.capped {
+            return;
+        }
+        let f = links.check();
+        self.dangling_count = f.dangling.len() as u64;
+        let mut pairs = std::collections::BTreeSet::new();
+        for d in &f.dangling {
+            if let Some(rev) = &d.revision {
+                pairs.insert((d.repo.clone(), rev.clone()));
+            }
+        }
+        self.redownload = pairs.into_iter().take(NAMED).collect();
+        self.dangling = f.dangling.into_iter().take(NAMED).collect();
+        self.orphan_count = f.orphans.len() as u64;
+        self.orphan_bytes = f.orphans.iter().map(|o| o.size).sum();
+        self.orphan_prunable = f.orphans.iter().filter(|o| o.prunable).count() as u64;
+        self.orphans = f.orphans.into_iter().take(NAMED).collect();
+        self.unlisted_count = f.unlisted.len() as u64;
+        self.unlisted = f.unlisted.into_iter().take(NAMED).collect();
+        self.at_risk = f.at_risk;
+        self.stale_lines = f.stale_lines;
+    }
+
+    /// Notes a directory of `xet/` members cannot create in.
+    fn xet_blocked(&mut self, what: String) {
+        self.xet_blocked_count += 1;
+        if self.xet_blocked.len() < NAMED {
+            self.xet_blocked.push(what);
+        }
+    }
+
     /// One fact a line; paths lose their (rare) newlines.
     fn encode(&self) -> String {
         let mut out = format!(
@@ -226,6 +297,47 @@ impl Scan {
                 self.too_deep,
                 self.first_too_deep.replace('\n', "?")
             );
+        }
+        out += &format!(
+            "dangling_count {}\norphan_count {}\norphan_bytes {}\norphan_prunable {}\nunlisted_count {}\nat_risk {}\nstale_lines {}\nxet_blocked_count {}\n",
+            self.dangling_count,
+            self.orphan_count,
+            self.orphan_bytes,
+            self.orphan_prunable,
+            self.unlisted_count,
+            self.at_risk,
+            self.stale_lines,
+            self.xet_blocked_count
+        );
+        for d in &self.dangling {
+            out += &format!(
+                "dangling {} {} {} {}\n",
+                d.missing.as_str(),
+                word(&d.repo),
+                d.revision.as_deref().map_or("-".to_owned(), word),
+                line(&d.rel.display().to_string())
+            );
+        }
+        for (repo, rev) in &self.redownload {
+            out += &format!("redownload {} {}\n", word(repo), word(rev));
+        }
+        for o in &self.orphans {
+            out += &format!(
+                "orphan {} {} {}\n",
+                o.size,
+                o.prunable as u8,
+                line(&o.rel.display().to_string())
+            );
+        }
+        for u in &self.unlisted {
+            out += &format!(
+                "unlisted {}\t{}\n",
+                line(&u.refs.display().to_string()),
+                line(&u.line)
+            );
+        }
+        for x in &self.xet_blocked {
+            out += &format!("xet {}\n", line(x));
         }
         out + "end\n"
     }
@@ -259,6 +371,50 @@ impl Scan {
                     s.too_deep = n.parse().ok()?;
                     s.first_too_deep = path.to_owned();
                 }
+                "dangling_count" => s.dangling_count = value.parse().ok()?,
+                "orphan_count" => s.orphan_count = value.parse().ok()?,
+                "orphan_bytes" => s.orphan_bytes = value.parse().ok()?,
+                "orphan_prunable" => s.orphan_prunable = value.parse().ok()?,
+                "unlisted_count" => s.unlisted_count = value.parse().ok()?,
+                "at_risk" => s.at_risk = value.parse().ok()?,
+                "stale_lines" => s.stale_lines = value.parse().ok()?,
+                "xet_blocked_count" => s.xet_blocked_count = value.parse().ok()?,
+                "dangling" => {
+                    let mut f = value.splitn(4, ' ');
+                    let missing = Missing::parse(f.next()?)?;
+                    let repo = f.next()?.to_owned();
+                    let revision = Some(f.next()?).filter(|r| *r != "-").map(str::to_owned);
+                    let rel = f.next()?.into();
+                    s.dangling.push(Dangling {
+                        repo,
+                        revision,
+                        rel,
+                        missing,
+                    });
+                }
+                "redownload" => {
+                    let (repo, rev) = value.split_once(' ')?;
+                    s.redownload.push((repo.to_owned(), rev.to_owned()));
+                }
+                "orphan" => {
+                    let mut f = value.splitn(3, ' ');
+                    let size = f.next()?.parse().ok()?;
+                    let prunable = f.next()? == "1";
+                    let rel = f.next()?.into();
+                    s.orphans.push(Orphan {
+                        rel,
+                        size,
+                        prunable,
+                    });
+                }
+                "unlisted" => {
+                    let (refs, line) = value.split_once('\t')?;
+                    s.unlisted.push(Unlisted {
+                        refs: refs.into(),
+                        line: line.to_owned(),
+                    });
+                }
+                "xet" => s.xet_blocked.push(value.to_owned()),
                 _ => return None,
             }
         }
@@ -266,12 +422,60 @@ impl Scan {
     }
 }
 
+/// Whether the caller can create a file in the directory behind `dir` (a member's check of
+/// `xet/` through the mount): creates and removes an unused name. The error when it cannot.
+fn can_create_in(dir: &Node) -> Result<(), i32> {
+    let name = format!(
+        ".hfcachefs-doctor.{}.{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let name = sys::Name::new(std::ffi::OsStr::new(&name))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    drop(sys::open_at(dir.fd(), &name, flags, 0o600)?);
+    sys::unlink_at(dir.fd(), &name, false)
+}
+
 fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
     let node = Node::open_trusted(root)?;
     let mut s = Scan::default();
     let now = SystemTime::now();
+    // The hub cache is `hub/` of an HF_HOME, or the root itself.
+    let hub = match node.child_opt(std::ffi::OsStr::new(layout::HUB)) {
+        Ok(Some(h)) if h.is_dir() => Path::new(layout::HUB),
+        _ => Path::new(""),
+    };
+    let mut links = Links::new(hub);
     let walked = walk::walk(&node, &mut |rel, n, place| {
         s.entries += 1;
+        links.add(rel, n, place);
+        if place == Place::Xet && n.is_dir() {
+            let describe = || {
+                format!(
+                    "{} (group {}, mode {:04o})",
+                    rel.display(),
+                    n.st.st_gid,
+                    n.st.st_mode & 0o7777
+                )
+            };
+            match &policy {
+                // As root, on the store: setgid, the group's, group rwx.
+                Some(p) if policy::needed_at(&n.st, place, p).is_needed() => {
+                    s.xet_blocked(describe());
+                }
+                Some(_) => {}
+                // As a member, through the mount: try.
+                None if rel.components().count() <= XET_TRY_DEPTH => {
+                    if let Err(e) = can_create_in(n) {
+                        let e = io::Error::from_raw_os_error(e);
+                        s.xet_blocked(format!("{}: {e}", describe()));
+                    }
+                }
+                None => {}
+            }
+        }
         // A secret in the store root (not in the private area): every member reads it.
         if policy.is_some()
             && place == Place::Loose
@@ -316,6 +520,7 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
     if let Some(p) = walked.first_too_deep {
         s.first_too_deep = p.display().to_string();
     }
+    s.add_links(&links);
     Ok(s)
 }
 
@@ -385,6 +590,39 @@ mod tests {
             too_deep: 2,
             first_too_deep: "d/d d".into(),
             exposed: vec!["token of uid 7".into()],
+            dangling: vec![
+                Dangling {
+                    repo: "models--o--m".into(),
+                    revision: Some("c0ffee".into()),
+                    rel: "hub/models--o--m/snapshots/c0ffee/a b.bin".into(),
+                    missing: Missing::Payload,
+                },
+                Dangling {
+                    repo: "models--o--m".into(),
+                    revision: None,
+                    rel: "hub/models--o--m/blobs/e".into(),
+                    missing: Missing::Blob,
+                },
+            ],
+            dangling_count: 4,
+            redownload: vec![("models--o--m".into(), "c0ffee".into())],
+            orphans: vec![Orphan {
+                rel: "hub/blobs/ab/ab cd".into(),
+                size: 9,
+                prunable: true,
+            }],
+            orphan_count: 2,
+            orphan_bytes: 99,
+            orphan_prunable: 1,
+            unlisted: vec![Unlisted {
+                refs: "hub/blobs/ab/x y.refs".into(),
+                line: "models--o--m/blobs/e f".into(),
+            }],
+            unlisted_count: 3,
+            at_risk: 1,
+            stale_lines: 5,
+            xet_blocked: vec!["xet/logs (group 0, mode 0755)".into()],
+            xet_blocked_count: 2,
         };
         let d = match Scan::decode(&s.encode()) {
             Some(Ok(d)) => d,
@@ -396,6 +634,14 @@ mod tests {
         assert_eq!((d.too_deep, d.first_too_deep.as_str()), (2, "d/d d"));
         assert_eq!(d.stray, s.stray);
         assert_eq!(d.exposed, s.exposed);
+        assert_eq!((d.dangling_count, &d.dangling), (4, &s.dangling));
+        assert_eq!(d.redownload, s.redownload);
+        assert_eq!(d.orphans, s.orphans);
+        let counts = (d.orphan_count, d.orphan_bytes, d.orphan_prunable);
+        assert_eq!(counts, (2, 99, 1));
+        assert_eq!((d.unlisted_count, &d.unlisted), (3, &s.unlisted));
+        assert_eq!((d.at_risk, d.stale_lines), (1, 5));
+        assert_eq!((d.xet_blocked_count, &d.xet_blocked), (2, &s.xet_blocked));
         assert!(
             Scan::decode("entries 3\n").is_none(),
             "a cut-off reply is no reply"
