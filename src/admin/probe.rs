@@ -466,8 +466,9 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
                     s.xet_blocked(describe());
                 }
                 Some(_) => {}
-                // As a member, through the mount: try.
-                None if rel.components().count() <= XET_TRY_DEPTH => {
+                // As a member, through the mount: try (never as root, which would create
+                // in the store when the group is unknown).
+                None if rel.components().count() <= XET_TRY_DEPTH && !sys::is_root() => {
                     if let Err(e) = can_create_in(n) {
                         let e = io::Error::from_raw_os_error(e);
                         s.xet_blocked(format!("{}: {e}", describe()));
