@@ -18,7 +18,7 @@ use std::time::Instant;
 use super::format::human_bytes;
 use super::mounts::{self, FSTYPE, MountInfo};
 use super::probe::{ANSWER_TIMEOUT, Probe, SCAN_TIMEOUT, Scan, decode_err, in_child};
-use crate::cache::layout::HUB;
+use crate::cache::layout::{self, HUB, RepoType};
 use crate::cache::walk;
 use crate::error::CmdResult;
 use crate::options::{DEFAULT_LOGFILE, MountOptions, Passthrough};
@@ -813,16 +813,12 @@ pub fn nesting_check(mnt: &Path, s: &Scan) -> Option<Check> {
 /// The Hugging Face repo id and `hf download` type flag of a repo directory
 /// (`datasets--org--name` -> `org/name`, ` --repo-type dataset`).
 pub fn repo_id(dir: &str) -> (String, &'static str) {
-    for (prefix, flag) in [
-        ("models--", ""),
-        ("datasets--", " --repo-type dataset"),
-        ("spaces--", " --repo-type space"),
-    ] {
-        if let Some(name) = dir.strip_prefix(prefix) {
-            return (name.replace("--", "/"), flag);
-        }
+    match layout::repo_id(dir) {
+        Some((RepoType::Model, id)) => (id, ""),
+        Some((RepoType::Dataset, id)) => (id, " --repo-type dataset"),
+        Some((RepoType::Space, id)) => (id, " --repo-type space"),
+        None => (dir.to_owned(), ""),
     }
-    (dir.to_owned(), "")
 }
 
 /// "(and N more)" when a list names fewer than it counts.

@@ -70,6 +70,23 @@ pub const IMPORT_TEMP_SUFFIX: &str = ".hfcachefs-import";
 /// How old a temporary download or import file must be before it counts as abandoned.
 pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// A repo's type, in the order of [`REPO_PREFIXES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoType {
+    Model,
+    Dataset,
+    Space,
+}
+
+/// The type and Hub id of a repo directory (`datasets--org--name`: a dataset `org/name`).
+pub fn repo_id(dir: &str) -> Option<(RepoType, String)> {
+    let types = [RepoType::Model, RepoType::Dataset, RepoType::Space];
+    REPO_PREFIXES.iter().zip(types).find_map(|(prefix, t)| {
+        let name = dir.strip_prefix(prefix).filter(|n| !n.is_empty())?;
+        Some((t, name.replace("--", "/")))
+    })
+}
+
 /// Whether a hub cache entry named `name` is a repo directory (`models--org--name` and the
 /// like: a prefix and a name after it).
 pub fn is_repo_dir(name: &[u8]) -> bool {
@@ -526,5 +543,23 @@ mod tests {
         assert_eq!(payload_of_target(b"/etc/passwd"), None);
         assert_eq!(payload_of_target(b"../../blobs/ab/x/y"), None);
         assert!(is_shard(b"0f") && !is_shard(b"0F") && !is_shard(b"abc"));
+    }
+
+    #[test]
+    fn repo_ids() {
+        assert_eq!(
+            repo_id("models--org--m"),
+            Some((RepoType::Model, "org/m".into()))
+        );
+        assert_eq!(
+            repo_id("datasets--d"),
+            Some((RepoType::Dataset, "d".into()))
+        );
+        assert_eq!(
+            repo_id("spaces--o--s"),
+            Some((RepoType::Space, "o/s".into()))
+        );
+        assert_eq!(repo_id("models--"), None);
+        assert_eq!(repo_id("blobs"), None);
     }
 }
