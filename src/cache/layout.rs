@@ -40,6 +40,15 @@ pub const PRIVATE_NAMES: [&str; 2] = [TOKEN, STORED_TOKENS];
 /// hfcachefs's own place in the store root for what each user keeps private (their
 /// secrets): `.hfcachefs-private/<uid>/<name>`, never reachable through the mount.
 pub const PRIVATE_DIR: &str = ".hfcachefs-private";
+/// hfcachefs's own state in the store root (eviction's access record, open-file records,
+/// pins, trash), root's and 0700, never reachable through the mount either.
+pub const STATE_DIR: &str = ".hfcachefs";
+
+/// Whether `name`, in the store root, is one of hfcachefs's own directories, which the
+/// mount neither shows nor lets anyone make.
+pub fn is_hidden_root_name(name: &[u8]) -> bool {
+    name == PRIVATE_DIR.as_bytes() || name == STATE_DIR.as_bytes()
+}
 
 /// The hub cache's lock directory (`.locks/<repo>/<etag>.lock`).
 pub const LOCKS: &str = ".locks";
@@ -57,8 +66,9 @@ pub const BLOBS: &str = "blobs";
 pub const SNAPSHOTS: &str = "snapshots";
 pub const REFS: &str = "refs";
 pub const NO_EXIST: &str = ".no_exist";
-/// A repo's cached tree listings (`trees/<commit>.json`).
+/// A repo's cached tree listings (hub >= 1.33): `trees/<commit>.json`.
 pub const TREES: &str = "trees";
+pub const TREE_SUFFIX: &str = ".json";
 
 /// A download in progress (`blobs/<etag>.incomplete`, `<etag>.<8hex>.incomplete`).
 pub const INCOMPLETE_SUFFIX: &str = ".incomplete";
@@ -122,8 +132,8 @@ pub fn payload_of_target(target: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = target.strip_prefix(b"../../")?;
     let rest = rest.strip_prefix(BLOBS.as_bytes())?.strip_prefix(b"/")?;
     let (shard, hash) = (rest.get(..2)?, rest.get(3..)?);
-    (rest.get(2) == Some(&b'/') && is_shard(shard) && !hash.is_empty() && !hash.contains(&b'/'))
-        .then_some((shard, hash))
+    let plain = !hash.is_empty() && hash != b"." && hash != b".." && !hash.contains(&b'/');
+    (rest.get(2) == Some(&b'/') && is_shard(shard) && plain).then_some((shard, hash))
 }
 
 /// The blob a snapshot symlink `ups` directories below its repo (`snapshots/<commit>/x` is
@@ -290,7 +300,7 @@ pub fn place_of(parent: Place, name: &[u8], kind: u32) -> Place {
     let link = kind == libc::S_IFLNK;
     let temporary = is_temporary(name);
     match parent {
-        Place::Root if dir && is(PRIVATE_DIR) => Place::Private,
+        Place::Root if dir && is_hidden_root_name(name) => Place::Private,
         Place::Root if dir && is(HUB) => Place::Hub,
         Place::Root if dir && is(XET) => Place::Xet,
         Place::Xet => Place::Xet,
@@ -431,6 +441,8 @@ mod tests {
         assert_eq!(blob_of_target(b"../../../blobs/abc"), Some(&b"abc"[..]));
         assert_eq!(blob_of_target(b"../../blobs/"), None);
         assert_eq!(blob_of_target(b"/etc/passwd"), None);
+        assert_eq!(payload_of_target(b"../../blobs/ab/.."), None);
+        assert_eq!(payload_of_target(b"../../other/ab/x"), None);
     }
 
     #[test]
@@ -475,6 +487,8 @@ mod tests {
     #[test]
     fn the_private_area_is_private_all_the_way_down() {
         assert_eq!(path(&[(".hfcachefs-private", DIR)]), Place::Private);
+        assert_eq!(path(&[(".hfcachefs", DIR), ("pins", REG)]), Place::Private);
+        assert!(is_hidden_root_name(b".hfcachefs") && !is_hidden_root_name(b"hub"));
         let token = [(".hfcachefs-private", DIR), ("1000", DIR), ("token", REG)];
         assert_eq!(path(&token), Place::Private);
         assert!(!Place::Private.is_fixed() && !Place::Root.is_fixed());
