@@ -142,7 +142,9 @@ fn parse_private(value: &str) -> Result<Vec<String>, Error> {
         .map(str::to_owned)
         .collect();
     for n in &names {
-        if n == "." || n == ".." || n.contains('/') || n.len() > 255 || n == layout::PRIVATE_DIR {
+        if n == "." || n == ".." || n.contains('/') || n.len() > 255
+            || layout::is_hidden_root_name(n.as_bytes())
+        {
             return err(format!(
                 "private={value}: {n:?} is not a name for the top of the mount"
             ));

@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::inodes::{Inode, InodeTable, ROOT_ID};
-use crate::cache::layout::{PRIVATE_DIR, Place, place_of};
+use crate::cache::layout::{Place, is_hidden_root_name, place_of};
 use crate::claim::{self, CreateError};
 use crate::policy::Policy;
 use crate::sys::{self, Name, Stat, SysResult, TimeSet};
@@ -193,11 +193,11 @@ impl Store {
 
     /// Where the entry `name` of directory `parent` lives for `caller`. A private name
     /// lives in the caller's private directory (`PRIVATE_DIR/<uid>`, made when `make`);
-    /// the private area itself has no name through the mount (ENOENT to find, EPERM to
-    /// make).
+    /// the private area and hfcachefs's state directory have no name through the mount
+    /// (ENOENT to find, EPERM to make).
     fn slot(&self, parent: u64, name: &OsStr, caller: Caller, make: bool) -> SysResult<Slot> {
         let bytes = name.as_bytes();
-        if parent == ROOT_ID && bytes == PRIVATE_DIR.as_bytes() {
+        if parent == ROOT_ID && is_hidden_root_name(bytes) {
             return Err(if make { libc::EPERM } else { libc::ENOENT });
         }
         let name = Name::new(name)?;
@@ -762,9 +762,10 @@ impl Store {
                 Err(e) => return failed(e, added, pos),
             };
             // The root's listing is shared by every caller (the kernel caches it): it shows
-            // neither the private area nor any private name, which are reached by name.
+            // neither hfcachefs's own directories nor any private name, which are reached
+            // by name.
             if dir.inode.id == ROOT_ID
-                && (ent.name == PRIVATE_DIR.as_bytes() || self.is_private(ROOT_ID, &ent.name))
+                && (is_hidden_root_name(&ent.name) || self.is_private(ROOT_ID, &ent.name))
             {
                 *pos = ent.offset;
                 continue;
