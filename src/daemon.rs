@@ -8,15 +8,19 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
 use parking_lot::Mutex;
 
 use crate::error::Error;
+use crate::evict::record::{Recorder, TICK, Tracker};
+use crate::evict::state::StateDir;
+use crate::evict::{self, Target};
 use crate::fs::fuse::{FuseSettings, HfCacheFs};
 use crate::fs::store::Store;
 use crate::fs::timeouts::Timeouts;
@@ -227,9 +231,10 @@ fn fuse_config(o: &MountOptions) -> Config {
 pub fn run(o: &MountOptions) -> Result<(), Error> {
     init_logging(o.debug);
     let gid = prepare(o)?;
-    let fs = open_store(o, gid)?;
+    let tracker = (o.record && !o.read_only).then(|| Arc::new(Tracker::default()));
+    let fs = open_store(o, gid, tracker.clone())?;
     let session = mount(o, fs, gid)?;
-    serve(o, session)
+    serve(o, session, tracker)
 }
 
 /// Checks what mounting needs before anything is mounted: root, the log of a background
@@ -251,7 +256,11 @@ fn prepare(o: &MountOptions) -> Result<u32, Error> {
 
 /// The filesystem serving the store with the group `gid`, once root is known to be able to
 /// give what it creates there to users.
-fn open_store(o: &MountOptions, gid: u32) -> Result<HfCacheFs, Error> {
+fn open_store(
+    o: &MountOptions,
+    gid: u32,
+    tracker: Option<Arc<Tracker>>,
+) -> Result<HfCacheFs, Error> {
     let store_c = CString::new(o.store.as_os_str().as_bytes())
         .map_err(|_| Error::Usage("store path contains a NUL byte".into()))?;
     let failed = |what: &str, e: i32| {
@@ -267,8 +276,11 @@ fn open_store(o: &MountOptions, gid: u32) -> Result<HfCacheFs, Error> {
         gid,
         others: o.others,
     };
-    let store =
+    let mut store =
         Store::new(root, policy, fd_budget(), &o.private).map_err(|e| failed("store", e))?;
+    if let Some(t) = tracker {
+        store = store.with_tracker(t);
+    }
     if !o.read_only {
         store.probe_ownership().map_err(|e| {
             Error::Runtime(format!(
@@ -320,7 +332,11 @@ fn mount(o: &MountOptions, fs: HfCacheFs, gid: u32) -> Result<Session<HfCacheFs>
 
 /// Detaches into the background (unless in the foreground), keeps only the capabilities it
 /// needs, and serves requests until unmounted.
-fn serve(o: &MountOptions, mut session: Session<HfCacheFs>) -> Result<(), Error> {
+fn serve(
+    o: &MountOptions,
+    mut session: Session<HfCacheFs>,
+    tracker: Option<Arc<Tracker>>,
+) -> Result<(), Error> {
     if !o.foreground {
         detach()?;
     }
@@ -328,11 +344,168 @@ fn serve(o: &MountOptions, mut session: Session<HfCacheFs>) -> Result<(), Error>
     sys::keep_only_capabilities(&sys::KEPT_CAPABILITIES)
         .map_err(|e| Error::Runtime(format!("cannot drop capabilities: {e}")))?;
     spawn_unmounter(&mut session, &o.mountpoint)?;
-    session
-        .run()
-        .map_err(|e| Error::Runtime(format!("session ended with an error: {e}")))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = match tracker {
+        Some(t) => spawn_eviction(o, t, Arc::clone(&stop))?,
+        None => Vec::new(),
+    };
+    let ran = session.run();
+    stop.store(true, Ordering::Relaxed);
+    for h in background {
+        let _ = h.join();
+    }
+    ran.map_err(|e| Error::Runtime(format!("session ended with an error: {e}")))?;
     info!("{} unmounted, exiting", o.mountpoint.display());
     Ok(())
+}
+
+/// How often automatic eviction looks at the store though no download finished.
+const EVICT_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// The least time between two automatic eviction checks (each walks the store).
+const EVICT_CHECK_GAP: Duration = Duration::from_secs(5);
+
+/// Starts the recorder thread (the access and open-file records) and, with `max_size=` or
+/// `min_free=`, the eviction thread. Both stop once `stop` is set; the recorder writes its
+/// last batch first.
+fn spawn_eviction(
+    o: &MountOptions,
+    tracker: Arc<Tracker>,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<thread::JoinHandle<()>>, Error> {
+    let open_root = || {
+        let c = CString::new(o.store.as_os_str().as_bytes())
+            .map_err(|_| Error::Usage("store path contains a NUL byte".into()))?;
+        sys::open_root(&c).map_err(|e| {
+            Error::Runtime(format!(
+                "cannot open store {}: {}",
+                o.store.display(),
+                io::Error::from_raw_os_error(e)
+            ))
+        })
+    };
+    let root = open_root()?;
+    let mut recorder = Recorder::new(root.as_fd()).map_err(|e| {
+        Error::Runtime(format!(
+            "cannot keep eviction records in {}/.hfcachefs: {}",
+            o.store.display(),
+            io::Error::from_raw_os_error(e)
+        ))
+    })?;
+    let mut handles = Vec::new();
+    let (t, s) = (Arc::clone(&tracker), Arc::clone(&stop));
+    let spawned = thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || {
+            let mut failing = false;
+            while !s.load(Ordering::Relaxed) {
+                thread::sleep(TICK);
+                match recorder.tick(&t) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        warn!(
+                            "cannot write the access record: {}",
+                            io::Error::from_raw_os_error(e)
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let Err(e) = recorder.finish(&t) {
+                warn!(
+                    "cannot write the access record: {}",
+                    io::Error::from_raw_os_error(e)
+                );
+            }
+        });
+    handles.push(spawned.map_err(|e| Error::Runtime(format!("cannot start the recorder: {e}")))?);
+    let targets: Vec<Target> = o
+        .max_size
+        .map(Target::MaxSize)
+        .into_iter()
+        .chain(o.min_free.map(Target::FreePercent))
+        .collect();
+    if targets.is_empty() {
+        return Ok(handles);
+    }
+    let root = walk_root(open_root()?)?;
+    info!(
+        "automatic eviction: {}",
+        targets
+            .iter()
+            .map(Target::spec)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let spawned = thread::Builder::new()
+        .name("evictor".into())
+        .spawn(move || {
+            let mut last = Instant::now() - EVICT_CHECK_EVERY;
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(TICK);
+                let due = last.elapsed() >= EVICT_CHECK_EVERY
+                    || (last.elapsed() >= EVICT_CHECK_GAP && tracker.take_published());
+                if due {
+                    last = Instant::now();
+                    for t in &targets {
+                        evict_once(&root, t);
+                    }
+                }
+            }
+        });
+    handles.push(spawned.map_err(|e| Error::Runtime(format!("cannot start the evictor: {e}")))?);
+    Ok(handles)
+}
+
+fn walk_root(fd: std::os::fd::OwnedFd) -> Result<crate::cache::walk::Node, Error> {
+    let st = sys::fstat(fd.as_fd())
+        .map_err(|e| Error::Runtime(format!("store: {}", io::Error::from_raw_os_error(e))))?;
+    Ok(crate::cache::walk::Node { fd, st })
+}
+
+/// One automatic eviction towards `t`, logged revision by revision.
+fn evict_once(root: &crate::cache::walk::Node, t: &Target) {
+    let state = match StateDir::open(root.fd(), true) {
+        Ok(s) => s,
+        Err(e) => return warn!("eviction: .hfcachefs: {}", io::Error::from_raw_os_error(e)),
+    };
+    let now = SystemTime::now();
+    let report = match evict::run(root, state.as_ref(), *t, false, now) {
+        Ok(r) => r,
+        Err(e) => return warn!("eviction ({}): {e}", t.spec()),
+    };
+    if report.removed.is_empty() && report.met {
+        return;
+    }
+    for i in &report.removed {
+        info!(
+            "evicted {}@{} ({} bytes; {})",
+            i.repo, i.commit, i.bytes, i.reason
+        );
+    }
+    for i in &report.kept {
+        info!("eviction kept {}@{}: {}", i.repo, i.commit, i.reason);
+    }
+    for e in &report.errors {
+        warn!("eviction: {e}");
+    }
+    let line = evict::summary(&report, t, "daemon", now);
+    if report.met {
+        info!("eviction: {line}");
+    } else {
+        warn!(
+            "eviction: {line} ({})",
+            report.reason.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(s) = &state {
+        if let Err(e) = s.set_last_eviction(&line) {
+            warn!(
+                "eviction: cannot record it: {}",
+                io::Error::from_raw_os_error(e)
+            );
+        }
+    }
 }
 
 /// Stop signals go to one thread, which unmounts; the request threads never see them.

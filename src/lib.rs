@@ -9,7 +9,8 @@
 //! - `options` (a mount's options, as mount(8) passes them), `status` (what a daemon logs
 //!   that `doctor` reads), `claim` (entries root makes in trees users can change), `cache`
 //!   (the Hugging Face cache layout and symlink-safe walks), `policy` (the pure ownership and
-//!   mode rules), `error`;
+//!   mode rules), `evict` (which revisions eviction removes and how, the access and
+//!   open-file records it reads), `error`;
 //! - `sys`: every raw syscall behind a safe wrapper, the only `unsafe`.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod claim;
 pub mod cli;
 pub mod daemon;
 pub mod error;
+pub mod evict;
 pub mod fs;
 pub mod options;
 pub mod policy;

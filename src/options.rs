@@ -83,6 +83,13 @@ pub struct MountOptions {
     pub read_only: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// Automatic eviction: keep the store's files under this many bytes (`max_size=`).
+    pub max_size: Option<u64>,
+    /// Automatic eviction: keep this percentage of the store's disk free (`min_free=`).
+    pub min_free: Option<f64>,
+    /// Whether the daemon keeps the access record and open-file records eviction reads
+    /// (`record=on|off`; off only to measure what they cost).
+    pub record: bool,
 }
 
 /// What the command line asks for.
@@ -95,7 +102,15 @@ pub enum Command {
 
 /// The administration subcommands: given first, these words are never a mountpoint (a
 /// mountpoint named like one is given as `./doctor`).
-pub const SUBCOMMANDS: [&str; 4] = ["doctor", "import", "stats", "fix-store"];
+pub const SUBCOMMANDS: [&str; 7] = [
+    "doctor",
+    "import",
+    "stats",
+    "fix-store",
+    "gc",
+    "pin",
+    "unpin",
+];
 
 fn err<T>(msg: impl Into<String>) -> Result<T, Error> {
     Err(Error::Usage(msg.into()))
@@ -134,6 +149,60 @@ fn parse_seconds(key: &str, value: &str) -> Result<Duration, Error> {
     }
 }
 
+/// A size as people write it: bytes, or a number with K, M, G, T or P (powers of 1024,
+/// an optional trailing `B` or `iB`): `500M`, `2G`, `1.5T`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    let t = upper.as_str();
+    let t = t
+        .strip_suffix("IB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                'P' => 50,
+                _ => {
+                    return Err(format!(
+                        "{s}: unknown unit {c:?} (expected K, M, G, T or P)"
+                    ));
+                }
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let bytes = num.parse::<f64>().map(|n| n * (1u64 << shift) as f64);
+    match bytes {
+        Ok(b) if (0.0..1.8e19).contains(&b) => Ok(b.round() as u64),
+        _ => Err(format!("{s}: expected a size such as 500M, 2G or 1.5T")),
+    }
+}
+
+/// A duration as people write it: a number with s, m, h, d or w: `30d`, `12h`, `1.5h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let unit = t.chars().last().unwrap_or(' ');
+    let secs = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86400.0,
+        'w' => 7.0 * 86400.0,
+        _ => return Err(format!("{s}: expected a duration such as 30d, 12h or 90m")),
+    };
+    match t[..t.len() - 1].parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * secs < 1e15 => {
+            Ok(Duration::from_secs_f64(n * secs))
+        }
+        _ => Err(format!("{s}: expected a duration such as 30d, 12h or 90m")),
+    }
+}
+
 /// The `private=NAME[:NAME...]` list: single names for the top of the mount (empty: none).
 fn parse_private(value: &str) -> Result<Vec<String>, Error> {
     let names: Vec<String> = value
@@ -142,7 +211,10 @@ fn parse_private(value: &str) -> Result<Vec<String>, Error> {
         .map(str::to_owned)
         .collect();
     for n in &names {
-        if n == "." || n == ".." || n.contains('/') || n.len() > 255
+        if n == "."
+            || n == ".."
+            || n.contains('/')
+            || n.len() > 255
             || layout::is_hidden_root_name(n.as_bytes())
         {
             return err(format!(
@@ -233,6 +305,9 @@ impl MountOptions {
             read_only: false,
             noexec: false,
             noatime: false,
+            max_size: None,
+            min_free: None,
+            record: true,
         }
     }
 
@@ -265,6 +340,17 @@ impl MountOptions {
             ("entry_timeout", Some(v)) => self.entry_timeout = Some(parse_seconds(key, v)?),
             ("attr_timeout", Some(v)) => self.attr_timeout = Some(parse_seconds(key, v)?),
             ("content_timeout", Some(v)) => self.content_timeout = Some(parse_seconds(key, v)?),
+            ("max_size", Some(v)) => {
+                self.max_size =
+                    Some(parse_size(v).map_err(|e| Error::Usage(format!("max_size={e}")))?)
+            }
+            ("min_free", Some(v)) => match v.trim_end_matches('%').parse::<f64>() {
+                Ok(p) if (0.0..100.0).contains(&p) => self.min_free = Some(p),
+                _ => return err(format!("min_free={v}: expected a percentage from 0 to 99")),
+            },
+            ("record", Some("on")) => self.record = true,
+            ("record", Some("off")) => self.record = false,
+            ("record", Some(v)) => return err(format!("record={v}: expected on or off")),
             ("foreground", None) => self.foreground = true,
             ("debug", None) => {
                 self.debug = true;
@@ -426,6 +512,30 @@ mod tests {
         assert!(usage(&["/mnt", "-o", "remount,ro"]).contains("mount -i"));
         assert!(usage(&["fix-store", "/s"]).contains("./fix-store"));
         assert!(matches!(parse(["./doctor"]), Ok(Command::Mount(_))));
+    }
+
+    #[test]
+    fn sizes_durations_and_eviction_options() {
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5T"), Ok(3 << 39));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("3gb"), Ok(3 << 30));
+        for bad in ["", "M", "-1G", "2X", "1e30T", "nanG"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        for bad in ["", "30", "d", "-1d", "3y"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let o = mount(&["/m", "-o", "max_size=10G,min_free=15%"]);
+        assert_eq!((o.max_size, o.min_free), (Some(10 << 30), Some(15.0)));
+        assert!(o.record && !mount(&["/m", "-o", "record=off"]).record);
+        assert!(usage(&["/m", "-o", "max_size=lots"]).contains("max_size=lots"));
+        assert!(usage(&["/m", "-o", "min_free=100"]).contains("min_free"));
     }
 
     #[test]

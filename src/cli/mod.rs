@@ -10,9 +10,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::admin::{self, doctor, fixstore, import, probe, stats};
+use crate::admin::{self, doctor, fixstore, gc, import, pin, probe, stats};
 use crate::error::{CmdResult, Error};
-use crate::options::{self, Command, DEFAULT_STORE, SUBCOMMANDS};
+use crate::evict::Target;
+use crate::options::{self, Command, DEFAULT_STORE, SUBCOMMANDS, parse_duration, parse_size};
 use args::Parsed;
 
 /// Runs the command line `argv` (without the program name).
@@ -125,7 +126,71 @@ fn subcommand(name: &str, rest: &[String]) -> CmdResult {
             admin::require_root()?;
             fixstore::run(Path::new(store), a.value("--group"), a.has("--dry-run"))
         }
+        "gc" => {
+            let valued = ["--max-size", "--free", "--older-than"];
+            let Some(a) = flags(rest, usage::GC, &["--dry-run", "--json"], &valued)? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            gc::run(&gc::Options {
+                path: one_path(&a, "/huggingface", "MOUNTPOINT")?,
+                target: gc_target(&a)?,
+                dry_run: a.has("--dry-run"),
+                json: a.has("--json"),
+            })
+        }
+        "pin" | "unpin" => {
+            let help = if name == "pin" {
+                usage::PIN
+            } else {
+                usage::UNPIN
+            };
+            let Some(a) = flags(rest, help, &[], &[])? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let (spec, path) = match a.positional.as_slice() {
+                [] if name == "pin" => (None, "/huggingface"),
+                [s] => (Some(s.as_str()), "/huggingface"),
+                [s, p] => (Some(s.as_str()), p.as_str()),
+                _ => {
+                    return Err(Error::Usage(
+                        "expected REPO[@REVISION] [MOUNTPOINT] (see --help)".into(),
+                    ));
+                }
+            };
+            pin::run(Path::new(path), spec, name == "pin")
+        }
         _ => unreachable!("SUBCOMMANDS and this match list the same names"),
+    }
+}
+
+/// The one goal of `gc`.
+fn gc_target(a: &args::Args) -> Result<Target, Error> {
+    let bad = |flag: &str, e: String| Error::Usage(format!("{flag} {e}"));
+    let goals: Vec<Target> = [
+        a.value("--max-size").map(|v| {
+            parse_size(v)
+                .map(Target::MaxSize)
+                .map_err(|e| bad("--max-size", e))
+        }),
+        a.value("--free").map(|v| {
+            parse_size(v)
+                .map(Target::Free)
+                .map_err(|e| bad("--free", e))
+        }),
+        a.value("--older-than").map(|v| {
+            parse_duration(v)
+                .map(Target::OlderThan)
+                .map_err(|e| bad("--older-than", e))
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Result<_, _>>()?;
+    match goals.as_slice() {
+        [t] => Ok(*t),
+        _ => Err(Error::Usage(
+            "expected exactly one of --max-size, --free, --older-than (see --help)".into(),
+        )),
     }
 }
 
@@ -155,6 +220,12 @@ mod tests {
         assert!(usage("import", &["--dry-run"]).contains("at least one SRC"));
         assert!(usage("stats", &["--bogus"]).contains("--bogus"));
         assert!(usage("fix-store", &[]).contains("exactly one STORE"));
+        assert!(usage("gc", &[]).contains("exactly one of"));
+        assert!(usage("gc", &["--max-size", "1G", "--free", "1G"]).contains("exactly one of"));
+        assert!(usage("gc", &["--max-size", "lots"]).contains("--max-size lots"));
+        assert!(usage("gc", &["--older-than", "3"]).contains("--older-than 3"));
+        assert!(usage("unpin", &[]).contains("REPO"));
+        assert!(usage("pin", &["o/m@"]).contains("REPO[@REVISION]"));
     }
 
     #[test]

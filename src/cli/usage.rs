@@ -49,6 +49,17 @@ Administration (each has --help; a mountpoint named like one is given as ./docto
   hfcachefs import SRC... [--store S]    move users' caches into the store, deduplicated
   hfcachefs stats [STORE|MOUNTPOINT]     sizes per repo and owner, savings, stale files
   hfcachefs fix-store STORE [--dry-run]  make every store entry follow the policy
+  hfcachefs gc [MOUNTPOINT] --max-size SIZE|--free SIZE|--older-than DURATION
+                                         evict least recently used revisions
+  hfcachefs pin [REPO[@REVISION]]        list pins, or keep a repo or revision from eviction
+  hfcachefs unpin REPO[@REVISION]        remove a pin
+
+Eviction options:
+  max_size=SIZE       evict least recently used revisions in the background when the
+                      store's files pass SIZE (500M, 2G, 1.5T: powers of 1024)
+  min_free=PERCENT    ... when less than PERCENT of the store's disk is free
+  record=on|off       the access and open-file records eviction reads (default on; off
+                      only to measure them: gc then knows no open file of this mount)
 ";
 
 pub const DOCTOR: &str = "\
@@ -118,4 +129,46 @@ Prints each change; --dry-run prints them without changing anything.
 
 The group (and others=) come from the hfcachefs mount serving STORE, if any, else the
 default group hf-users; --group overrides. Must run as root.
+";
+
+pub const GC: &str = "\
+Usage: hfcachefs gc [MOUNTPOINT] (--max-size SIZE | --free SIZE | --older-than DURATION)
+                    [--dry-run] [--json]
+
+Removes whole revisions from the shared cache at MOUNTPOINT (default /huggingface; a
+store directory works too), least recently used first, until the goal is met:
+  --max-size SIZE      the store's files take at most SIZE (500M, 2G, 1.5T; powers of 1024)
+  --free SIZE          at least SIZE free on the store's disk
+  --older-than DURATION  no revision unused for longer (30d, 12h, 90m)
+A revision is used when any of its files is opened through a mount (the daemons record
+it); revisions never opened through a mount count from their files' times.
+
+A revision goes with the refs pointing at it; then the blobs and shared payloads no
+remaining revision links to; then repos left empty (with their locks). Never removed: a
+revision with a file open through any hfcachefs mount of the store (on any host), one
+whose repo has a download in progress (an .incomplete file, a held lock), a pinned one
+(see hfcachefs pin). Safe to interrupt: the next run finishes what was left.
+
+  --dry-run   print the plan, change nothing (members may run it; through the mount
+              they see files' times only)
+  --json      one JSON object
+
+Exit status 0 when the goal is met, 1 when not (the reason is printed), 2 for bad
+arguments. Removing needs root.
+";
+
+pub const PIN: &str = "\
+Usage: hfcachefs pin [REPO[@REVISION]] [MOUNTPOINT]
+
+Keeps a repo (all its revisions) or one revision from eviction (gc and max_size=/min_free=
+of the mount at MOUNTPOINT, default /huggingface; a store directory works too). REPO is
+org/name (a model), datasets/org/name, spaces/org/name or models--org--name; REVISION a
+commit or a ref (main: whatever it points to when eviction runs). Without REPO, lists the
+pins. Pins are kept in the store. Must run as root.
+";
+
+pub const UNPIN: &str = "\
+Usage: hfcachefs unpin REPO[@REVISION] [MOUNTPOINT]
+
+Removes a pin made with hfcachefs pin (written the same way). Must run as root.
 ";

@@ -87,6 +87,11 @@ impl Inode {
         closed
     }
 
+    /// The store inode number (what eviction's records name a file by).
+    pub fn ino(&self) -> u64 {
+        self.key.1
+    }
+
     pub fn place(&self) -> Place {
         Place::ALL[usize::from(self.place.load(Ordering::Relaxed))]
     }

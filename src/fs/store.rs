@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use super::inodes::{Inode, InodeTable, ROOT_ID};
 use crate::cache::layout::{Place, is_hidden_root_name, place_of};
 use crate::claim::{self, CreateError};
+use crate::evict::record::Tracker;
 use crate::policy::Policy;
 use crate::sys::{self, Name, Stat, SysResult, TimeSet};
 
@@ -38,6 +39,8 @@ pub struct Caller {
 /// taken through two opens exclude each other as they would on a local filesystem.
 pub struct OpenFile {
     pub fd: Arc<OwnedFd>,
+    /// The store inode number, for the open-file record (`None`: not recorded).
+    recorded: Option<u64>,
 }
 
 /// An open directory stream and the position the kernel last asked for.
@@ -84,6 +87,8 @@ pub struct Store {
     files: DashMap<u64, Arc<OpenFile>>,
     dirs: DashMap<u64, Arc<OpenDir>>,
     next_handle: AtomicU64,
+    /// Opens and downloads noted for eviction (`record=on`).
+    tracker: Option<Arc<Tracker>>,
 }
 
 fn kind_of(st: &Stat) -> u32 {
@@ -110,7 +115,15 @@ impl Store {
             files: DashMap::new(),
             dirs: DashMap::new(),
             next_handle: AtomicU64::new(1),
+            tracker: None,
         })
+    }
+
+    /// Notes every open of a shared file (a create too: a download is a use), every
+    /// release, and every download published into a repo's `blobs/`, in `tracker`.
+    pub fn with_tracker(mut self, tracker: Arc<Tracker>) -> Store {
+        self.tracker = Some(tracker);
+        self
     }
 
     /// Checks that the daemon can give files away in the store, as every create must: a
@@ -407,7 +420,7 @@ impl Store {
                 });
                 match claimed {
                     Ok(entry) => {
-                        let fh = self.add_file(fd);
+                        let fh = self.add_file(fd, &entry.inode);
                         Ok((entry, fh))
                     }
                     Err(e) => {
@@ -471,10 +484,20 @@ impl Store {
         }
     }
 
-    fn add_file(&self, fd: OwnedFd) -> u64 {
+    fn add_file(&self, fd: OwnedFd, inode: &Inode) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .insert(fh, Arc::new(OpenFile { fd: Arc::new(fd) }));
+        let recorded = match &self.tracker {
+            Some(t) if inode.place() != Place::Private => {
+                t.opened(inode.ino());
+                Some(inode.ino())
+            }
+            _ => None,
+        };
+        let file = OpenFile {
+            fd: Arc::new(fd),
+            recorded,
+        };
+        self.files.insert(fh, Arc::new(file));
         fh
     }
 
@@ -489,7 +512,7 @@ impl Store {
             });
         }
         let fd = sys::reopen(inode.fd()?.as_fd(), open_flags(flags))?;
-        Ok(self.add_file(fd))
+        Ok(self.add_file(fd, &inode))
     }
 
     /// A read-only descriptor of a regular file, to register as a passthrough backing file.
@@ -511,7 +534,12 @@ impl Store {
     /// Closes an open file; its store descriptor, and so any flock held through it, goes
     /// with the last user.
     pub fn release(&self, fh: u64) {
-        self.files.remove(&fh);
+        let removed = self.files.remove(&fh);
+        if let (Some(t), Some((_, f))) = (&self.tracker, removed) {
+            if let Some(ino) = f.recorded {
+                t.closed(ino);
+            }
+        }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
@@ -656,6 +684,11 @@ impl Store {
         )?;
         if to_private && !from_private {
             self.make_private(&to, caller)?;
+        }
+        if to.place == Place::Blobs {
+            if let Some(t) = &self.tracker {
+                t.published();
+            }
         }
         Ok(())
     }

@@ -1,0 +1,541 @@
+//! Eviction: keeping a shared cache within its disk by removing whole revisions, least
+//! recently used first, never one a reader has open, a download is filling, or an
+//! administrator pinned. `hfcachefs gc` runs it by hand, the daemon in the background
+//! (`max_size=`, `min_free=`).
+//!
+//! - `plan`: the pure planner; `scan`: what the store holds and what protects it;
+//!   `state`: hfcachefs's records in `.hfcachefs/`; `record`: the daemon's side of them.
+//!
+//! Removal order, so that no client ever sees a revision that looks complete but is not,
+//! even if eviction is killed half way: first the refs pointing at a revision (a ref to a
+//! missing snapshot is what `scan_cache_dir` calls corrupted), then its snapshot, moved in
+//! one rename to `.hfcachefs/trash/`; only then the blobs and shared payloads no remaining
+//! snapshot links to (read from the trash, so a killed run's next run finishes them);
+//! then repos left empty; the trash is emptied last.
+
+pub mod plan;
+pub mod record;
+pub mod scan;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, SystemTime};
+
+use crate::cache::layout::{self, BLOBS, LOCKS, NO_EXIST, REFS, SNAPSHOTS, TREE_SUFFIX, TREES};
+use crate::cache::walk::{Node, Visit, walk};
+use crate::sys::{self, Name};
+use plan::{Goal, Keep, Plan};
+use scan::{Inventory, child, io_err};
+use state::{StateDir, TRASH_DIR};
+
+/// What the caller wants.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// The store's files at most this many bytes.
+    MaxSize(u64),
+    /// At least this many bytes free on the store's disk.
+    Free(u64),
+    /// At least this percentage of the store's disk free.
+    FreePercent(f64),
+    /// No revision unused for this long.
+    OlderThan(Duration),
+}
+
+impl Target {
+    /// The goal as a mount option or gc flag would write it.
+    pub fn spec(&self) -> String {
+        match self {
+            Target::MaxSize(b) => format!("max_size={b}"),
+            Target::Free(b) => format!("free={b}"),
+            Target::FreePercent(p) => format!("min_free={p}%"),
+            Target::OlderThan(d) => format!("older_than={}", human_duration(*d)),
+        }
+    }
+}
+
+/// One line about an eviction run by `by`, for the log and `.hfcachefs/last-eviction`.
+pub fn summary(r: &Report, t: &Target, by: &str, now: SystemTime) -> String {
+    format!(
+        "{} {by}: {}; removed {} revision(s), freed {} bytes; goal {}",
+        state::secs(now),
+        t.spec(),
+        r.removed.len(),
+        r.freed,
+        if r.met { "met" } else { "not met" }
+    )
+}
+
+/// A duration in its largest sensible unit (`90s`, `12m`, `5h`, `30d`).
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// One revision in a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub repo: String,
+    pub commit: String,
+    pub last_used: u64,
+    /// Bytes its removal frees (removed), or why it stays (kept).
+    pub bytes: u64,
+    pub reason: String,
+}
+
+/// What an eviction did (or, dry, would do).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub dry_run: bool,
+    pub store_bytes: u64,
+    pub avail_bytes: u64,
+    /// Bytes the goal asked to free (for `OlderThan`, what the old revisions hold).
+    pub need: u64,
+    pub removed: Vec<Item>,
+    pub kept: Vec<Item>,
+    pub freed: u64,
+    pub met: bool,
+    /// Why the goal was not met, when it was not.
+    pub reason: Option<String>,
+    pub errors: Vec<String>,
+}
+
+/// Plans (and unless `dry_run`, carries out) the eviction reaching `target` in the store
+/// whose root (or mountpoint, for a member's dry run) is `root`. Without `state`, files'
+/// times alone say what was used when, and nothing is known to be open or pinned.
+pub fn run(
+    root: &Node,
+    state: Option<&StateDir>,
+    target: Target,
+    dry_run: bool,
+    now: SystemTime,
+) -> io::Result<Report> {
+    let mut report = Report {
+        dry_run,
+        ..Report::default()
+    };
+    let _lock = match (dry_run, state) {
+        (true, _) => None,
+        (false, None) => return Err(io::Error::other("the store has no .hfcachefs/ state")),
+        (false, Some(s)) => match s.try_lock().map_err(io_err)? {
+            Some(l) => Some(l),
+            None => {
+                return Err(io::Error::other(
+                    "another eviction of this store is running",
+                ));
+            }
+        },
+    };
+    if let (false, Some(s)) = (dry_run, state) {
+        finish_trash(root, s, &mut report.errors)?;
+    }
+    let inv = scan::scan(root, state, now)?;
+    let vfs = sys::fstatvfs(root.fd()).map_err(io_err)?;
+    let frsize = vfs.f_frsize as u64;
+    report.store_bytes = inv.total_bytes;
+    report.avail_bytes = vfs.f_bavail as u64 * frsize;
+    let goal = match target {
+        Target::MaxSize(max) => Goal::Free(inv.total_bytes.saturating_sub(max)),
+        Target::Free(want) => Goal::Free(want.saturating_sub(report.avail_bytes)),
+        Target::FreePercent(p) => {
+            let want = (vfs.f_blocks as u64 * frsize) as f64 * p / 100.0;
+            Goal::Free((want as u64).saturating_sub(report.avail_bytes))
+        }
+        Target::OlderThan(d) => Goal::UnusedSince(state::secs(now).saturating_sub(d.as_secs())),
+    };
+    let p = plan::plan(&inv.revisions, &inv.sizes, goal);
+    report.need = match goal {
+        Goal::Free(n) => n,
+        Goal::UnusedSince(_) => p.freed,
+    };
+    let done: Vec<(usize, u64)> = match (dry_run, state) {
+        (false, Some(s)) => execute(root, s, &inv, &p, now, &mut report)?,
+        _ => p.remove.clone(),
+    };
+    let item = |i: usize, bytes: u64, reason: String| Item {
+        repo: inv.revisions[i].repo.clone(),
+        commit: inv.revisions[i].commit.clone(),
+        last_used: inv.revisions[i].last_used,
+        bytes,
+        reason,
+    };
+    for &(i, bytes) in &done {
+        let r = &inv.revisions[i];
+        let age = state::secs(now).saturating_sub(r.last_used);
+        report.removed.push(item(
+            i,
+            bytes,
+            format!(
+                "least recently used: last used {} ago",
+                human_duration(Duration::from_secs(age))
+            ),
+        ));
+        report.freed += bytes;
+    }
+    for (i, k) in &p.kept {
+        report.kept.push(item(*i, 0, k.reason()));
+    }
+    report.met = match goal {
+        Goal::Free(n) => report.freed >= n,
+        Goal::UnusedSince(_) => report.kept.is_empty() && report.removed.len() == p.remove.len(),
+    };
+    if !report.met {
+        report.reason = Some(if report.kept.is_empty() {
+            "not enough revisions left to remove".to_owned()
+        } else {
+            format!(
+                "{} revision(s) that would have gone are kept (open, downloading or pinned)",
+                report.kept.len()
+            )
+        });
+    }
+    Ok(report)
+}
+
+fn name(n: &OsStr) -> io::Result<Name> {
+    Name::new(n).map_err(io_err)
+}
+
+/// A trash name no other entry has: `<kind>@<repo>@<rest>@<pid>.<n>`.
+fn trash_name(trash: &Node, kind: &str, repo: &str, rest: &str) -> io::Result<OsString> {
+    for n in 0.. {
+        let candidate = OsString::from(format!("{kind}@{repo}@{rest}@{}.{n}", std::process::id()));
+        if child(trash, &candidate)?.is_none() {
+            return Ok(candidate);
+        }
+    }
+    unreachable!("some name is free")
+}
+
+/// Moves the entry `n` of `dir` into the trash as a `kind` entry; false if it was gone.
+fn to_trash(
+    dir: &Node,
+    n: &OsStr,
+    trash: &Node,
+    kind: &str,
+    repo: &str,
+    rest: &str,
+) -> io::Result<bool> {
+    let t = trash_name(trash, kind, repo, rest)?;
+    match sys::rename_at(
+        dir.fd(),
+        &name(n)?,
+        trash.fd(),
+        &name(&t)?,
+        libc::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(true),
+        Err(libc::ENOENT) => Ok(false),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Removes the planned revisions (each checked again for open files just before), then
+/// what only they linked to, then repos left empty. Returns the revisions removed.
+fn execute(
+    root: &Node,
+    s: &StateDir,
+    inv: &Inventory,
+    p: &Plan,
+    now: SystemTime,
+    report: &mut Report,
+) -> io::Result<Vec<(usize, u64)>> {
+    let mut done = Vec::new();
+    if p.remove.is_empty() {
+        return Ok(done);
+    }
+    let Some(hub) = inv.hub(root)? else {
+        return Ok(done);
+    };
+    let trash = trash_node(s)?;
+    let mut candidates: BTreeMap<String, BTreeSet<OsString>> = BTreeMap::new();
+    for &(i, bytes) in &p.remove {
+        let r = &inv.revisions[i];
+        let place = &inv.places[i];
+        let open = s.open_inodes(SystemTime::now()).map_err(io_err)?;
+        if r.files.iter().any(|f| open.contains(f)) {
+            report.kept.push(Item {
+                repo: r.repo.clone(),
+                commit: r.commit.clone(),
+                last_used: r.last_used,
+                bytes: 0,
+                reason: Keep::Open("opened while evicting".into()).reason(),
+            });
+            continue;
+        }
+        match remove_revision(&hub, &trash, &r.repo, &r.commit, &place.refs) {
+            Ok(()) => {
+                candidates
+                    .entry(r.repo.clone())
+                    .or_default()
+                    .extend(place.blob_names.iter().cloned());
+                done.push((i, bytes));
+            }
+            Err(e) => report.errors.push(format!("{}@{}: {e}", r.repo, r.commit)),
+        }
+    }
+    sweep(&hub, &candidates, &mut report.errors)?;
+    let busy: HashSet<&str> = inv
+        .repos
+        .iter()
+        .filter(|r| r.busy.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    for repo in candidates.keys().filter(|r| !busy.contains(r.as_str())) {
+        if let Err(e) = remove_if_empty(&hub, &trash, repo, now) {
+            report.errors.push(format!("{repo}: {e}"));
+        }
+    }
+    drop(trash);
+    empty_trash(s, &mut report.errors);
+    Ok(done)
+}
+
+fn trash_node(s: &StateDir) -> io::Result<Node> {
+    let fd = s
+        .subdir(TRASH_DIR, true)
+        .map_err(io_err)?
+        .ok_or_else(|| io_err(libc::ENOENT))?;
+    let st = sys::fstat(fd.as_fd()).map_err(io_err)?;
+    Ok(Node { fd, st })
+}
+
+/// Takes one revision out of the cache: refs pointing at it, then its snapshot (one
+/// rename), then its `.no_exist/` markers and cached tree listing.
+fn remove_revision(
+    hub: &Node,
+    trash: &Node,
+    repo: &str,
+    commit: &str,
+    refs: &[std::path::PathBuf],
+) -> io::Result<()> {
+    let Some(rnode) = child(hub, repo)? else {
+        return Ok(());
+    };
+    if let Some(rdir) = child(&rnode, REFS)?.filter(Node::is_dir) {
+        for rel in refs {
+            // Only if it still names this commit: a download may have moved it on.
+            if scan::read_ref(&rdir, rel)?.as_deref() != Some(commit) {
+                continue;
+            }
+            let mut dir = rdir.try_clone().map_err(io_err)?;
+            let comps: Vec<&OsStr> = rel.iter().collect();
+            let (last, parents) = comps.split_last().expect("a ref has a name");
+            for c in parents {
+                dir = child(&dir, c)?.ok_or_else(|| io_err(libc::ENOENT))?;
+            }
+            match sys::unlink_at(dir.fd(), &name(last)?, false) {
+                Ok(()) | Err(libc::ENOENT) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+    if let Some(snaps) = child(&rnode, SNAPSHOTS)?.filter(Node::is_dir) {
+        to_trash(&snaps, OsStr::new(commit), trash, "snap", repo, commit)?;
+    }
+    if let Some(ne) = child(&rnode, NO_EXIST)?.filter(Node::is_dir) {
+        to_trash(&ne, OsStr::new(commit), trash, "noexist", repo, commit)?;
+    }
+    if let Some(trees) = child(&rnode, TREES)?.filter(Node::is_dir) {
+        let t = OsString::from(format!("{commit}{TREE_SUFFIX}"));
+        match sys::unlink_at(trees.fd(), &name(&t)?, false) {
+            Ok(()) | Err(libc::ENOENT) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes the blobs named in `candidates` that no remaining snapshot of their repo links
+/// to, then the shared payloads no repo blob links to any more (and their `.refs` hints).
+fn sweep(
+    hub: &Node,
+    candidates: &BTreeMap<String, BTreeSet<OsString>>,
+    errors: &mut Vec<String>,
+) -> io::Result<()> {
+    let mut payloads: BTreeSet<(OsString, OsString)> = BTreeSet::new();
+    for (repo, names) in candidates {
+        let Some(rnode) = child(hub, repo)? else {
+            continue;
+        };
+        let Some(blobs) = child(&rnode, BLOBS)?.filter(Node::is_dir) else {
+            continue;
+        };
+        let linked = scan::linked_blobs(&rnode)?;
+        for n in names.iter().filter(|n| !linked.contains(*n)) {
+            let Some(b) = child(&blobs, n)? else { continue };
+            if b.is_symlink() {
+                let t = sys::readlink(b.fd()).map_err(io_err)?;
+                if let Some((d, p)) = layout::shared_payload_of_target(&t) {
+                    payloads.insert((
+                        OsStr::from_bytes(d).to_owned(),
+                        OsStr::from_bytes(p).to_owned(),
+                    ));
+                }
+            }
+            if let Err(e) = sys::unlink_at(blobs.fd(), &name(n)?, false) {
+                errors.push(format!(
+                    "{repo}/blobs/{}: {}",
+                    n.to_string_lossy(),
+                    io_err(e)
+                ));
+            }
+        }
+    }
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let linked = linked_payloads(hub)?;
+    let Some(shared) = child(hub, BLOBS)?.filter(Node::is_dir) else {
+        return Ok(());
+    };
+    for (d, p) in payloads.iter().filter(|x| !linked.contains(*x)) {
+        let Some(sub) = child(&shared, d)?.filter(Node::is_dir) else {
+            continue;
+        };
+        let mut lock = p.clone();
+        lock.push(layout::LOCK_SUFFIX);
+        if scan::lock_held(&sub, &lock) {
+            continue;
+        }
+        let mut hint = p.clone();
+        hint.push(".refs");
+        for n in [p, &hint] {
+            match sys::unlink_at(sub.fd(), &name(n)?, false) {
+                Ok(()) | Err(libc::ENOENT) => {}
+                Err(e) => errors.push(format!(
+                    "blobs/{}/{}: {}",
+                    d.to_string_lossy(),
+                    n.to_string_lossy(),
+                    io_err(e)
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every shared payload some repo's blob links to.
+fn linked_payloads(hub: &Node) -> io::Result<HashSet<(OsString, OsString)>> {
+    let mut out = HashSet::new();
+    for n in hub.names().map_err(io_err)? {
+        if !layout::is_repo_dir(n.as_bytes()) {
+            continue;
+        }
+        let Some(blobs) = child(hub, &n)?.and_then(|r| child(&r, BLOBS).ok().flatten()) else {
+            continue;
+        };
+        if !blobs.is_dir() {
+            continue;
+        }
+        for b in blobs.names().map_err(io_err)? {
+            let Some(node) = child(&blobs, &b)?.filter(Node::is_symlink) else {
+                continue;
+            };
+            let t = sys::readlink(node.fd()).map_err(io_err)?;
+            if let Some((d, p)) = layout::shared_payload_of_target(&t) {
+                out.insert((
+                    OsStr::from_bytes(d).to_owned(),
+                    OsStr::from_bytes(p).to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes a repo whose last revision went (and its lock directory), unless something
+/// came into it meanwhile: a snapshot, a download.
+fn remove_if_empty(hub: &Node, trash: &Node, repo: &str, now: SystemTime) -> io::Result<()> {
+    let Some(rnode) = child(hub, repo)?.filter(Node::is_dir) else {
+        return Ok(());
+    };
+    if let Some(snaps) = child(&rnode, SNAPSHOTS)?.filter(Node::is_dir) {
+        if !snaps.names().map_err(io_err)?.is_empty() {
+            return Ok(());
+        }
+    }
+    if let Some(blobs) = child(&rnode, BLOBS)?.filter(Node::is_dir) {
+        for n in blobs.names().map_err(io_err)? {
+            if let Some(b) = child(&blobs, &n)? {
+                if !layout::is_stale_temporary(n.as_bytes(), b.mtime(), now) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    let locks = child(hub, LOCKS)?.filter(Node::is_dir);
+    let rlocks = match &locks {
+        Some(l) => child(l, repo)?.filter(Node::is_dir),
+        None => None,
+    };
+    if let Some(rl) = &rlocks {
+        for n in rl.names().map_err(io_err)? {
+            if scan::lock_held(rl, &n) {
+                return Ok(());
+            }
+        }
+    }
+    to_trash(hub, OsStr::new(repo), trash, "repo", repo, "")?;
+    if let (Some(l), Some(_)) = (&locks, rlocks) {
+        to_trash(l, OsStr::new(repo), trash, "locks", repo, "")?;
+    }
+    Ok(())
+}
+
+/// Finishes what a killed eviction left in the trash: the blobs its trashed snapshots
+/// linked to are swept, then the trash is emptied.
+fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Result<()> {
+    let Some(fd) = s.subdir(TRASH_DIR, false).map_err(io_err)? else {
+        return Ok(());
+    };
+    let st = sys::fstat(fd.as_fd()).map_err(io_err)?;
+    let trash = Node { fd, st };
+    let mut candidates: BTreeMap<String, BTreeSet<OsString>> = BTreeMap::new();
+    for n in trash.names().map_err(io_err)? {
+        let text = n.to_string_lossy();
+        let mut parts = text.split('@');
+        let (Some("snap"), Some(repo)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(snap) = child(&trash, &n)?.filter(Node::is_dir) else {
+            continue;
+        };
+        let names = candidates.entry(repo.to_owned()).or_default();
+        walk(&snap, &mut |_, node, _| {
+            if let Some(b) = node
+                .is_symlink()
+                .then(|| sys::readlink(node.fd()).ok())
+                .flatten()
+                .and_then(|t| layout::blob_of_target(&t).map(<[u8]>::to_vec))
+            {
+                names.insert(OsString::from(OsStr::from_bytes(&b)));
+            }
+            Visit::Descend
+        })?;
+    }
+    if !candidates.is_empty() {
+        let hub = match child(root, layout::HUB)?.filter(Node::is_dir) {
+            Some(h) => h,
+            None => root.try_clone().map_err(io_err)?,
+        };
+        sweep(&hub, &candidates, errors)?;
+    }
+    drop(trash);
+    empty_trash(s, errors);
+    Ok(())
+}
+
+fn empty_trash(s: &StateDir, errors: &mut Vec<String>) {
+    if let Err(e) = state::remove_tree(s.fd(), OsStr::new(TRASH_DIR)) {
+        errors.push(format!("emptying the trash: {}", io_err(e)));
+    }
+}

@@ -1,0 +1,217 @@
+//! The daemon's side of eviction: which store inodes were opened when (the access record)
+//! and which are open now, kept in memory by the request threads and written to the
+//! store's `.hfcachefs/` by one background thread.
+//!
+//! An open costs two map updates and no store write; reads and writes cost nothing. The
+//! access record is appended in batches (at most every [`FLUSH_EVERY`], or sooner past
+//! [`MAX_PENDING`] inodes) and compacted when it grows past [`COMPACT_AT`] bytes, so it
+//! stays bounded however long the daemon runs.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::state::{self, ACCESS_DIR, OPEN_DIR, StateDir};
+use crate::sys::SysResult;
+
+/// How often pending accesses are appended to the record.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Pending inodes past which the record is written at the next tick.
+pub const MAX_PENDING: usize = 100_000;
+/// How often the open-file record is rewritten though nothing changed, to show the daemon
+/// is alive (well within [`state::OPEN_RECORD_TTL`]).
+pub const REFRESH_OPEN_EVERY: Duration = Duration::from_secs(10);
+/// How often the recorder thread looks for changes.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Size of one host's access record past which it is rewritten with one line per inode.
+const COMPACT_AT: u64 = 8 << 20;
+/// Inodes a compacted record keeps (the most recently used).
+const KEEP_AT_MOST: usize = 400_000;
+
+/// What the request threads note.
+#[derive(Default)]
+pub struct Tracker {
+    /// Inodes opened since the last flush, with the second of their last open.
+    used: DashMap<u64, u64>,
+    /// Inodes open now, with how many opens each.
+    open: DashMap<u64, u32>,
+    open_changed: AtomicBool,
+    /// A download completed (a blob was published) since the flag was last taken.
+    published: AtomicBool,
+}
+
+impl Tracker {
+    /// An open (or a create: a download counts as use) of inode `ino`.
+    pub fn opened(&self, ino: u64) {
+        self.used.insert(ino, state::now_secs());
+        *self.open.entry(ino).or_insert(0) += 1;
+        self.open_changed.store(true, Ordering::Relaxed);
+    }
+
+    /// The release of one open of `ino`.
+    pub fn closed(&self, ino: u64) {
+        let gone = match self.open.get_mut(&ino) {
+            Some(mut n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        };
+        if gone {
+            self.open.remove_if(&ino, |_, n| *n == 0);
+        }
+        self.open_changed.store(true, Ordering::Relaxed);
+    }
+
+    /// A download finished: a file was renamed into a repo's `blobs/`.
+    pub fn published(&self) {
+        self.published.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a download finished since the last call.
+    pub fn take_published(&self) -> bool {
+        self.published.swap(false, Ordering::Relaxed)
+    }
+
+    fn take_used(&self) -> Vec<(u64, u64)> {
+        let keys: Vec<u64> = self.used.iter().map(|e| *e.key()).collect();
+        keys.into_iter()
+            .filter_map(|k| self.used.remove(&k))
+            .collect()
+    }
+}
+
+/// Writes a daemon's records into its store.
+pub struct Recorder {
+    state: StateDir,
+    access: OwnedFd,
+    open: OwnedFd,
+    host: String,
+    open_name: String,
+    last_flush: Instant,
+    last_open_write: Instant,
+}
+
+impl Recorder {
+    /// The recorder of this daemon over the store root `root` (making `.hfcachefs/`).
+    pub fn new(root: std::os::fd::BorrowedFd<'_>) -> SysResult<Recorder> {
+        let state = StateDir::open(root, true)?.ok_or(libc::ENOENT)?;
+        let access = state.subdir(ACCESS_DIR, true)?.ok_or(libc::ENOENT)?;
+        let open = state.subdir(OPEN_DIR, true)?.ok_or(libc::ENOENT)?;
+        let host = state::host_name();
+        let open_name = format!("{host}-{}", std::process::id());
+        let long_ago = Instant::now() - REFRESH_OPEN_EVERY;
+        Ok(Recorder {
+            state,
+            access,
+            open,
+            host,
+            open_name,
+            last_flush: long_ago,
+            last_open_write: long_ago,
+        })
+    }
+
+    /// One tick of the recorder thread: writes what is due.
+    pub fn tick(&mut self, t: &Tracker) -> SysResult<()> {
+        let changed = t.open_changed.load(Ordering::Relaxed);
+        if changed || self.last_open_write.elapsed() >= REFRESH_OPEN_EVERY {
+            self.write_open(t)?;
+        }
+        if self.last_flush.elapsed() >= FLUSH_EVERY || t.used.len() >= MAX_PENDING {
+            self.flush(t)?;
+        }
+        Ok(())
+    }
+
+    fn write_open(&mut self, t: &Tracker) -> SysResult<()> {
+        t.open_changed.store(false, Ordering::Relaxed);
+        let text: String = t.open.iter().map(|e| format!("{}\n", e.key())).collect();
+        self.last_open_write = Instant::now();
+        state::write_file(self.open.as_fd(), &self.open_name, text.as_bytes())
+    }
+
+    /// Appends the pending accesses to this host's record (compacting it when big).
+    pub fn flush(&mut self, t: &Tracker) -> SysResult<()> {
+        self.last_flush = Instant::now();
+        let used = t.take_used();
+        if used.is_empty() {
+            return Ok(());
+        }
+        let text: String = used.iter().map(|(i, s)| format!("{i} {s}\n")).collect();
+        let size = state::append_file(self.access.as_fd(), &self.host, text.as_bytes())?;
+        if size > COMPACT_AT {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites this host's record with one line per inode, the newest uses kept.
+    fn compact(&self) -> SysResult<()> {
+        let text = state::read_file(self.access.as_fd(), &self.host)?.unwrap_or_default();
+        let mut all = HashMap::new();
+        state::merge_access(&mut all, &text);
+        let mut v: Vec<(u64, u64)> = all.into_iter().collect();
+        v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(KEEP_AT_MOST);
+        let text: String = v.iter().map(|(i, s)| format!("{i} {s}\n")).collect();
+        state::write_file(self.access.as_fd(), &self.host, text.as_bytes())
+    }
+
+    /// At unmount: the last accesses written, the open-file record removed.
+    pub fn finish(&mut self, t: &Tracker) -> SysResult<()> {
+        self.flush(t)?;
+        let name = crate::sys::Name::new(std::ffi::OsStr::new(&self.open_name))?;
+        match crate::sys::unlink_at(self.open.as_fd(), &name, false) {
+            Ok(()) | Err(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::time::SystemTime;
+
+    #[test]
+    fn opens_are_recorded_and_flushed_in_batches() {
+        let t = Tracker::default();
+        t.opened(5);
+        t.opened(5);
+        t.opened(6);
+        t.closed(5);
+        t.closed(6);
+        assert_eq!(t.open.len(), 1, "5 is still open once");
+        let d = std::env::temp_dir().join(format!("hfc-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).unwrap();
+        let root = crate::sys::open_root(&c).unwrap();
+        let mut r = Recorder::new(root.as_fd()).unwrap();
+        r.tick(&t).unwrap();
+        let s = r.state();
+        let access = s.access().unwrap();
+        assert_eq!(
+            access.keys().copied().collect::<HashSet<_>>(),
+            [5, 6].into()
+        );
+        assert_eq!(s.open_inodes(SystemTime::now()).unwrap(), [5].into());
+        assert!(t.used.is_empty(), "flushed");
+        r.compact().unwrap();
+        assert_eq!(s.access().unwrap(), access);
+        t.closed(5);
+        r.finish(&t).unwrap();
+        let s = r.state();
+        assert!(s.open_inodes(SystemTime::now()).unwrap().is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,449 @@
+//! What eviction sees in a store: every revision of every hub repo with the files it links
+//! to, when it was last used, and what protects it; and the store's total size.
+//!
+//! Both cache layouts: a repo's `blobs/<etag>` is the file itself (old layout) or a symlink
+//! to a shared payload `hub/blobs/<2hex>/<hash>` (hub >= 1.33); a file's identity is the
+//! inode the snapshot finally reaches, so a payload shared by several repos counts once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::plan::{FileId, Keep, Revision};
+use super::state::{self, StateDir};
+use crate::cache::layout::{self, BLOBS, HUB, LOCK_SUFFIX, LOCKS, REFS, SNAPSHOTS};
+use crate::cache::walk::{self, Node, Visit};
+use crate::sys::{self, Name};
+
+/// Where a repo's blob leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// The file finally reached (`None`: a dangling link).
+    pub id: Option<FileId>,
+    /// The shared payload (`hub/blobs/<dir>/<name>`) when the blob is a link to one.
+    pub payload: Option<(OsString, OsString)>,
+}
+
+/// One repo directory.
+#[derive(Debug, Default)]
+pub struct Repo {
+    pub name: String,
+    pub blobs: HashMap<OsString, Blob>,
+    /// Why nothing of it may go now (a download in progress).
+    pub busy: Option<String>,
+}
+
+/// A revision's place in the store, beside its [`Revision`].
+#[derive(Clone, Debug)]
+pub struct RevisionPlace {
+    pub repo: usize,
+    /// The refs (paths below `refs/`) pointing at it.
+    pub refs: Vec<PathBuf>,
+    /// The repo blob names its snapshot links to.
+    pub blob_names: BTreeSet<OsString>,
+}
+
+/// Everything a plan and its execution need.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Whether the store root holds `hub/` (an `HF_HOME`) or the repos themselves.
+    pub hub_dir: bool,
+    pub revisions: Vec<Revision>,
+    pub places: Vec<RevisionPlace>,
+    pub repos: Vec<Repo>,
+    pub sizes: HashMap<FileId, u64>,
+    /// Bytes of regular files in the store, each inode once (hfcachefs's own not counted).
+    pub total_bytes: u64,
+}
+
+impl Inventory {
+    /// The hub cache directory below `root` (`None`: the store holds none).
+    pub fn hub(&self, root: &Node) -> io::Result<Option<Node>> {
+        if !self.hub_dir {
+            return Ok(Some(root.try_clone().map_err(io_err)?));
+        }
+        child(root, HUB)
+    }
+}
+
+pub fn io_err(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// The entry `n` of `dir`, if there is one.
+pub fn child(dir: &Node, n: impl AsRef<OsStr>) -> io::Result<Option<Node>> {
+    dir.child_opt(n.as_ref()).map_err(io_err)
+}
+
+/// The directory `n` of `dir`, if there is one (anything else there counts as none).
+fn child_dir(dir: &Node, n: &str) -> io::Result<Option<Node>> {
+    Ok(child(dir, n)?.filter(Node::is_dir))
+}
+
+/// Whether someone holds a flock on the file `n` of `dir` (a download in progress).
+pub fn lock_held(dir: &Node, n: &OsStr) -> bool {
+    let Ok(name) = Name::new(n) else { return false };
+    let Ok(fd) = sys::open_at(dir.fd(), &name, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
+        return false;
+    };
+    matches!(
+        sys::flock(fd.as_fd(), libc::LOCK_SH | libc::LOCK_NB),
+        Err(libc::EWOULDBLOCK)
+    )
+}
+
+/// Regular files below `root` (its own subtree, symlinks not followed), each inode once.
+fn total_bytes(root: &Node) -> io::Result<u64> {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    walk::walk(root, &mut |_, node, place| {
+        if place == layout::Place::Private {
+            return Visit::Skip;
+        }
+        if node.is_file() && seen.insert(node.id()) {
+            total += node.size();
+        }
+        Visit::Descend
+    })?;
+    Ok(total)
+}
+
+/// The entries of a snapshot below `commit`: (path, node) of each symlink and file.
+fn snapshot_entries(commit: &Node) -> io::Result<Vec<(PathBuf, Node)>> {
+    let mut out = Vec::new();
+    walk::walk(commit, &mut |rel, node, _| {
+        if !node.is_dir() {
+            if let Ok(n) = node.try_clone() {
+                out.push((rel.to_path_buf(), n));
+            }
+        }
+        Visit::Descend
+    })?;
+    Ok(out)
+}
+
+/// The repo blob names the snapshots of `repo` link to, all revisions together.
+pub fn linked_blobs(repo: &Node) -> io::Result<HashSet<OsString>> {
+    let mut names = HashSet::new();
+    let Some(snaps) = child_dir(repo, SNAPSHOTS)? else {
+        return Ok(names);
+    };
+    walk::walk(&snaps, &mut |_, node, _| {
+        if node.is_symlink() {
+            if let Ok(t) = sys::readlink(node.fd()) {
+                if let Some(b) = layout::blob_of_target(&t) {
+                    names.insert(OsStr::from_bytes(b).to_owned());
+                }
+            }
+        }
+        Visit::Descend
+    })?;
+    Ok(names)
+}
+
+/// The refs below `refs/` and the commit each names.
+fn refs_of(repo: &Node) -> io::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let Some(refs) = child_dir(repo, REFS)? else {
+        return Ok(out);
+    };
+    let mut files = Vec::new();
+    walk::walk(&refs, &mut |rel, node, _| {
+        if node.is_file() {
+            files.push(rel.to_path_buf());
+        }
+        Visit::Descend
+    })?;
+    for rel in files {
+        if let Some(commit) = read_ref(&refs, &rel)? {
+            out.push((rel, commit));
+        }
+    }
+    Ok(out)
+}
+
+/// The commit the ref at `rel` below `refs` names (`None` if it is gone).
+pub fn read_ref(refs: &Node, rel: &Path) -> io::Result<Option<String>> {
+    let mut dir = refs.try_clone().map_err(io_err)?;
+    let comps: Vec<&OsStr> = rel.iter().collect();
+    let Some((last, parents)) = comps.split_last() else {
+        return Ok(None);
+    };
+    for c in parents {
+        match child(&dir, c)? {
+            Some(d) if d.is_dir() => dir = d,
+            _ => return Ok(None),
+        }
+    }
+    let text = state::read_file(dir.fd(), &last.to_string_lossy()).map_err(io_err)?;
+    Ok(text.map(|t| t.trim().to_owned()))
+}
+
+/// A repo's blobs: where each leads, and the first download in progress, if any.
+fn blobs_of(
+    hub: &Node,
+    repo: &Node,
+    now: SystemTime,
+) -> io::Result<(HashMap<OsString, Blob>, Option<String>)> {
+    let mut blobs = HashMap::new();
+    let mut busy = None;
+    let Some(dir) = child_dir(repo, BLOBS)? else {
+        return Ok((blobs, busy));
+    };
+    let shared = child_dir(hub, BLOBS)?;
+    for n in dir.names().map_err(io_err)? {
+        let Some(node) = child(&dir, &n)? else {
+            continue;
+        };
+        if node.is_file() && layout::is_temporary(n.as_bytes()) {
+            if !layout::is_stale_temporary(n.as_bytes(), node.mtime(), now) && busy.is_none() {
+                busy = Some(format!("blobs/{}", n.to_string_lossy()));
+            }
+            continue;
+        }
+        let blob = if node.is_file() {
+            Blob {
+                id: Some(node.st.st_ino),
+                payload: None,
+            }
+        } else if node.is_symlink() {
+            let target = sys::readlink(node.fd()).map_err(io_err)?;
+            let Some((d, p)) = layout::shared_payload_of_target(&target) else {
+                continue;
+            };
+            let (d, p) = (OsStr::from_bytes(d), OsStr::from_bytes(p));
+            let file = match &shared {
+                Some(s) => match child(s, d)? {
+                    Some(sub) if sub.is_dir() => child(&sub, p)?.filter(Node::is_file),
+                    _ => None,
+                },
+                None => None,
+            };
+            Blob {
+                id: file.map(|f| f.st.st_ino),
+                payload: Some((d.to_owned(), p.to_owned())),
+            }
+        } else {
+            continue;
+        };
+        blobs.insert(n, blob);
+    }
+    Ok((blobs, busy))
+}
+
+/// Sizes and modification times of the files blobs lead to, and whether a payload's
+/// lock is held.
+struct Files {
+    sizes: HashMap<FileId, u64>,
+    mtimes: HashMap<FileId, u64>,
+    locked: HashSet<FileId>,
+}
+
+fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<Files> {
+    let mut f = Files {
+        sizes: HashMap::new(),
+        mtimes: HashMap::new(),
+        locked: HashSet::new(),
+    };
+    let shared = child_dir(hub, BLOBS)?;
+    for (repo, node) in repos.iter().zip(repo_nodes) {
+        let dir = child_dir(node, BLOBS)?;
+        for (n, b) in &repo.blobs {
+            let Some(id) = b.id else { continue };
+            if f.sizes.contains_key(&id) {
+                continue;
+            }
+            let file = match (&b.payload, &shared) {
+                (Some((d, p)), Some(s)) => match child(s, d)? {
+                    Some(sub) => {
+                        let mut lock = p.clone();
+                        lock.push(LOCK_SUFFIX);
+                        if lock_held(&sub, &lock) {
+                            f.locked.insert(id);
+                        }
+                        child(&sub, p)?
+                    }
+                    None => None,
+                },
+                (None, _) => match &dir {
+                    Some(d) => child(d, n)?,
+                    None => None,
+                },
+                _ => None,
+            };
+            if let Some(file) = file.filter(Node::is_file) {
+                f.sizes.insert(id, file.size());
+                f.mtimes.insert(id, state::secs(file.mtime()));
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// Whether a pin protects `commit` of `repo` (pinned as a whole, by commit, or by a ref
+/// now pointing at it).
+pub fn pinned(pins: &BTreeSet<String>, repo: &str, commit: &str, refs: &[PathBuf]) -> bool {
+    pins.iter().any(|p| match p.split_once('@') {
+        None => p == repo,
+        Some((r, rev)) => {
+            r == repo && (rev == commit || refs.iter().any(|x| x.as_os_str() == OsStr::new(rev)))
+        }
+    })
+}
+
+/// Takes the inventory of the store at `root`. `state` gives the access record, the open
+/// files and the pins (without it, files' times alone say when a revision was used).
+pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Result<Inventory> {
+    let (access, open, pins) = match state {
+        Some(s) => (
+            s.access().map_err(io_err)?,
+            s.open_inodes(now).map_err(io_err)?,
+            s.pins().map_err(io_err)?,
+        ),
+        None => Default::default(),
+    };
+    let mut inv = Inventory {
+        total_bytes: total_bytes(root)?,
+        hub_dir: child_dir(root, HUB)?.is_some(),
+        ..Inventory::default()
+    };
+    let Some(hub) = inv.hub(root)? else {
+        return Ok(inv);
+    };
+    let locks = child_dir(&hub, LOCKS)?;
+    let mut repo_nodes = Vec::new();
+    for n in hub.names().map_err(io_err)? {
+        if !layout::is_repo_dir(n.as_bytes()) {
+            continue;
+        }
+        let Some(node) = child(&hub, &n)?.filter(Node::is_dir) else {
+            continue;
+        };
+        let (blobs, mut busy) = blobs_of(&hub, &node, now)?;
+        if busy.is_none() {
+            if let Some(l) = locks
+                .as_ref()
+                .map(|l| child_dir(l, &n.to_string_lossy()))
+                .transpose()?
+                .flatten()
+            {
+                busy = l
+                    .names()
+                    .map_err(io_err)?
+                    .into_iter()
+                    .find(|x| layout::is_lock(x.as_bytes()) && lock_held(&l, x))
+                    .map(|x| format!("lock {} held", x.to_string_lossy()));
+            }
+        }
+        inv.repos.push(Repo {
+            name: n.to_string_lossy().into_owned(),
+            blobs,
+            busy,
+        });
+        repo_nodes.push(node);
+    }
+    let files = payload_files(&hub, &inv.repos, &repo_nodes)?;
+    for (ri, node) in repo_nodes.iter().enumerate() {
+        let refs = refs_of(node)?;
+        let Some(snaps) = child_dir(node, SNAPSHOTS)? else {
+            continue;
+        };
+        for commit in snaps.names().map_err(io_err)? {
+            let Some(cnode) = child(&snaps, &commit)?.filter(Node::is_dir) else {
+                continue;
+            };
+            let repo = &inv.repos[ri];
+            let commit_s = commit.to_string_lossy().into_owned();
+            let mut place = RevisionPlace {
+                repo: ri,
+                refs: refs
+                    .iter()
+                    .filter(|(_, c)| *c == commit_s)
+                    .map(|(r, _)| r.clone())
+                    .collect(),
+                blob_names: BTreeSet::new(),
+            };
+            let mut ids = Vec::new();
+            let mut used = state::secs(cnode.mtime());
+            let mut open_file = None;
+            let mut locked = false;
+            for (rel, e) in snapshot_entries(&cnode)? {
+                used = used.max(state::secs(e.mtime()));
+                let id = if e.is_file() {
+                    inv.sizes.insert(e.st.st_ino, e.size());
+                    Some(e.st.st_ino)
+                } else {
+                    let target = sys::readlink(e.fd()).map_err(io_err)?;
+                    layout::blob_of_target(&target).and_then(|b| {
+                        let b = OsStr::from_bytes(b).to_owned();
+                        let id = repo.blobs.get(&b).and_then(|x| x.id);
+                        place.blob_names.insert(b);
+                        id
+                    })
+                };
+                let Some(id) = id else { continue };
+                used = used.max(files.mtimes.get(&id).copied().unwrap_or(0));
+                used = used.max(access.get(&id).copied().unwrap_or(0));
+                if open.contains(&id) && open_file.is_none() {
+                    open_file = Some(format!(
+                        "{}/snapshots/{commit_s}/{}",
+                        repo.name,
+                        rel.display()
+                    ));
+                }
+                locked |= files.locked.contains(&id);
+                ids.push(id);
+            }
+            let keep = if pinned(&pins, &repo.name, &commit_s, &place.refs) {
+                Some(Keep::Pinned)
+            } else if let Some(f) = open_file {
+                Some(Keep::Open(f))
+            } else if let Some(b) = &repo.busy {
+                Some(Keep::Downloading(format!("{}: {b}", repo.name)))
+            } else if locked {
+                Some(Keep::Downloading(format!(
+                    "{}: a shared payload's lock is held",
+                    repo.name
+                )))
+            } else {
+                None
+            };
+            inv.revisions.push(Revision {
+                repo: repo.name.clone(),
+                commit: commit_s,
+                last_used: used,
+                files: ids,
+                keep,
+            });
+            inv.places.push(place);
+        }
+    }
+    inv.sizes.extend(files.sizes);
+    Ok(inv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_by_repo_commit_or_ref() {
+        let pins: BTreeSet<String> = [
+            "models--a".into(),
+            "models--b@main".into(),
+            "models--c@c1".into(),
+        ]
+        .into();
+        let main = [PathBuf::from("main")];
+        assert!(pinned(&pins, "models--a", "x", &[]));
+        assert!(pinned(&pins, "models--b", "x", &main));
+        assert!(!pinned(&pins, "models--b", "x", &[]));
+        assert!(pinned(&pins, "models--c", "c1", &[]));
+        assert!(!pinned(&pins, "models--c", "c2", &main));
+        assert!(!pinned(&pins, "models--d", "c1", &main));
+    }
+}
