@@ -362,7 +362,7 @@ fn serve(
 /// How often automatic eviction looks at the store though no download finished.
 const EVICT_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// The least time between two automatic eviction checks (each walks the store).
-const EVICT_CHECK_GAP: Duration = Duration::from_secs(5);
+const EVICT_CHECK_GAP: Duration = Duration::from_secs(2);
 
 /// Starts the recorder thread (the access and open-file records) and, with `max_size=` or
 /// `min_free=`, the eviction thread. Both stop once `stop` is set; the recorder writes its

@@ -149,6 +149,8 @@ fn subcommand(name: &str, rest: &[String]) -> CmdResult {
             };
             let (spec, path) = match a.positional.as_slice() {
                 [] if name == "pin" => (None, "/huggingface"),
+                // A repo never starts with `/`: `pin /mnt` lists the pins of that mount.
+                [p] if name == "pin" && p.starts_with('/') => (None, p.as_str()),
                 [s] => (Some(s.as_str()), "/huggingface"),
                 [s, p] => (Some(s.as_str()), p.as_str()),
                 _ => {

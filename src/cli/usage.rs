@@ -164,7 +164,7 @@ Keeps a repo (all its revisions) or one revision from eviction (gc and max_size=
 of the mount at MOUNTPOINT, default /huggingface; a store directory works too). REPO is
 org/name (a model), datasets/org/name, spaces/org/name or models--org--name; REVISION a
 commit or a ref (main: whatever it points to when eviction runs). Without REPO, lists the
-pins. Pins are kept in the store. Must run as root.
+pins (`hfcachefs pin /MOUNTPOINT` lists those of another mount). Pins are kept in the store. Must run as root.
 ";
 
 pub const UNPIN: &str = "\

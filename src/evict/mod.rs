@@ -204,6 +204,9 @@ fn name(n: &OsStr) -> io::Result<Name> {
     Name::new(n).map_err(io_err)
 }
 
+/// The trash entry listing shared payloads about to lose their links.
+const PAYLOADS: &str = "payloads";
+
 /// A trash name no other entry has: `<kind>@<repo>@<rest>@<pid>.<n>`.
 fn trash_name(trash: &Node, kind: &str, repo: &str, rest: &str) -> io::Result<OsString> {
     for n in 0.. {
@@ -282,7 +285,13 @@ fn execute(
             Err(e) => report.errors.push(format!("{}@{}: {e}", r.repo, r.commit)),
         }
     }
-    sweep(&hub, &candidates, &mut report.errors)?;
+    sweep(
+        &hub,
+        &trash,
+        &candidates,
+        BTreeSet::new(),
+        &mut report.errors,
+    )?;
     let busy: HashSet<&str> = inv
         .repos
         .iter()
@@ -355,13 +364,17 @@ fn remove_revision(
 }
 
 /// Removes the blobs named in `candidates` that no remaining snapshot of their repo links
-/// to, then the shared payloads no repo blob links to any more (and their `.refs` hints).
+/// to, then the shared payloads (`payloads`, and those the removed blobs linked to) no repo
+/// blob links to any more, with their `.refs` hints. The payloads are written to the trash
+/// before the links to them go, so that a killed run's next run still finds them.
 fn sweep(
     hub: &Node,
+    trash: &Node,
     candidates: &BTreeMap<String, BTreeSet<OsString>>,
+    mut payloads: BTreeSet<(OsString, OsString)>,
     errors: &mut Vec<String>,
 ) -> io::Result<()> {
-    let mut payloads: BTreeSet<(OsString, OsString)> = BTreeSet::new();
+    let mut doomed = Vec::new();
     for (repo, names) in candidates {
         let Some(rnode) = child(hub, repo)? else {
             continue;
@@ -381,13 +394,24 @@ fn sweep(
                     ));
                 }
             }
-            if let Err(e) = sys::unlink_at(blobs.fd(), &name(n)?, false) {
-                errors.push(format!(
-                    "{repo}/blobs/{}: {}",
-                    n.to_string_lossy(),
-                    io_err(e)
-                ));
-            }
+            doomed.push((repo, blobs.try_clone().map_err(io_err)?, n));
+        }
+    }
+    if !payloads.is_empty() {
+        let list: Vec<u8> = payloads
+            .iter()
+            .flat_map(|(d, p)| [d.as_bytes(), b"/", p.as_bytes(), b"\n"].concat())
+            .collect();
+        let n = trash_name(trash, PAYLOADS, "", "")?;
+        state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
+    }
+    for (repo, blobs, n) in doomed {
+        if let Err(e) = sys::unlink_at(blobs.fd(), &name(n)?, false) {
+            errors.push(format!(
+                "{repo}/blobs/{}: {}",
+                n.to_string_lossy(),
+                io_err(e)
+            ));
         }
     }
     if payloads.is_empty() {
@@ -492,7 +516,8 @@ fn remove_if_empty(hub: &Node, trash: &Node, repo: &str, now: SystemTime) -> io:
 }
 
 /// Finishes what a killed eviction left in the trash: the blobs its trashed snapshots
-/// linked to are swept, then the trash is emptied.
+/// linked to and the payloads it listed are swept, repos it emptied removed, then the
+/// trash is emptied.
 fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Result<()> {
     let Some(fd) = s.subdir(TRASH_DIR, false).map_err(io_err)? else {
         return Ok(());
@@ -500,10 +525,23 @@ fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Resu
     let st = sys::fstat(fd.as_fd()).map_err(io_err)?;
     let trash = Node { fd, st };
     let mut candidates: BTreeMap<String, BTreeSet<OsString>> = BTreeMap::new();
+    let mut payloads = BTreeSet::new();
     for n in trash.names().map_err(io_err)? {
         let text = n.to_string_lossy();
         let mut parts = text.split('@');
-        let (Some("snap"), Some(repo)) = (parts.next(), parts.next()) else {
+        let kind = parts.next();
+        if kind == Some(PAYLOADS) {
+            let list = state::read_file(trash.fd(), &text)
+                .map_err(io_err)?
+                .unwrap_or_default();
+            for l in list.lines() {
+                if let Some((d, p)) = l.split_once('/') {
+                    payloads.insert((OsString::from(d), OsString::from(p)));
+                }
+            }
+            continue;
+        }
+        let (Some("snap"), Some(repo)) = (kind, parts.next()) else {
             continue;
         };
         let Some(snap) = child(&trash, &n)?.filter(Node::is_dir) else {
@@ -522,12 +560,17 @@ fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Resu
             Visit::Descend
         })?;
     }
-    if !candidates.is_empty() {
+    if !candidates.is_empty() || !payloads.is_empty() {
         let hub = match child(root, layout::HUB)?.filter(Node::is_dir) {
             Some(h) => h,
             None => root.try_clone().map_err(io_err)?,
         };
-        sweep(&hub, &candidates, errors)?;
+        sweep(&hub, &trash, &candidates, payloads, errors)?;
+        for repo in candidates.keys() {
+            if let Err(e) = remove_if_empty(&hub, &trash, repo, SystemTime::now()) {
+                errors.push(format!("{repo}: {e}"));
+            }
+        }
     }
     drop(trash);
     empty_trash(s, errors);
