@@ -232,9 +232,9 @@ pub fn run(o: &MountOptions) -> Result<(), Error> {
     init_logging(o.debug);
     let gid = prepare(o)?;
     let tracker = (o.record && !o.read_only).then(|| Arc::new(Tracker::default()));
-    let fs = open_store(o, gid, tracker.clone())?;
+    let (fs, store) = open_store(o, gid, tracker.clone())?;
     let session = mount(o, fs, gid)?;
-    serve(o, session, tracker)
+    serve(o, session, tracker.map(|t| (t, store)))
 }
 
 /// Checks what mounting needs before anything is mounted: root, the log of a background
@@ -260,7 +260,7 @@ fn open_store(
     o: &MountOptions,
     gid: u32,
     tracker: Option<Arc<Tracker>>,
-) -> Result<HfCacheFs, Error> {
+) -> Result<(HfCacheFs, Arc<Store>), Error> {
     let store_c = CString::new(o.store.as_os_str().as_bytes())
         .map_err(|_| Error::Usage("store path contains a NUL byte".into()))?;
     let failed = |what: &str, e: i32| {
@@ -295,7 +295,8 @@ fn open_store(
         timeouts,
         passthrough: o.passthrough == Passthrough::Auto,
     };
-    Ok(HfCacheFs::new(store, settings))
+    let store = Arc::new(store);
+    Ok((HfCacheFs::new(Arc::clone(&store), settings), store))
 }
 
 /// How many inode descriptors the store may keep open: half the open file limit (raised as
@@ -335,7 +336,7 @@ fn mount(o: &MountOptions, fs: HfCacheFs, gid: u32) -> Result<Session<HfCacheFs>
 fn serve(
     o: &MountOptions,
     mut session: Session<HfCacheFs>,
-    tracker: Option<Arc<Tracker>>,
+    tracker: Option<(Arc<Tracker>, Arc<Store>)>,
 ) -> Result<(), Error> {
     if !o.foreground {
         detach()?;
@@ -346,7 +347,16 @@ fn serve(
     spawn_unmounter(&mut session, &o.mountpoint)?;
     let stop = Arc::new(AtomicBool::new(false));
     let background = match tracker {
-        Some(t) => spawn_eviction(o, t, Arc::clone(&stop))?,
+        Some((t, store)) => {
+            let notifier = session.notifier();
+            // What an eviction removed leaves the kernel's caches at once.
+            let forget = move |dir: u64, name: &std::ffi::OsStr| {
+                if let Some(node) = store.node_of(dir) {
+                    let _ = notifier.inval_entry(fuser::INodeNo(node), name);
+                }
+            };
+            spawn_eviction(o, t, Box::new(forget), Arc::clone(&stop))?
+        }
         None => Vec::new(),
     };
     let ran = session.run();
@@ -359,17 +369,22 @@ fn serve(
     Ok(())
 }
 
+/// What the recorder calls for each entry an eviction removed: (directory inode, name).
+type Forget = Box<dyn FnMut(u64, &std::ffi::OsStr) + Send>;
+
 /// How often automatic eviction looks at the store though no download finished.
 const EVICT_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// The least time between two automatic eviction checks (each walks the store).
 const EVICT_CHECK_GAP: Duration = Duration::from_secs(2);
 
-/// Starts the recorder thread (the access and open-file records) and, with `max_size=` or
+/// Starts the recorder thread (the access and open-file records, and `forget` called for
+/// each entry an eviction removed) and, with `max_size=` or
 /// `min_free=`, the eviction thread. Both stop once `stop` is set; the recorder writes its
 /// last batch first.
 fn spawn_eviction(
     o: &MountOptions,
     tracker: Arc<Tracker>,
+    mut forget: Forget,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<thread::JoinHandle<()>>, Error> {
     let open_root = || {
@@ -399,7 +414,7 @@ fn spawn_eviction(
             let mut failing = false;
             while !s.load(Ordering::Relaxed) {
                 thread::sleep(TICK);
-                match recorder.tick(&t) {
+                match recorder.tick(&t, &mut forget) {
                     Ok(()) => failing = false,
                     Err(e) if !failing => {
                         failing = true;

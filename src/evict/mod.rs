@@ -204,6 +204,10 @@ fn name(n: &OsStr) -> io::Result<Name> {
     Name::new(n).map_err(io_err)
 }
 
+/// Entries removed from the cache: the inode number of the directory that held each, and
+/// its name there.
+type Gone = Vec<(u64, OsString)>;
+
 /// The trash entry listing shared payloads about to lose their links.
 const PAYLOADS: &str = "payloads";
 
@@ -223,9 +227,8 @@ fn to_trash(
     dir: &Node,
     n: &OsStr,
     trash: &Node,
-    kind: &str,
-    repo: &str,
-    rest: &str,
+    (kind, repo, rest): (&str, &str, &str),
+    gone: &mut Gone,
 ) -> io::Result<bool> {
     let t = trash_name(trash, kind, repo, rest)?;
     match sys::rename_at(
@@ -235,7 +238,10 @@ fn to_trash(
         &name(&t)?,
         libc::RENAME_NOREPLACE,
     ) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            gone.push((dir.st.st_ino, n.to_owned()));
+            Ok(true)
+        }
         Err(libc::ENOENT) => Ok(false),
         Err(e) => Err(io_err(e)),
     }
@@ -259,6 +265,7 @@ fn execute(
         return Ok(done);
     };
     let trash = trash_node(s)?;
+    let mut gone = Gone::new();
     let mut candidates: BTreeMap<String, BTreeSet<OsString>> = BTreeMap::new();
     for &(i, bytes) in &p.remove {
         let r = &inv.revisions[i];
@@ -274,7 +281,7 @@ fn execute(
             });
             continue;
         }
-        match remove_revision(&hub, &trash, &r.repo, &r.commit, &place.refs) {
+        match remove_revision(&hub, &trash, &r.repo, &r.commit, &place.refs, &mut gone) {
             Ok(()) => {
                 candidates
                     .entry(r.repo.clone())
@@ -291,6 +298,7 @@ fn execute(
         &candidates,
         BTreeSet::new(),
         &mut report.errors,
+        &mut gone,
     )?;
     let busy: HashSet<&str> = inv
         .repos
@@ -299,11 +307,12 @@ fn execute(
         .map(|r| r.name.as_str())
         .collect();
     for repo in candidates.keys().filter(|r| !busy.contains(r.as_str())) {
-        if let Err(e) = remove_if_empty(&hub, &trash, repo, now) {
+        if let Err(e) = remove_if_empty(&hub, &trash, repo, now, &mut gone) {
             report.errors.push(format!("{repo}: {e}"));
         }
     }
     drop(trash);
+    publish(s, &gone, &mut report.errors);
     empty_trash(s, &mut report.errors);
     Ok(done)
 }
@@ -325,6 +334,7 @@ fn remove_revision(
     repo: &str,
     commit: &str,
     refs: &[std::path::PathBuf],
+    gone: &mut Gone,
 ) -> io::Result<()> {
     let Some(rnode) = child(hub, repo)? else {
         return Ok(());
@@ -348,10 +358,22 @@ fn remove_revision(
         }
     }
     if let Some(snaps) = child(&rnode, SNAPSHOTS)?.filter(Node::is_dir) {
-        to_trash(&snaps, OsStr::new(commit), trash, "snap", repo, commit)?;
+        to_trash(
+            &snaps,
+            OsStr::new(commit),
+            trash,
+            ("snap", repo, commit),
+            gone,
+        )?;
     }
     if let Some(ne) = child(&rnode, NO_EXIST)?.filter(Node::is_dir) {
-        to_trash(&ne, OsStr::new(commit), trash, "noexist", repo, commit)?;
+        to_trash(
+            &ne,
+            OsStr::new(commit),
+            trash,
+            ("noexist", repo, commit),
+            gone,
+        )?;
     }
     if let Some(trees) = child(&rnode, TREES)?.filter(Node::is_dir) {
         let t = OsString::from(format!("{commit}{TREE_SUFFIX}"));
@@ -373,6 +395,7 @@ fn sweep(
     candidates: &BTreeMap<String, BTreeSet<OsString>>,
     mut payloads: BTreeSet<(OsString, OsString)>,
     errors: &mut Vec<String>,
+    gone: &mut Gone,
 ) -> io::Result<()> {
     let mut doomed = Vec::new();
     for (repo, names) in candidates {
@@ -406,12 +429,13 @@ fn sweep(
         state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
     }
     for (repo, blobs, n) in doomed {
-        if let Err(e) = sys::unlink_at(blobs.fd(), &name(n)?, false) {
-            errors.push(format!(
+        match sys::unlink_at(blobs.fd(), &name(n)?, false) {
+            Ok(()) => gone.push((blobs.st.st_ino, n.clone())),
+            Err(e) => errors.push(format!(
                 "{repo}/blobs/{}: {}",
                 n.to_string_lossy(),
                 io_err(e)
-            ));
+            )),
         }
     }
     if payloads.is_empty() {
@@ -478,7 +502,13 @@ fn linked_payloads(hub: &Node) -> io::Result<HashSet<(OsString, OsString)>> {
 
 /// Removes a repo whose last revision went (and its lock directory), unless something
 /// came into it meanwhile: a snapshot, a download.
-fn remove_if_empty(hub: &Node, trash: &Node, repo: &str, now: SystemTime) -> io::Result<()> {
+fn remove_if_empty(
+    hub: &Node,
+    trash: &Node,
+    repo: &str,
+    now: SystemTime,
+    gone: &mut Gone,
+) -> io::Result<()> {
     let Some(rnode) = child(hub, repo)?.filter(Node::is_dir) else {
         return Ok(());
     };
@@ -508,9 +538,9 @@ fn remove_if_empty(hub: &Node, trash: &Node, repo: &str, now: SystemTime) -> io:
             }
         }
     }
-    to_trash(hub, OsStr::new(repo), trash, "repo", repo, "")?;
+    to_trash(hub, OsStr::new(repo), trash, ("repo", repo, ""), gone)?;
     if let (Some(l), Some(_)) = (&locks, rlocks) {
-        to_trash(l, OsStr::new(repo), trash, "locks", repo, "")?;
+        to_trash(l, OsStr::new(repo), trash, ("locks", repo, ""), gone)?;
     }
     Ok(())
 }
@@ -565,16 +595,30 @@ fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Resu
             Some(h) => h,
             None => root.try_clone().map_err(io_err)?,
         };
-        sweep(&hub, &trash, &candidates, payloads, errors)?;
+        let mut gone = Gone::new();
+        sweep(&hub, &trash, &candidates, payloads, errors, &mut gone)?;
         for repo in candidates.keys() {
-            if let Err(e) = remove_if_empty(&hub, &trash, repo, SystemTime::now()) {
+            if let Err(e) = remove_if_empty(&hub, &trash, repo, SystemTime::now(), &mut gone) {
                 errors.push(format!("{repo}: {e}"));
             }
         }
+        publish(s, &gone, errors);
     }
     drop(trash);
     empty_trash(s, errors);
     Ok(())
+}
+
+/// Tells the daemons of the store what went, so that they drop what their kernels cache
+/// of it (names of hashes are cached for a minute: a removed snapshot would otherwise still
+/// show through the mount).
+fn publish(s: &StateDir, gone: &Gone, errors: &mut Vec<String>) {
+    if let Err(e) = s.publish_removed(gone, SystemTime::now()) {
+        errors.push(format!(
+            "telling the mounts what was removed: {}",
+            io_err(e)
+        ));
+    }
 }
 
 fn empty_trash(s: &StateDir, errors: &mut Vec<String>) {

@@ -7,7 +7,8 @@
 //! [`MAX_PENDING`] inodes) and compacted when it grows past [`COMPACT_AT`] bytes, so it
 //! stays bounded however long the daemon runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -93,6 +94,8 @@ pub struct Recorder {
     open_name: String,
     last_flush: Instant,
     last_open_write: Instant,
+    /// The removal lists already passed on.
+    removed_seen: HashSet<String>,
 }
 
 impl Recorder {
@@ -112,11 +115,16 @@ impl Recorder {
             open_name,
             last_flush: long_ago,
             last_open_write: long_ago,
+            removed_seen: HashSet::new(),
         })
     }
 
-    /// One tick of the recorder thread: writes what is due.
-    pub fn tick(&mut self, t: &Tracker) -> SysResult<()> {
+    /// One tick of the recorder thread: writes what is due, and hands each entry an
+    /// eviction removed since the last tick (directory inode, name) to `removed`.
+    pub fn tick(&mut self, t: &Tracker, removed: &mut dyn FnMut(u64, &OsStr)) -> SysResult<()> {
+        for (dir, name) in self.state.removed_since(&mut self.removed_seen)? {
+            removed(dir, &name);
+        }
         let changed = t.open_changed.load(Ordering::Relaxed);
         if changed || self.last_open_write.elapsed() >= REFRESH_OPEN_EVERY {
             self.write_open(t)?;
@@ -179,7 +187,6 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
     use std::time::SystemTime;
 
     #[test]
@@ -197,7 +204,13 @@ mod tests {
         let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).unwrap();
         let root = crate::sys::open_root(&c).unwrap();
         let mut r = Recorder::new(root.as_fd()).unwrap();
-        r.tick(&t).unwrap();
+        let mut gone = Vec::new();
+        r.state()
+            .publish_removed(&[(3, "x".into())], SystemTime::now())
+            .unwrap();
+        r.tick(&t, &mut |d, n| gone.push((d, n.to_owned())))
+            .unwrap();
+        assert_eq!(gone, [(3, std::ffi::OsString::from("x"))]);
         let s = r.state();
         let access = s.access().unwrap();
         assert_eq!(

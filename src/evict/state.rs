@@ -10,12 +10,15 @@
 //! - `pins`: `repo` or `repo@revision`, one per line (`hfcachefs pin`).
 //! - `trash/`: what an eviction took out of the cache and has not deleted yet.
 //! - `last-eviction`: one line about the last eviction, for `stats` and `doctor`.
+//! - `removed/<host>-<pid>-<time>`: what an eviction removed, as lines `<inode of the
+//!   directory> <name in hex>`, for every daemon to drop from its kernel's caches; kept
+//!   for [`OPEN_RECORD_TTL`].
 //! - `evict.lock`: flock'ed by whoever evicts, so that two never run at once.
 //!
 //! Everything is an `*at()` call on handles opened without following symlinks.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,6 +31,7 @@ pub const OPEN_DIR: &str = "open";
 pub const PINS: &str = "pins";
 pub const TRASH_DIR: &str = "trash";
 pub const LAST_EVICTION: &str = "last-eviction";
+pub const REMOVED_DIR: &str = "removed";
 const LOCK: &str = "evict.lock";
 
 /// How long an open-file record counts without being refreshed.
@@ -156,6 +160,66 @@ impl StateDir {
             }
         }
         Ok(open)
+    }
+
+    /// Publishes the entries an eviction removed (`(directory inode, name)`), and drops
+    /// lists older than [`OPEN_RECORD_TTL`].
+    pub fn publish_removed(&self, gone: &[(u64, OsString)], now: SystemTime) -> SysResult<()> {
+        let dir = self.subdir(REMOVED_DIR, true)?.ok_or(libc::ENOENT)?;
+        for n in list(dir.as_fd())? {
+            let Ok(st) = sys::stat_at(dir.as_fd(), &name(&n)?) else {
+                continue;
+            };
+            let written = sys::system_time(st.st_mtime, st.st_mtime_nsec);
+            if now
+                .duration_since(written)
+                .is_ok_and(|age| age > OPEN_RECORD_TTL)
+            {
+                let _ = sys::unlink_at(dir.as_fd(), &name(&n)?, false);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let text: String = gone
+            .iter()
+            .map(|(ino, n)| {
+                let hex: String = n.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                format!("{ino} {hex}\n")
+            })
+            .collect();
+        let nanos = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let file = format!("{}-{}-{nanos}", host_name(), std::process::id());
+        write_file(dir.as_fd(), &file, text.as_bytes())
+    }
+
+    /// The removal lists not in `seen` (which they are added to), entries decoded.
+    pub fn removed_since(&self, seen: &mut HashSet<String>) -> SysResult<Vec<(u64, OsString)>> {
+        let mut out = Vec::new();
+        let Some(dir) = self.subdir(REMOVED_DIR, false)? else {
+            return Ok(out);
+        };
+        let names = list(dir.as_fd())?;
+        seen.retain(|n| names.contains(n));
+        for n in names {
+            if seen.contains(&n) {
+                continue;
+            }
+            let text = read_file(dir.as_fd(), &n)?.unwrap_or_default();
+            seen.insert(n);
+            for l in lines(&text) {
+                let Some((ino, hex)) = l.split_once(' ') else {
+                    continue;
+                };
+                let bytes: Option<Vec<u8>> = (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect();
+                if let (Ok(ino), Some(b)) = (ino.parse(), bytes) {
+                    out.push((ino, OsString::from(OsStr::from_bytes(&b))));
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn last_eviction(&self) -> SysResult<Option<String>> {
@@ -349,6 +413,14 @@ mod tests {
         assert_eq!(s.open_inodes(now).unwrap(), HashSet::from([7, 8]));
         let later = now + OPEN_RECORD_TTL + Duration::from_secs(5);
         assert!(s.open_inodes(later).unwrap().is_empty(), "expired");
+        let mut seen = HashSet::new();
+        let gone = [(7, OsString::from("a b\n")), (8, OsString::from("snap"))];
+        s.publish_removed(&gone, now).unwrap();
+        assert_eq!(s.removed_since(&mut seen).unwrap(), gone);
+        assert!(
+            s.removed_since(&mut seen).unwrap().is_empty(),
+            "each list once"
+        );
         let held = s.try_lock().unwrap().unwrap();
         assert!(s.try_lock().unwrap().is_none());
         drop(held);

@@ -41,7 +41,7 @@ struct Backings {
 }
 
 pub struct HfCacheFs {
-    store: Store,
+    store: Arc<Store>,
     /// Where the kernel caches names at all, it need not open directories: answered
     /// ENOSYS, it stops sending OPENDIR/RELEASEDIR and keeps listings between opens,
     /// dropping them when it sees the directory change (its own changes, or a new mtime).
@@ -128,7 +128,7 @@ fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
 }
 
 impl HfCacheFs {
-    pub fn new(store: Store, settings: FuseSettings) -> HfCacheFs {
+    pub fn new(store: Arc<Store>, settings: FuseSettings) -> HfCacheFs {
         let passthrough = AtomicBool::new(settings.passthrough);
         HfCacheFs {
             store,

@@ -253,6 +253,13 @@ impl InodeTable {
         self.get(id)
     }
 
+    /// The node id of the store inode numbered `ino` (on the root's filesystem), if the
+    /// kernel holds one.
+    pub fn find_ino(&self, ino: u64) -> Option<u64> {
+        let dev = self.get(ROOT_ID)?.key.0;
+        self.by_key.get(&(dev, ino)).map(|id| *id)
+    }
+
     /// Drops `n` kernel references; the inode (and its descriptor) goes when none are left.
     pub fn forget(&self, id: u64, n: u64) {
         let Some(inode) = self.get(id) else { return };

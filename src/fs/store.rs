@@ -897,6 +897,12 @@ impl Store {
         sys::xattr::remove(inode.fd()?.as_fd(), &xattr_name(name)?)
     }
 
+    /// The node id the kernel knows the store directory numbered `ino` by, if any (to
+    /// drop the kernel's cache of what eviction removed from it).
+    pub fn node_of(&self, ino: u64) -> Option<u64> {
+        self.inodes.find_ino(ino)
+    }
+
     /// Number of inodes the kernel currently holds, and of their descriptors open now.
     pub fn inode_count(&self) -> (usize, usize) {
         (self.inodes.len(), self.inodes.open_descriptors())
