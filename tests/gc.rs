@@ -338,6 +338,15 @@ fn gc_removes_least_recently_used_revisions_and_spares_protected_ones() {
         .map(|r| format!("o/{r}@{}", c(&format!("{r}1"))))
         .collect();
     assert_eq!(hub_scan(&m.p("hub")), expect);
+    // stats shows the pins and the last eviction.
+    let st = hf(&["stats", &mnt]);
+    let st = out_str(&st);
+    assert!(st.contains("pinned: models--o--c"), "{st}");
+    assert!(
+        st.contains("gc: max_size=") && st.contains("removed 3 revision(s)"),
+        "{st}"
+    );
+    assert!(st.contains("eviction limit: none"), "{st}");
     // Everything else: a and g go; b (open: opening it was a use, so it was too recent
     // before), c (pinned) and d (downloading) stay, so the goal cannot be met.
     let o = hf(&["gc", &mnt, "--max-size", "0", "--json"]);

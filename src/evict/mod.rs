@@ -410,7 +410,7 @@ fn sweep(
             let Some(b) = child(&blobs, n)? else { continue };
             if b.is_symlink() {
                 let t = sys::readlink(b.fd()).map_err(io_err)?;
-                if let Some((d, p)) = layout::shared_payload_of_target(&t) {
+                if let Some((d, p)) = layout::payload_of_target(&t) {
                     payloads.insert((
                         OsStr::from_bytes(d).to_owned(),
                         OsStr::from_bytes(p).to_owned(),
@@ -489,7 +489,7 @@ fn linked_payloads(hub: &Node) -> io::Result<HashSet<(OsString, OsString)>> {
                 continue;
             };
             let t = sys::readlink(node.fd()).map_err(io_err)?;
-            if let Some((d, p)) = layout::shared_payload_of_target(&t) {
+            if let Some((d, p)) = layout::payload_of_target(&t) {
                 out.insert((
                     OsStr::from_bytes(d).to_owned(),
                     OsStr::from_bytes(p).to_owned(),

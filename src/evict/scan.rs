@@ -212,7 +212,7 @@ fn blobs_of(
             }
         } else if node.is_symlink() {
             let target = sys::readlink(node.fd()).map_err(io_err)?;
-            let Some((d, p)) = layout::shared_payload_of_target(&target) else {
+            let Some((d, p)) = layout::payload_of_target(&target) else {
                 continue;
             };
             let (d, p) = (OsStr::from_bytes(d), OsStr::from_bytes(p));

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# What eviction's access record costs: open/read/close of 10,000 small cached files through
+# two mounts of the same store, one with record=on (the default) and one with record=off,
+# in alternating rounds. Prints the median time of each and the ratio (issue 11: within 2%).
+# Run as root:
+#
+#     sudo bash scripts/bench-record.sh
+#
+# Environment: BENCH_FILES=10000, BENCH_ROUNDS=7, HFCACHEFS_BIN (default: a release build
+# made here), BENCH_DIR=/var/tmp/hfcachefs-bench-record (must not be tmpfs).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[ "$(id -u)" -eq 0 ] || { echo "bench-record.sh: must run as root" >&2; exit 1; }
+FILES="${BENCH_FILES:-10000}"
+ROUNDS="${BENCH_ROUNDS:-7}"
+DIR="${BENCH_DIR:-/var/tmp/hfcachefs-bench-record}"
+if [ -z "${HFCACHEFS_BIN:-}" ]; then
+    (cd "$REPO" && cargo build --release -q)
+    HFCACHEFS_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/hfcachefs"
+fi
+getent group hfbench >/dev/null || groupadd hfbench
+mkdir -p "$DIR/store" "$DIR/on" "$DIR/off"
+chmod 700 "$DIR/store"
+snap="$DIR/store/hub/models--bench--small/snapshots/0000000000000000000000000000000000000000"
+if [ ! -d "$snap" ]; then
+    python3 - "$DIR/store/hub/models--bench--small" "$FILES" <<'PY'
+import os, sys
+repo, n = sys.argv[1], int(sys.argv[2])
+snap = os.path.join(repo, "snapshots", "0" * 40)
+os.makedirs(os.path.join(repo, "blobs")); os.makedirs(snap)
+for i in range(n):
+    etag = f"{i:064x}"
+    with open(os.path.join(repo, "blobs", etag), "wb") as f:
+        f.write(os.urandom(4096))
+    os.symlink(f"../../blobs/{etag}", os.path.join(snap, f"f{i}.bin"))
+PY
+fi
+cleanup() { umount "$DIR/on" 2>/dev/null || true; umount "$DIR/off" 2>/dev/null || true; }
+trap cleanup EXIT
+cleanup
+"$HFCACHEFS_BIN" "$DIR/store" "$DIR/on" -o group=hfbench,record=on,logfile="$DIR/on.log"
+"$HFCACHEFS_BIN" "$DIR/store" "$DIR/off" -o group=hfbench,record=off,logfile="$DIR/off.log"
+python3 - "$DIR" "$ROUNDS" <<'PY'
+import os, statistics, sys, time
+d, rounds = sys.argv[1], int(sys.argv[2])
+rel = "hub/models--bench--small/snapshots/" + "0" * 40
+names = sorted(os.listdir(os.path.join(d, "on", rel)))
+def run(mnt):
+    base = os.path.join(d, mnt, rel)
+    t = time.perf_counter()
+    for n in names:
+        with open(os.path.join(base, n), "rb") as f:
+            f.read()
+    return time.perf_counter() - t
+for m in ("on", "off"):
+    run(m)  # warm the kernel's caches
+times = {"on": [], "off": []}
+for r in range(rounds):
+    for m in (("on", "off") if r % 2 == 0 else ("off", "on")):
+        times[m].append(run(m))
+on, off = statistics.median(times["on"]), statistics.median(times["off"])
+print(f"files: {len(names)}, rounds: {rounds}")
+print(f"record=on : median {on:.3f} s  ({[round(x, 3) for x in times['on']]})")
+print(f"record=off: median {off:.3f} s  ({[round(x, 3) for x in times['off']]})")
+ratio = on / off
+print(f"ratio on/off: {ratio:.4f} ({(ratio - 1) * 100:+.2f}%) -> {'PASS' if ratio <= 1.02 else 'MISS'} (target within 2%)")
+PY
