@@ -63,5 +63,7 @@ print(f"files: {len(names)}, rounds: {rounds}")
 print(f"record=on : median {on:.3f} s  ({[round(x, 3) for x in times['on']]})")
 print(f"record=off: median {off:.3f} s  ({[round(x, 3) for x in times['off']]})")
 ratio = on / off
-print(f"ratio on/off: {ratio:.4f} ({(ratio - 1) * 100:+.2f}%) -> {'PASS' if ratio <= 1.02 else 'MISS'} (target within 2%)")
+best = min(times["on"]) / min(times["off"])
+print(f"ratio on/off of the medians: {ratio:.4f} ({(ratio - 1) * 100:+.2f}%) -> {'PASS' if ratio <= 1.02 else 'MISS'} (target within 2%)")
+print(f"ratio on/off of the fastest rounds (less noise on a busy machine): {best:.4f} ({(best - 1) * 100:+.2f}%)")
 PY
