@@ -87,6 +87,8 @@ impl Policy {
         let mode = st_mode & 0o7777;
         match place {
             _ if kind == S_IFLNK => 0o777,
+            // The daemons' records: root's, as they made them.
+            Place::State => mode,
             Place::Private if kind == S_IFDIR => 0o700,
             Place::Private => self.private_mode(mode),
             Place::Payload if kind == S_IFREG => 0o440 | self.others_read_bits(),
@@ -169,7 +171,7 @@ pub fn needed_at(st: &libc::stat, place: Place, policy: &Policy) -> Fix {
     let kind = st.st_mode & libc::S_IFMT;
     let mode = st.st_mode & 0o7777;
     let want = policy.mode_at(place, st.st_mode);
-    let gid = place != Place::Private && st.st_gid != policy.gid;
+    let gid = !place.is_hidden() && st.st_gid != policy.gid;
     Fix {
         gid: gid.then_some(policy.gid),
         mode: (kind != libc::S_IFLNK && mode != want).then_some(want),

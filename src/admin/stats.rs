@@ -63,6 +63,8 @@ pub struct Stats {
     /// Members' private files (tokens), counted, never named or attributed to anyone.
     pub private_files: u64,
     pub private_bytes: u64,
+    /// The daemons' own records in the store (`.hfcachefs/`), counted in the totals.
+    pub state_bytes: u64,
     pub stale: Vec<(String, u64)>,
     /// What the walk passed over (directories nested too deep).
     pub walked: walk::Walked,
@@ -128,11 +130,15 @@ impl Collector {
 
     fn visit(&mut self, rel: &Path, node: &Node, place: Place, now: SystemTime) {
         self.on_disk(node);
-        if place == Place::Private {
-            if node.is_file() {
-                self.stats.private_files += 1;
-                self.stats.private_bytes += node.size();
-                self.first_name(node);
+        if place.is_hidden() {
+            if node.is_file() && self.first_name(node) {
+                let size = node.size();
+                if place == Place::Private {
+                    self.stats.private_files += 1;
+                    self.stats.private_bytes += size;
+                } else {
+                    self.stats.state_bytes += size;
+                }
             }
             return;
         }
@@ -316,7 +322,7 @@ impl Stats {
             .map(|(p, b)| format!("{{\"path\":{},\"bytes\":{b}}}", json_str(p)))
             .collect();
         format!(
-            "{{\"path\":{},\"walked\":{},\"total_bytes\":{},\"files\":{},\"disk_bytes\":{},\"payload_count\":{},\"payload_bytes\":{},\"logical_bytes\":{},\"repo_count\":{},\"repos\":[{}],\"owners\":[{}],\"shared_bytes\":{},\"snapshot_shared_bytes\":{},\"payload_shared_bytes\":{},\"hardlink_shared_bytes\":{},\"linked_outside_bytes\":{},\"private_files\":{},\"private_bytes\":{},\"stale_temporary\":[{}]}}\n",
+            "{{\"path\":{},\"walked\":{},\"total_bytes\":{},\"files\":{},\"disk_bytes\":{},\"payload_count\":{},\"payload_bytes\":{},\"logical_bytes\":{},\"repo_count\":{},\"repos\":[{}],\"owners\":[{}],\"shared_bytes\":{},\"snapshot_shared_bytes\":{},\"payload_shared_bytes\":{},\"hardlink_shared_bytes\":{},\"linked_outside_bytes\":{},\"private_files\":{},\"private_bytes\":{},\"state_bytes\":{},\"stale_temporary\":[{}]}}\n",
             json_str(path),
             json_str(walked),
             self.total_bytes,
@@ -335,6 +341,7 @@ impl Stats {
             self.linked_outside_bytes,
             self.private_files,
             self.private_bytes,
+            self.state_bytes,
             stale.join(",")
         )
     }

@@ -251,11 +251,14 @@ pub enum Place {
     /// `HF_HOME/xet` and everything below it: hf_xet's logs and staging, which every
     /// member's hf_xet must be able to create in.
     Xet,
+    /// hfcachefs's own records in the store (`.hfcachefs/`): hidden like the private area,
+    /// root's, not cache content.
+    State,
 }
 
 impl Place {
     /// Every place, in `repr(u8)` order (for keeping one in an atomic).
-    pub const ALL: [Place; 18] = [
+    pub const ALL: [Place; 19] = [
         Place::Root,
         Place::Private,
         Place::Loose,
@@ -274,7 +277,14 @@ impl Place {
         Place::RepoLocks,
         Place::Fixed,
         Place::Xet,
+        Place::State,
     ];
+
+    /// Whether this is hfcachefs's own (members' private copies, the daemons' records):
+    /// never shown through the mount, not cache content.
+    pub fn is_hidden(self) -> bool {
+        matches!(self, Place::Private | Place::State)
+    }
 
     /// Whether nothing renames or rewrites what is here: the cache layout itself and what
     /// is named after a hash.
@@ -283,6 +293,7 @@ impl Place {
             self,
             Place::Root
                 | Place::Private
+                | Place::State
                 | Place::Loose
                 | Place::Other
                 | Place::PayloadRefs
@@ -300,7 +311,9 @@ pub fn place_of(parent: Place, name: &[u8], kind: u32) -> Place {
     let link = kind == libc::S_IFLNK;
     let temporary = is_temporary(name);
     match parent {
-        Place::Root if dir && is_hidden_root_name(name) => Place::Private,
+        Place::Root if dir && is(PRIVATE_DIR) => Place::Private,
+        Place::Root if dir && is(STATE_DIR) => Place::State,
+        Place::State => Place::State,
         Place::Root if dir && is(HUB) => Place::Hub,
         Place::Root if dir && is(XET) => Place::Xet,
         Place::Xet => Place::Xet,
@@ -487,7 +500,8 @@ mod tests {
     #[test]
     fn the_private_area_is_private_all_the_way_down() {
         assert_eq!(path(&[(".hfcachefs-private", DIR)]), Place::Private);
-        assert_eq!(path(&[(".hfcachefs", DIR), ("pins", REG)]), Place::Private);
+        let pins = path(&[(".hfcachefs", DIR), ("pins", REG)]);
+        assert!(pins == Place::State && pins.is_hidden() && !pins.is_fixed());
         assert!(is_hidden_root_name(b".hfcachefs") && !is_hidden_root_name(b"hub"));
         let token = [(".hfcachefs-private", DIR), ("1000", DIR), ("token", REG)];
         assert_eq!(path(&token), Place::Private);

@@ -101,7 +101,7 @@ fn total_bytes(root: &Node) -> io::Result<u64> {
     let mut seen = HashSet::new();
     let mut total = 0;
     walk::walk(root, &mut |_, node, place| {
-        if place == layout::Place::Private {
+        if place.is_hidden() {
             return Visit::Skip;
         }
         if node.is_file() && seen.insert(node.id()) {
