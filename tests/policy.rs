@@ -489,7 +489,7 @@ fn cross_user_write_rename_delete() {
         fs::remove_dir_all(mnt.join("other")).ctx("B removes A's tree");
         fs::remove_dir_all(mnt.join("d-renamed")).ctx("B removes A's renamed dir");
     });
-    assert_eq!(names(&m.store).unwrap(), Vec::<String>::new());
+    assert_eq!(cache_names(&m.store).unwrap(), Vec::<String>::new());
 }
 
 // ------------------------------------------------------------------ pre-existing store entries

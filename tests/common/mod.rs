@@ -1605,9 +1605,25 @@ pub fn snapshot(root: &Path, with_atime: bool) -> BTreeMap<String, SnapEntry> {
     out
 }
 
+/// hfcachefs's own directories in a store root: the daemons' records (written while a
+/// mount runs, made when it starts) and members' private copies. Not cache content.
+pub const HIDDEN: [&str; 2] = [".hfcachefs", ".hfcachefs-private"];
+
+/// The names in a store directory, hfcachefs's own left out.
+pub fn cache_names(p: &Path) -> io::Result<Vec<String>> {
+    Ok(names(p)?
+        .into_iter()
+        .filter(|n| !HIDDEN.contains(&n.as_str()))
+        .collect())
+}
+
 fn snap_rec(root: &Path, p: &Path, with_atime: bool, out: &mut BTreeMap<String, SnapEntry>) {
-    let st = lst(p).unwrap_or_else(|e| panic!("snapshot lstat {}: {e}", p.display()));
     let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+    // The daemons' records change on their own while a mount runs.
+    if rel == HIDDEN[0] {
+        return;
+    }
+    let st = lst(p).unwrap_or_else(|e| panic!("snapshot lstat {}: {e}", p.display()));
     let content = if st.is_file() {
         let fd = open(p, libc::O_RDONLY | libc::O_NOATIME, 0).expect("snapshot open");
         Some(read_fd_all(fd.as_raw_fd()).expect("snapshot read"))
