@@ -1184,6 +1184,43 @@ fn file_capabilities_refused() {
     );
 }
 
+/// With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves killing setuid/setgid and capabilities to
+/// the daemon (and fuser drops the kill flags of setattr and open): a file planted in the
+/// store with them loses them once a member writes to it or anyone truncates it through the
+/// mount, as on a local filesystem.
+#[test]
+fn writes_and_truncates_drop_planted_setid_and_capabilities() {
+    let m = Mount::new();
+    let u = m.users;
+    let mut cap = vec![0u8; 20];
+    cap[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
+    let plant = |name: &str| {
+        fs::write(m.s(name), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(m.s(name), fs::Permissions::from_mode(0o6770)).unwrap();
+        lsetxattr(&m.s(name), "security.capability", &cap, 0).ctx("plant capability");
+    };
+    let setid = |name: &str| m.sst(name).perm() & 0o6000;
+    plant("written");
+    plant("truncated");
+    plant("root-truncated");
+    let (w, t) = (m.p("written"), m.p("truncated"));
+    as_user(&u.a, 0o022, move || {
+        let fd = open(&w, libc::O_WRONLY | libc::O_APPEND, 0).ctx("open for writing");
+        write_fd(fd.as_raw_fd(), b"echo hi\n").ctx("write");
+        truncate(&t, 1).ctx("truncate");
+    });
+    truncate(&m.p("root-truncated"), 1).ctx("root truncate");
+    for name in ["written", "truncated", "root-truncated"] {
+        assert_eq!(setid(name), 0, "{name}: setuid/setgid left on disk");
+        assert!(
+            lgetxattr(&m.s(name), "security.capability").is_err(),
+            "{name}: capability left on disk"
+        );
+    }
+    assert_eq!(fs::read(m.s("written")).unwrap(), b"#!/bin/sh\necho hi\n");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Device nodes, sockets, FIFOs
 // ---------------------------------------------------------------------------------------------

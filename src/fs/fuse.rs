@@ -235,6 +235,11 @@ impl Filesystem for HfCacheFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            // The kernel then leaves killing setuid/setgid and capabilities to us (the store
+            // does: `store::drop_setid`) and remembers per inode that it has none
+            // (SB_NOSEC). Without it every write(2), passthrough ones too, first asks for
+            // `security.capability`: a GETXATTR round trip per write, not per file.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
             // Re-check mtime before trusting cached pages or listings (a shared store changes
             // behind the kernel's back).
             InitFlags::FUSE_AUTO_INVAL_DATA,
@@ -433,7 +438,7 @@ impl Filesystem for HfCacheFs {
             Err(e) => return reply.error(errno(e)),
         };
         match self.backing(ino.0, fh, |fd| reply.open_backing(fd.as_fd())) {
-            Ok(Some(b)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            Ok(Some(b)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b),
             Ok(None) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => {
                 self.store.release(fh);
@@ -478,7 +483,11 @@ impl Filesystem for HfCacheFs {
     }
 
     /// Writes go straight to the store and flock locks end with the last close (release):
-    /// ENOSYS tells the kernel to stop sending a request per close(2).
+    /// ENOSYS tells the kernel to stop sending a request per close(2). Passthrough opens
+    /// are answered FOPEN_NOFLUSH as well, which spares the kernel its own work at each
+    /// close (writing back and waiting on pages of a FUSE page cache they never use);
+    /// opens served by the daemon keep it, so pages dirtied through a shared mapping still
+    /// reach the store at close, where another daemon over the same store sees them.
     fn flush(
         &self,
         _req: &Request,
@@ -706,7 +715,7 @@ impl Filesystem for HfCacheFs {
                 &a,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_NOFLUSH,
                 &b,
             ),
             Ok(None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),

@@ -512,6 +512,9 @@ impl Store {
             });
         }
         let fd = sys::reopen(inode.fd()?.as_fd(), open_flags(flags))?;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            drop_setid(fd.as_fd())?;
+        }
         Ok(self.add_file(fd, &inode))
     }
 
@@ -611,6 +614,7 @@ impl Store {
             claim::give(inode.fd()?.as_fd(), &self.policy, set.uid, set.gid, mode)?;
         }
         if let Some(size) = set.size {
+            drop_setid(inode.fd()?.as_fd())?;
             // Through the open file when there is one that can write, else a fresh descriptor.
             let file = fh.and_then(|fh| self.files.get(&fh).map(|f| Arc::clone(&f.fd)));
             match file.map(|fd| sys::ftruncate(fd.as_fd(), size)) {
@@ -919,6 +923,22 @@ struct Slot {
 
 fn xattr_name(name: &OsStr) -> SysResult<CString> {
     CString::new(name.as_bytes()).map_err(|_| libc::EINVAL)
+}
+
+/// Clears setuid/setgid on a regular file about to be written or truncated.
+///
+/// Files made through the mount never have them, but one put in the store by other means
+/// may. The kernel leaves killing them to us (FUSE_HANDLE_KILLPRIV_V2, see `HfCacheFs::init`),
+/// and fuser passes on neither FATTR_KILL_SUIDGID nor FUSE_OPEN_KILL_SUIDGID; the store-side
+/// write or truncate runs with the daemon's CAP_FSETID, which keeps them. So every writable
+/// open and every truncate drops them here, whoever asks. (Capabilities need nothing: the
+/// store's filesystem removes `security.capability` on any write, truncate or chown.)
+fn drop_setid(fd: BorrowedFd<'_>) -> SysResult<()> {
+    let st = sys::fstat(fd)?;
+    if kind_of(&st) == libc::S_IFREG && st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        sys::chmod(fd, st.st_mode & 0o1777)?;
+    }
+    Ok(())
 }
 
 /// Flags for the store descriptor of an open: creation is ours to do, O_TRUNC arrives as
