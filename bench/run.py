@@ -10,7 +10,10 @@ venv and group, and guarantees that no mount outlives it). Environment:
   BENCH_RUNS         measured runs per cell, median     (3)
   BENCH_QUICK=1      small files, short fio: a smoke run of a minute or two
   BENCH_FIO_RUNTIME  seconds per fio run                (10; 3 quick)
-  BENCH_ONLY         comma list of workloads to run: seq,mmap,fio,st,meta,churn,dl,scale
+  BENCH_ONLY         comma list of workloads to run: seq,mmap,fio,st,meta,meta26,churn
+                     (churn and churn26; or churn26 alone),dl,xet,scale
+  BENCH_XET_PYTHON   python of a venv with huggingface_hub >= 1.33 and hf_xet, for the xet
+                     row (default: the e2e venv, /opt/hfcachefs-e2e{-xet,}/venv-new)
   BENCH_OUT          markdown result file (bench/results/latest.md; quick.md if quick)
   BENCH_PROFILE=0    skip the closing strace pass that counts FUSE requests per operation
 
@@ -39,6 +42,9 @@ REPO = os.path.dirname(HERE)
 PY = sys.executable
 WORKER = os.path.join(HERE, "worker.py")
 FAKE_HUB = os.path.join(REPO, "tests", "e2e", "fake_hub.py")
+XET_PYTHON = os.environ.get("BENCH_XET_PYTHON") or next(
+    (p for p in ("/opt/hfcachefs-e2e-xet/venv-new/bin/python", "/opt/hfcachefs-e2e/venv-new/bin/python")
+     if os.path.exists(p)), "")
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -69,6 +75,11 @@ SIZES = {
     # the scale check: >= 200,000 entries (73 per repo), walked twice through hfcachefs
     "scale_repos": 300 if QUICK else 2800,
     "churn_files": 500 if QUICK else 5000,
+    # 2026 layout (shared payload store): a tree of the meta-small size, small-file churn
+    "meta26_repos": 20 if QUICK else 200,
+    "churn26_files": 200 if QUICK else 1000,
+    # hf_xet snapshot_download: total bytes over two Xet-backed files
+    "xet_bytes": 32 * MiB if QUICK else 200 * MiB,
     "churn_size": 4 * KiB,
     "fio_runtime": env_int("BENCH_FIO_RUNTIME", 3 if QUICK else 10),
     "fio_jobs": 4,
@@ -76,6 +87,7 @@ SIZES = {
 WARM_MIN_S = 1.0  # warm sequential/mmap cells repeat whole passes for at least this long
 STORE = os.path.join(BENCH_DIR, "store-quick" if QUICK else "store")
 ST_REPO, ST_FILE = "bench-org/st-model", "model.safetensors"
+XET_REPO = "bench-org/xet-model"
 DL_REPO, DL_FILE = "bench-org/dl-model", "model.safetensors"
 
 
@@ -216,9 +228,9 @@ def kill_children():
     CHILDREN.clear()
 
 
-def worker(mode, args, env=None):
-    """Runs one worker; returns its JSON result (raises on failure)."""
-    p = subprocess.Popen([PY, WORKER, mode, json.dumps(args)], stdin=subprocess.PIPE,
+def worker(mode, args, env=None, python=PY):
+    """Starts one worker; `finish` gives its JSON result (raises on failure)."""
+    p = subprocess.Popen([python, WORKER, mode, json.dumps(args)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     CHILDREN.append(p)
     ready = p.stdout.readline()
@@ -250,10 +262,10 @@ def prepare_store():
     os.makedirs(STORE, exist_ok=True)
     os.chmod(BENCH_DIR, 0o755)
     os.chmod(STORE, 0o700)
-    for d in ("data", "churn", "dl"):
+    for d in ("data", "churn", "dl", "xet-dl"):
         os.makedirs(os.path.join(STORE, d), exist_ok=True)
     # leftovers of an interrupted run
-    for d in ("churn", "dl"):
+    for d in ("churn", "dl", "xet-dl"):
         for e in os.listdir(os.path.join(STORE, d)):
             shutil.rmtree(os.path.join(STORE, d, e), ignore_errors=True)
 
@@ -293,18 +305,20 @@ def prepare_store():
         with open(st_stamp, "w") as f:
             f.write(st_want)
 
-    trees = [("meta", SIZES["meta_repos"]), ("meta-small", SIZES["meta_small_repos"])]
+    trees = [("meta", SIZES["meta_repos"], "gen_meta"), ("meta-small", SIZES["meta_small_repos"], "gen_meta")]
+    if not ONLY or "meta26" in ONLY or "scan26" in ONLY:
+        trees.append(("meta26", SIZES["meta26_repos"], "gen_meta26"))
     if not ONLY or "scale" in ONLY:
-        trees.append(("meta-scale", SIZES["scale_repos"]))
-    for sub, repos in trees:
+        trees.append(("meta-scale", SIZES["scale_repos"], "gen_meta"))
+    for sub, repos, gen in trees:
         meta = os.path.join(STORE, sub)
         meta_stamp = os.path.join(meta, ".bench-stamp")
         meta_want = f"{repos}x{SIZES['meta_blobs']}"
         if not (os.path.exists(meta_stamp) and open(meta_stamp).read() == meta_want):
-            log(f"laying out a Hugging Face cache tree of {meta_want} repos x blobs in {sub}/")
+            log(f"laying out a Hugging Face cache tree of {meta_want} repos x blobs in {sub}/ ({gen})")
             shutil.rmtree(meta, ignore_errors=True)
-            run_worker("gen_meta", {"hub": os.path.join(meta, "hub"), "repos": repos,
-                                    "blobs": SIZES["meta_blobs"]})
+            run_worker(gen, {"hub": os.path.join(meta, "hub"), "repos": repos,
+                             "blobs": SIZES["meta_blobs"]})
             with open(meta_stamp, "w") as f:
                 f.write(meta_want)
     os.sync()
@@ -396,10 +410,10 @@ def run_workload(w, targets):
     log(f"  {w.unit}: " + "; ".join(summary))
 
 
-def timed_worker(t, mode, args, cold, env=None):
+def timed_worker(t, mode, args, cold, env=None, python=PY):
     """cold: False (just sync), True (drop page cache, dentries, inodes) or a drop_caches
     level."""
-    p = worker(mode, args, env)
+    p = worker(mode, args, env, python)
     if cold:
         drop_caches(3 if cold is True else cold)
     else:
@@ -436,7 +450,7 @@ def fio(t, path, direct):
     return {"iops": job["read"]["iops"], "cpu": c1 - c0, "seconds": SIZES["fio_runtime"]}
 
 
-def build_workloads(hub_url, targets):
+def build_workloads(hub_url, targets, xet_url=None):
     by_key = {t.key: t for t in targets}
     seq = lambda t: os.path.join(t.path, "data", "seq.bin")  # noqa: E731
     allt = ["native", "hfc", "hfc-nopt", "bindfs"]
@@ -501,6 +515,30 @@ def build_workloads(hub_url, targets):
             os.sync()
             time.sleep(1)  # let the freed 1 GiB settle (the store's ext4 discards freed blocks)
 
+    def churn26(t, r):
+        repo = os.path.join(t.path, "churn", f"models--bench--churn26-{r}-{os.getpid()}")
+        try:
+            # Same start as churn (see there).
+            res = timed_worker(t, "churn26", {"repo": repo, "n": SIZES["churn26_files"],
+                                              "size": SIZES["churn_size"]}, 1)
+            res["seconds"] = res["publish_s"] + res["delete_s"]
+            return res
+        finally:
+            shutil.rmtree(repo, ignore_errors=True)
+
+    def xet_snapshot(t, r):
+        home = os.path.join(t.path, "xet-dl", f"hf-home-{r if r is not None else 'warm'}")
+        env = dict(os.environ, HF_HOME=home, HF_ENDPOINT=xet_url, HF_HUB_DISABLE_TELEMETRY="1",
+                   HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_ETAG_TIMEOUT="60", HF_HUB_DOWNLOAD_TIMEOUT="60")
+        for k in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET"):
+            env.pop(k, None)
+        try:
+            return timed_worker(t, "snapshot", {"repo": XET_REPO}, False, env, python=XET_PYTHON)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+            os.sync()
+            time.sleep(1)
+
     def churn(t, r):
         d = os.path.join(t.path, "churn", f"run-{r}-{os.getpid()}")
         try:
@@ -539,8 +577,18 @@ def build_workloads(hub_url, targets):
         *meta_workloads("meta-small", SIZES["meta_small_repos"], "_small"),
         Workload("churn", "churn", f"6. create+rename+unlink {SIZES['churn_files']} x {human(SIZES['churn_size'])}",
                  "s", False, nopt, churn),
+        Workload("churn26", "churn", f"6b. {SIZES['churn26_files']} x {human(SIZES['churn_size'])} downloads "
+                 "in the 2026 layout: .<8hex>.incomplete, rename, snapshot symlink; then delete", "s",
+                 False, nopt, churn26),
         Workload("dl", "dl", f"7. hf_hub_download {human(SIZES['dl_bytes'])} from local hub", "s", False,
                  nopt, dl, check=check_bytes(SIZES["dl_bytes"])),
+        Workload("xet", "xet", f"7b. hf_xet snapshot_download {human(SIZES['xet_bytes'])} from local hub "
+                 "(hub 2.4.0, shared payload store)", "s", False, nopt, xet_snapshot,
+                 check=check_bytes(SIZES["xet_bytes"] + 2)),
+        Workload("scan26", "meta26", f"5b. scan_cache_dir, {SIZES['meta26_repos']}x{SIZES['meta_blobs']} tree, "
+                 "2026 layout (payloads in hub/blobs/<2hex>/), warm", "s", False, nopt,
+                 lambda t, r: timed_worker(t, "scan", {"hub": os.path.join(t.path, "meta26", "hub")}, False),
+                 warm=True, check=check_meta_scan(SIZES["meta26_repos"])),
         # last: on hfcachefs this tree may need more descriptors than the daemon may open
         *meta_workloads("meta", SIZES["meta_repos"], ""),
     ]
@@ -609,20 +657,27 @@ def run_profiles(targets):
         ("create+rename+unlink", "file", nchurn, ["hfc", "bindfs"],
          "churn", lambda t: {"dir": os.path.join(t.path, "churn", f"profile-{os.getpid()}"), "n": nchurn,
                              "size": SIZES["churn_size"]}),
+        ("2026-layout download churn", "file", SIZES["churn26_files"], ["hfc", "bindfs"],
+         "churn26", lambda t: {"repo": os.path.join(t.path, "churn", f"models--bench--profile-{os.getpid()}"),
+                               "n": SIZES["churn26_files"], "size": SIZES["churn_size"]}),
+        ("scan_cache_dir, 2026 layout, warm", "file", SIZES["meta26_repos"] * SIZES["meta_blobs"], ["hfc", "bindfs"],
+         "scan", lambda t: {"hub": os.path.join(t.path, "meta26", "hub")}),
     ]
     rows = []
     env = dict(os.environ, BENCH_WORKER_NOWAIT="1")
     drop_caches(2)  # the daemons forget what the workloads left
     for label, unit, per, tkeys, mode, args in items:
-        if ONLY and not any(k in ONLY for k in (mode, {"seqread": "seq", "walkstat": "meta", "scan": "meta",
-                                                         "churn": "churn"}[mode])):
+        group = {"seqread": "seq", "walkstat": "meta", "scan": "meta", "churn": "churn", "churn26": "churn"}[mode]
+        if "2026" in label:
+            group = "meta26" if mode == "scan" else "churn"
+        if ONLY and not any(k in ONLY for k in (mode, group)):
             continue
         for k in tkeys:
             t = by[k]
             log(f"profiling {label} on {t.label} (strace; counts only)")
             cmd = [PY, WORKER, mode, json.dumps(args(t))]
             try:
-                if mode != "churn":
+                if mode not in ("churn", "churn26"):
                     subprocess.run(cmd, env=env, check=True, capture_output=True)  # warm
                 res = fuseprof.profile(t.path, cmd, env)
             except Exception as e:  # noqa: BLE001
@@ -668,7 +723,7 @@ def cell_text(w, key):
     return fmt(c.median(), w.unit)
 
 
-def targets_report(W):
+def targets_report(W, prof_rows=()):
     by = {w.key: w for w in W}
     lines = []
 
@@ -706,6 +761,21 @@ def targets_report(W):
     vs_bindfs("metadata walk", "walk_small", 0.5, 3)
     vs_bindfs("scan_cache_dir", "scan_small", 0.5, 3)
     vs_bindfs("small-file churn", "churn", 0.35, 2)
+    # issue 12: metadata at FUSE's floor
+    for k in ("scan_small", "scan", "scan26"):
+        ratio_target("scan_cache_dir (issue 12)", [k], 0.8)
+    for k in ("churn", "churn26"):
+        if k in by:
+            w = by[k]
+            r, rb = w.ratio("hfc"), w.ratio("bindfs")
+            x = rb / r if r and rb else None
+            lines.append((x is not None and x <= 0.5, f"small-file churn (issue 12) ≤ 0.5× bindfs's time: "
+                                                      f"{fmt_ratio(x)}×  ({w.label}){failed(w)}"))
+    ratio_target("hf_xet snapshot_download (issue 12)", ["xet"], 0.95)
+    for label, unit, per, tlabel, res in prof_rows:
+        if tlabel == "hfcachefs" and label == "create+rename+unlink":
+            n = sum(res["requests"].values()) / per
+            lines.append((n <= 8, f"FUSE requests per churned file (issue 12) ≤ 8: {n:.2f}  ({label})"))
     fds = [w.cells["hfc"].fds for w in W if "hfc" in w.cells and w.cells["hfc"].fds is not None]
     if fds and HFC_NOFILE.get("hfc"):
         limit = HFC_NOFILE["hfc"]
@@ -865,6 +935,20 @@ def report(W, targets, info, started, load_start, prof_rows=(), scale_rows=()):
                     continue
                 row.append(f"{statistics.median(e[ph] for e in c.extra):.3f}" if c.extra else "—")
             L.append("| " + " | ".join(row) + " |")
+    if "churn26" in by:
+        L.append("")
+        L.append("2026-layout download churn by phase (median seconds):")
+        L.append("")
+        L.append("| phase | " + " | ".join(lab for k, lab in COLS if k in by["churn26"].cells) + " |")
+        L.append("|" + " --- |" * (1 + len(by["churn26"].cells)))
+        for ph in ("publish_s", "delete_s"):
+            row = [ph.replace("_s", "")]
+            for k, _ in COLS:
+                c = by["churn26"].cells.get(k)
+                if c is None:
+                    continue
+                row.append(f"{statistics.median(e[ph] for e in c.extra):.3f}" if c.extra else "—")
+            L.append("| " + " | ".join(row) + " |")
     errors = [(w, k, c.error) for w in W for k, c in w.cells.items() if c.error]
     if errors:
         L.append("")
@@ -877,9 +961,9 @@ def report(W, targets, info, started, load_start, prof_rows=(), scale_rows=()):
     if scale_rows:
         L += scale_report(scale_rows)
     L.append("")
-    L.append("## Targets (issue 3), hfcachefs with passthrough")
+    L.append("## Targets (issues 3 and 12), hfcachefs with passthrough")
     L.append("")
-    tl = targets_report(W)
+    tl = targets_report(W, prof_rows)
     for ok, text in tl:
         L.append(f"- {'PASS' if ok else 'MISS'}  {text}")
     L.append("")
@@ -924,6 +1008,7 @@ def main():
                shutil.which("bindfs") or "/usr/bin/bindfs"),
     ]
     hub = None
+    xet_hub = None
     W = []
     prof_rows = []
     scale_rows = []
@@ -953,7 +1038,27 @@ def main():
                                     "--spec", spec_path], stdout=subprocess.PIPE, text=True)
             hub_url = json.loads(hub.stdout.readline())["url"]
             log(f"fake hub at {hub_url}")
-        W = build_workloads(hub_url, targets)
+        xet_url = None
+        if (not ONLY or "xet" in ONLY) and XET_PYTHON:
+            half = SIZES["xet_bytes"] // 2
+            spec = {"repos": [{"id": XET_REPO, "files": [
+                {"path": "config.json", "text": "{}"},
+                *({"path": f"model-0000{i}-of-00002.safetensors", "size": half, "seed": 10 + i,
+                   "unique": True, "lfs": True, "xet": True} for i in (1, 2))]}]}
+            spec_path = os.path.join(BENCH_DIR, "fake-hub-xet-spec.json")
+            with open(spec_path, "w") as f:
+                json.dump(spec, f)
+            log(f"starting a fake hub with Xet storage (hf_xet of {XET_PYTHON} uploads the fixtures)")
+            xet_hub = subprocess.Popen(["/usr/bin/python3", FAKE_HUB, "--host", "127.0.0.1", "--port", "0",
+                                        "--spec", spec_path, "--xet-python", XET_PYTHON],
+                                       stdout=subprocess.PIPE, text=True)
+            xet_url = json.loads(xet_hub.stdout.readline())["url"]
+            log(f"Xet fake hub at {xet_url}")
+        elif not XET_PYTHON:
+            log("no venv with hf_xet (BENCH_XET_PYTHON): skipping the xet row")
+        W = build_workloads(hub_url, targets, xet_url)
+        if not xet_url:
+            W = [w for w in W if w.key != "xet"]
         for w in W:
             run_workload(w, targets)
         scale_rows = run_scale(targets)
@@ -961,12 +1066,13 @@ def main():
         info = machine_info(targets)
     finally:
         kill_children()
-        if hub:
-            hub.terminate()
-            try:
-                hub.wait(10)
-            except subprocess.TimeoutExpired:
-                hub.kill()
+        for h in (hub, xet_hub):
+            if h:
+                h.terminate()
+                try:
+                    h.wait(10)
+                except subprocess.TimeoutExpired:
+                    h.kill()
         for t in targets:
             if t.is_mount:
                 t.unmount()

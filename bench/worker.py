@@ -18,9 +18,18 @@ Modes (args in JSON):
   scan      {"hub"}                        huggingface_hub.scan_cache_dir(hub)
   walkstat  {"hub"}                        os.walk the tree, os.stat (follow) every symlink
   churn     {"dir", "n", "size"}           create+write n files, rename each, unlink each
+  churn26   {"repo", "n", "size"}          n downloads in the 2026 layout's shape in repo dir
+                                           `repo` (made, and removed after): write
+                                           blobs/<etag>.<8hex>.incomplete, rename it to
+                                           blobs/<etag>, symlink snapshots/<commit>/<file> ->
+                                           ../../blobs/<etag>; then delete all (timed apart)
+  snapshot  {"repo"}                       snapshot_download (HF_HOME, HF_ENDPOINT from env)
   download  {"hf_home", "endpoint", "repo", "file"}  hf_hub_download into HF_HOME
   gen_safetensors {"path", "bytes"}        write a real .safetensors file (not timed)
   gen_meta  {"hub", "repos", "blobs"}      lay out a Hugging Face-shaped cache (not timed)
+  gen_meta26 {"hub", "repos", "blobs"}     the same in the 2026 layout: payloads in the
+                                           shared store hub/blobs/<2hex>/<xet hash> (+ .lock,
+                                           .refs), repo blobs/<etag> symlinks to them
 """
 
 from __future__ import annotations
@@ -152,6 +161,47 @@ def churn(a):
     return {"create_s": t1 - t0, "rename_s": t2 - t1, "unlink_s": t3 - t2}
 
 
+def churn26(a):
+    """What huggingface_hub does on disk per small file it downloads, as of 2026: the
+    `.incomplete` name carries 8 random hex digits, the blob is published by rename and the
+    snapshot entry is a relative symlink. Per file in that order, as the hub does."""
+    repo, n = a["repo"], a["n"]
+    data = os.urandom(a["size"])
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    blobs, snap = os.path.join(repo, "blobs"), os.path.join(repo, "snapshots", commit)
+    os.makedirs(blobs)
+    os.makedirs(snap)
+    etags = [hashlib.sha256(f"{repo} {i}".encode()).hexdigest() for i in range(n)]
+    t0 = time.perf_counter()
+    for i, etag in enumerate(etags):
+        tmp = f"{blobs}/{etag}.{os.urandom(4).hex()}.incomplete"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        os.write(fd, data)
+        os.close(fd)
+        os.replace(tmp, f"{blobs}/{etag}")
+        os.symlink(f"../../blobs/{etag}", f"{snap}/file-{i}.json")
+    t1 = time.perf_counter()
+    for i, etag in enumerate(etags):
+        os.unlink(f"{snap}/file-{i}.json")
+        os.unlink(f"{blobs}/{etag}")
+    t2 = time.perf_counter()
+    os.rmdir(snap)
+    os.rmdir(os.path.dirname(snap))
+    os.rmdir(blobs)
+    os.rmdir(repo)
+    return {"publish_s": t1 - t0, "delete_s": t2 - t1}
+
+
+def snapshot(a):
+    from huggingface_hub import snapshot_download
+
+    path = snapshot_download(a["repo"])
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return {"bytes": total}
+
+
 def download(a):
     from huggingface_hub import hf_hub_download
 
@@ -207,6 +257,56 @@ def gen_meta(a):
     return {"repos": a["repos"]}
 
 
+def gen_meta26(a):
+    """The gen_meta tree as huggingface_hub >= 1.33 lays out Xet files: each payload once in
+    the shared store `hub/blobs/<2hex>/<xet hash>` (0444, with its `.lock` and a `.refs`
+    manifest naming the repo link), the repo's `blobs/<etag>` a relative symlink to it, and
+    snapshot entries symlinks to `../../blobs/<etag>` (two symlinks to the bytes)."""
+    hub = a["hub"]
+    store = os.path.join(hub, "blobs")
+    os.makedirs(store, exist_ok=True)
+    with open(os.path.join(store, ".huggingface-shared-blobs"), "w") as f:
+        f.write("1\n")
+    for r in range(a["repos"]):
+        name = f"models--bench-org--repo-{r:04d}"
+        repo = os.path.join(hub, name)
+        commit = hashlib.sha1(f"commit {r}".encode()).hexdigest()
+        for sub in ("blobs", "refs", "trees", f"snapshots/{commit}", f"snapshots/{commit}/onnx",
+                    f".no_exist/{commit}"):
+            os.makedirs(os.path.join(repo, sub), exist_ok=True)
+        locks = os.path.join(hub, ".locks", name)
+        os.makedirs(locks, exist_ok=True)
+        with open(os.path.join(repo, "refs", "main"), "w") as f:
+            f.write(commit)
+        with open(os.path.join(repo, "trees", f"{commit}.json"), "w") as f:
+            f.write("[]")
+        for b in range(a["blobs"]):
+            content = (f"repo {r} file {b}\n" * (1 + (b * 37) % 200)).encode()
+            etag = hashlib.sha256(content).hexdigest()
+            xet = hashlib.sha256(b"xet " + content).hexdigest()
+            prefix = os.path.join(store, xet[:2])
+            os.makedirs(prefix, exist_ok=True)
+            payload = os.path.join(prefix, xet)
+            with open(payload, "wb") as f:
+                f.write(content)
+            os.chmod(payload, 0o444)
+            open(payload + ".lock", "wb").close()
+            with open(payload + ".refs", "w") as f:
+                f.write(f"{name}/blobs/{etag}\n")
+            os.symlink(f"../../blobs/{xet[:2]}/{xet}", os.path.join(repo, "blobs", etag))
+            open(os.path.join(locks, etag + ".lock"), "wb").close()
+            if b % 5 == 4:
+                rel = f"onnx/part-{b}.bin"
+                target = f"../../../blobs/{etag}"
+            else:
+                rel = f"file-{b}.json"
+                target = f"../../blobs/{etag}"
+            os.symlink(target, os.path.join(repo, "snapshots", commit, rel))
+        for m in ("added_tokens.json", "chat_template.jinja"):
+            open(os.path.join(repo, ".no_exist", commit, m), "wb").close()
+    return {"repos": a["repos"]}
+
+
 MODES = {
     "seqread": seqread,
     "mmapread": mmapread,
@@ -214,9 +314,12 @@ MODES = {
     "scan": scan,
     "walkstat": walkstat,
     "churn": churn,
+    "churn26": churn26,
+    "snapshot": snapshot,
     "download": download,
     "gen_safetensors": gen_safetensors,
     "gen_meta": gen_meta,
+    "gen_meta26": gen_meta26,
 }
 
 
@@ -229,7 +332,7 @@ def main() -> int:
     if mode == "stload":
         import huggingface_hub  # noqa: F401
         import safetensors.numpy  # noqa: F401
-    if mode in ("scan", "download"):
+    if mode in ("scan", "download", "snapshot"):
         import huggingface_hub  # noqa: F401
         import huggingface_hub.file_download  # noqa: F401
     if not os.environ.get("BENCH_WORKER_NOWAIT"):  # set when profiling: no handshake

@@ -15,7 +15,10 @@
 #   BENCH_RUNS=3          measured runs per cell (median; at least 3 for a real result)
 #   BENCH_QUICK=1         smoke run with small files (256 MiB instead of 2 GiB, ...), ~2 min;
 #                         writes bench/results/quick.md
-#   BENCH_ONLY=seq,mmap   only these workloads (seq,mmap,fio,st,meta,churn,dl)
+#   BENCH_ONLY=seq,mmap   only these workloads (seq,mmap,fio,st,meta,meta26,churn,churn26,dl,xet,
+#                         scale); churn includes churn26, the 2026 layout's download churn
+#   BENCH_XET_PYTHON=PY   python with huggingface_hub >= 1.33 and hf_xet for the xet row (default:
+#                         the e2e venv from scripts/setup-e2e.sh; the row is skipped without one)
 #   BENCH_FIO_RUNTIME=10  seconds per fio run
 #   BENCH_DIR=/var/tmp/hfcachefs-bench   work directory (must not be tmpfs)
 #   BENCH_GROUP=hfbench   group given to the mounts (created if missing)
