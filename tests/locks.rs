@@ -456,3 +456,73 @@ fn lock_as_members_across_mounts() {
     });
     assert!(ok, "B never got the lock after A closed");
 }
+
+/// Close-to-open between two daemons over one store, as the Hub libraries hand a file over
+/// (write under the lock, close, unlock; the other side locks, opens, reads): whatever one
+/// mount wrote, by write(2) or through a shared mapping, is in the store once close(2)
+/// returns, even with a shared mapping still in place. With passthrough the bytes go
+/// straight to the store (opens answer FOPEN_NOFLUSH); served by the daemon, the kernel
+/// writes a mapping's dirty pages back at close (FLUSH), so those opens must not skip it.
+#[test]
+fn close_to_open_between_two_daemons() {
+    const LEN: usize = 3 * 4096 + 100;
+    for opts in ["", "passthrough=off"] {
+        let m1 = Mount::with_opts(opts);
+        let m2 = m1.second();
+        for (i, mapped) in [false, true, false, true].into_iter().enumerate() {
+            let mut map = None;
+            let name = format!("f{i}");
+            let data: Vec<u8> = (0..LEN).map(|b| (b * 7 + i) as u8).collect();
+            // Made first, then opened: the kernel treats opens and creates apart.
+            drop(
+                open(
+                    &m1.p(&name),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o644,
+                )
+                .ctx("create"),
+            );
+            // The lock is a file of its own, as the Hub's `.lock` files are: a mapping keeps
+            // its open file, and so a flock on it, alive after close.
+            let lock1 = rw(&m1.p("lock"));
+            flock(lock1.as_raw_fd(), libc::LOCK_EX).ctx("lock via mount 1");
+            let fd = open(&m1.p(&name), libc::O_RDWR, 0).ctx("open via mount 1");
+            if mapped {
+                let r = unsafe { libc::ftruncate(fd.as_raw_fd(), LEN as libc::off_t) };
+                assert_eq!(r, 0, "ftruncate: {}", std::io::Error::last_os_error());
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        LEN,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        fd.as_raw_fd(),
+                        0,
+                    )
+                };
+                assert_ne!(p, libc::MAP_FAILED, "{opts}: mmap");
+                // Unmapped only after close: munmap writes dirty pages back by itself.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.cast::<u8>(), LEN) };
+                map = Some(p);
+            } else {
+                assert_eq!(write_fd(fd.as_raw_fd(), &data).ctx("write"), LEN);
+            }
+            drop(fd);
+            drop(lock1);
+            let what = format!("{opts:?}, {}", if mapped { "mmap" } else { "write" });
+            assert!(
+                fs::read(m1.s(&name)).unwrap() == data,
+                "{what}: the store has the bytes at close"
+            );
+            let lock2 = rw(&m2.p("lock"));
+            flock(lock2.as_raw_fd(), libc::LOCK_EX).ctx("lock via mount 2");
+            assert!(
+                fs::read(m2.p(&name)).ctx("read via mount 2") == data,
+                "{what}: mount 2 reads what mount 1 wrote"
+            );
+            if let Some(p) = map {
+                unsafe { libc::munmap(p, LEN) };
+            }
+        }
+    }
+}
