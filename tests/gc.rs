@@ -296,8 +296,9 @@ fn gc_removes_least_recently_used_revisions_and_spares_protected_ones() {
     let probe = hf(&["gc", &mnt, "--max-size", "1P", "--dry-run", "--json"]);
     assert_eq!(code(&probe), 0, "{}", out_str(&probe));
     let total = json_u64(&String::from_utf8_lossy(&probe.stdout), "store_bytes");
-    // Removing e1 frees its own blob; e2 its own and the one it shared with e1; f1 its own
-    // payload: 400 KiB. Ask for 350 KiB.
+    // Removing e1 frees its own blob; e2 its own and the one it shared with e1, and the ref
+    // naming it (40 bytes); f1 its own payload with its `.refs` hint ("models--o--f"), and
+    // its ref: 400 KiB and 92 bytes. Ask for 350 KiB.
     let max = (total - 350 * KB as u64).to_string();
     let before = store_names(&m);
     let dry = hf(&["gc", &mnt, "--max-size", &max, "--dry-run"]);
@@ -313,7 +314,7 @@ fn gc_removes_least_recently_used_revisions_and_spares_protected_ones() {
     let j = String::from_utf8_lossy(&run.stdout).into_owned();
     assert_eq!(code(&run), 0, "{}", out_str(&run));
     assert!(j.contains("\"met\":true"), "{j}");
-    assert_eq!(json_u64(&j, "freed_bytes"), 400 * KB as u64);
+    assert_eq!(json_u64(&j, "freed_bytes"), 400 * KB as u64 + 2 * 40 + 12);
     let removed: Vec<&str> = j.split("\"commit\":\"").skip(1).map(|s| &s[..40]).collect();
     assert_eq!(&removed[..3], [c("e1"), c("e2"), c("f1")], "{j}");
     // e and f are gone whole: repos, locks, f's payload and its .refs hint.
@@ -476,6 +477,48 @@ fn killed_gc_leaves_nothing_half_removed_and_the_next_run_finishes() {
             .all(|l| l.ends_with(".lock") || l.ends_with(".huggingface-shared-blobs")),
         "everything removed: {left}"
     );
+}
+
+#[test]
+fn gc_counts_what_goes_with_a_revision_besides_its_files() {
+    // 40 revisions: 40 bytes of ref each (1600 in all) and a shared payload's `.refs`
+    // hint for half of them; one with a cached tree listing, one with `.no_exist/` markers.
+    // The planner must count those too, or a small limit is never "met".
+    let m = Mount::new();
+    for i in 0..40 {
+        make_rev(
+            &m,
+            &format!("models--o--s{i}"),
+            &format!("s{i}"),
+            KB,
+            &[],
+            1_000_000 + i,
+            i % 2 == 0,
+        );
+    }
+    let r0 = m.s("hub/models--o--s0");
+    fs::create_dir_all(r0.join("trees")).unwrap();
+    fs::write(r0.join(format!("trees/{}.json", c("s0"))), pattern(5, 3000)).unwrap();
+    let r1 = m.s("hub/models--o--s1");
+    fs::create_dir_all(r1.join(format!(".no_exist/{}", c("s1")))).unwrap();
+    fs::write(r1.join(format!(".no_exist/{}/missing.txt", c("s1"))), b"").unwrap();
+    fs::write(r1.join(format!(".no_exist/{}/also.txt", c("s1"))), b"xyz").unwrap();
+    let mnt = m.mnt.display().to_string();
+    // A dry run counts everything but the shared-blobs marker (2 bytes) as freeable.
+    let dry = hf(&["gc", &mnt, "--max-size", "0", "--dry-run", "--json"]);
+    let j = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert_eq!(
+        json_u64(&j, "freed_bytes"),
+        json_u64(&j, "store_bytes") - 2,
+        "{j}"
+    );
+    let o = hf(&["gc", &mnt, "--max-size", "1K"]);
+    assert_eq!(code(&o), 0, "{}", out_str(&o));
+    assert!(out_str(&o).contains("goal met"), "{}", out_str(&o));
+    assert!(store_bytes(&m) <= 1024);
+    for i in 0..40 {
+        assert!(fs::symlink_metadata(m.s(&format!("hub/models--o--s{i}"))).is_err());
+    }
 }
 
 #[test]

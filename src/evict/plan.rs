@@ -4,7 +4,8 @@
 //!
 //! A file (a blob, a shared payload, a regular file in a snapshot) is freed only when the
 //! last revision linking to it goes, so the bytes a removal frees depend on what went
-//! before: the planner keeps a count of the revisions left per file.
+//! before: the planner keeps a count of the revisions left per file. What is a revision's
+//! alone (the refs naming it, its `.no_exist/` markers, its tree listing) goes with it.
 
 use std::collections::HashMap;
 
@@ -42,6 +43,9 @@ pub struct Revision {
     pub last_used: u64,
     /// The files its snapshot links to.
     pub files: Vec<FileId>,
+    /// Bytes of what removing it takes besides those files: the refs naming it, its
+    /// `.no_exist/` markers, its cached tree listing.
+    pub own_bytes: u64,
     pub keep: Option<Keep>,
 }
 
@@ -103,7 +107,7 @@ pub fn plan(revisions: &[Revision], sizes: &HashMap<FileId, u64>, goal: Goal) ->
         let mut own = r.files.clone();
         own.sort_unstable();
         own.dedup();
-        let mut freed = 0;
+        let mut freed = r.own_bytes;
         for f in own {
             let n = links.get_mut(&f).expect("every file was counted");
             *n -= 1;
@@ -131,6 +135,7 @@ mod tests {
             commit: commit.into(),
             last_used,
             files: files.to_vec(),
+            own_bytes: 0,
             keep: None,
         }
     }
@@ -213,6 +218,20 @@ mod tests {
         assert_eq!(removed(&revs, &p), ["a@1"]);
         assert!(!p.met, "a kept old revision means the goal is not met");
         assert!(p.kept[0].1.reason().contains("download in progress"));
+    }
+
+    #[test]
+    fn a_revisions_own_bytes_go_with_it() {
+        // Refs and markers of a revision are freed with it even when its files stay.
+        let mut revs = [rev("a", "1", 1, &[1]), rev("a", "2", 2, &[1])];
+        revs[0].own_bytes = 40;
+        revs[1].own_bytes = 41;
+        let s = sizes(&[(1, 100)]);
+        let p = plan(&revs, &s, Goal::Free(40));
+        assert_eq!(p.remove, [(0, 40)]);
+        let p = plan(&revs, &s, Goal::Free(181));
+        assert_eq!(p.remove, [(0, 40), (1, 141)]);
+        assert!(p.met);
     }
 
     #[test]

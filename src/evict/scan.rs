@@ -15,7 +15,10 @@ use std::time::SystemTime;
 
 use super::plan::{FileId, Keep, Revision};
 use super::state::{self, StateDir};
-use crate::cache::layout::{self, BLOBS, HUB, LOCK_SUFFIX, LOCKS, REFS, SNAPSHOTS};
+use crate::cache::layout::{
+    self, BLOBS, HUB, LOCK_SUFFIX, LOCKS, NO_EXIST, REFS, REFS_SUFFIX, SNAPSHOTS, TREE_SUFFIX,
+    TREES,
+};
 use crate::cache::walk::{self, Node, Visit};
 use crate::sys::{self, Name};
 
@@ -96,8 +99,10 @@ pub fn lock_held(dir: &Node, n: &OsStr) -> bool {
     )
 }
 
-/// Regular files below `root` (its own subtree, symlinks not followed), each inode once.
-fn total_bytes(root: &Node) -> io::Result<u64> {
+/// Regular files below `root` (its own subtree, symlinks not followed), each inode once,
+/// hfcachefs's own (`.hfcachefs/`, members' private copies) not counted: what a
+/// `max_size` limits.
+pub fn total_bytes(root: &Node) -> io::Result<u64> {
     let mut seen = HashSet::new();
     let mut total = 0;
     walk::walk(root, &mut |_, node, place| {
@@ -145,8 +150,8 @@ pub fn linked_blobs(repo: &Node) -> io::Result<HashSet<OsString>> {
     Ok(names)
 }
 
-/// The refs below `refs/` and the commit each names.
-fn refs_of(repo: &Node) -> io::Result<Vec<(PathBuf, String)>> {
+/// The refs below `refs/`, the commit each names and the bytes of its file.
+fn refs_of(repo: &Node) -> io::Result<Vec<(PathBuf, String, u64)>> {
     let mut out = Vec::new();
     let Some(refs) = child_dir(repo, REFS)? else {
         return Ok(out);
@@ -154,16 +159,55 @@ fn refs_of(repo: &Node) -> io::Result<Vec<(PathBuf, String)>> {
     let mut files = Vec::new();
     walk::walk(&refs, &mut |rel, node, _| {
         if node.is_file() {
-            files.push(rel.to_path_buf());
+            files.push((rel.to_path_buf(), node.size()));
         }
         Visit::Descend
     })?;
-    for rel in files {
+    for (rel, size) in files {
         if let Some(commit) = read_ref(&refs, &rel)? {
-            out.push((rel, commit));
+            out.push((rel, commit, size));
         }
     }
     Ok(out)
+}
+
+/// Bytes of the regular files below the directory `node` (a revision's
+/// `.no_exist/<commit>`), 0 if there is none.
+fn file_bytes_below(node: Option<Node>) -> io::Result<u64> {
+    let mut total = 0;
+    if let Some(node) = node.filter(Node::is_dir) {
+        walk::walk(&node, &mut |_, n, _| {
+            if n.is_file() {
+                total += n.size();
+            }
+            Visit::Descend
+        })?;
+    }
+    Ok(total)
+}
+
+/// Bytes of what goes with revision `commit` of the repo at `repo` besides the files its
+/// snapshot links to (see `remove_revision`): the refs naming it, its `.no_exist/`
+/// markers and its tree listing.
+fn own_bytes(repo: &Node, commit: &OsStr, refs: &[(PathBuf, String, u64)]) -> io::Result<u64> {
+    let named: u64 = refs
+        .iter()
+        .filter(|(_, c, _)| OsStr::new(c) == commit)
+        .map(|(_, _, size)| size)
+        .sum();
+    let no_exist = match child_dir(repo, NO_EXIST)? {
+        Some(ne) => file_bytes_below(child(&ne, commit)?)?,
+        None => 0,
+    };
+    let tree = match child_dir(repo, TREES)? {
+        Some(t) => {
+            let mut n = commit.to_owned();
+            n.push(TREE_SUFFIX);
+            child(&t, &n)?.filter(Node::is_file).map_or(0, |f| f.size())
+        }
+        None => 0,
+    };
+    Ok(named + no_exist + tree)
 }
 
 /// The commit the ref at `rel` below `refs` names (`None` if it is gone).
@@ -257,7 +301,9 @@ fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<
             if f.sizes.contains_key(&id) {
                 continue;
             }
-            let file = match (&b.payload, &shared) {
+            // The file, and the bytes of a shared payload's `.refs` hint, which goes with it
+            // (see `sweep`).
+            let (file, hint) = match (&b.payload, &shared) {
                 (Some((d, p)), Some(s)) => match child(s, d)? {
                     Some(sub) => {
                         let mut lock = p.clone();
@@ -265,18 +311,21 @@ fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<
                         if lock_held(&sub, &lock) {
                             f.locked.insert(id);
                         }
-                        child(&sub, p)?
+                        let mut h = p.clone();
+                        h.push(REFS_SUFFIX);
+                        let hint = child(&sub, &h)?.filter(Node::is_file);
+                        (child(&sub, p)?, hint.map_or(0, |h| h.size()))
                     }
-                    None => None,
+                    None => (None, 0),
                 },
                 (None, _) => match &dir {
-                    Some(d) => child(d, n)?,
-                    None => None,
+                    Some(d) => (child(d, n)?, 0),
+                    None => (None, 0),
                 },
-                _ => None,
+                _ => (None, 0),
             };
             if let Some(file) = file.filter(Node::is_file) {
-                f.sizes.insert(id, file.size());
+                f.sizes.insert(id, file.size() + hint);
                 f.mtimes.insert(id, state::secs(file.mtime()));
             }
         }
@@ -362,8 +411,8 @@ pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Resul
                 repo: ri,
                 refs: refs
                     .iter()
-                    .filter(|(_, c)| *c == commit_s)
-                    .map(|(r, _)| r.clone())
+                    .filter(|(_, c, _)| *c == commit_s)
+                    .map(|(r, _, _)| r.clone())
                     .collect(),
                 blob_names: BTreeSet::new(),
             };
@@ -417,6 +466,7 @@ pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Resul
                 commit: commit_s,
                 last_used: used,
                 files: ids,
+                own_bytes: own_bytes(node, &commit, &refs)?,
                 keep,
             });
             inv.places.push(place);
