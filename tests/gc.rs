@@ -522,6 +522,23 @@ fn gc_counts_what_goes_with_a_revision_besides_its_files() {
 }
 
 #[test]
+fn a_size_goal_is_judged_by_the_store_once_its_revisions_are_gone() {
+    // An abandoned download (older than a day) belongs to no revision: the plan cannot
+    // count it, but it leaves with the repo's last revision, and then the store is within
+    // its limit.
+    let m = Mount::new();
+    make_rev(&m, "models--o--a", "a1", KB, &[], 1_000_000, false);
+    let stale = m.s("hub/models--o--a/blobs/dead.incomplete");
+    fs::write(&stale, pattern(9, 8 * KB)).unwrap();
+    touch(&[&stale], 1_000_000);
+    let o = hf(&["gc", &m.mnt.display().to_string(), "--max-size", "1K"]);
+    assert_eq!(code(&o), 0, "{}", out_str(&o));
+    assert!(out_str(&o).contains("goal met"), "{}", out_str(&o));
+    assert!(fs::symlink_metadata(m.s("hub/models--o--a")).is_err());
+    assert!(store_bytes(&m) <= 1024);
+}
+
+#[test]
 fn a_killed_run_is_finished_from_the_trash() {
     // As gc leaves it when killed after moving a snapshot out: ref gone, snapshot in the
     // trash, blobs still there.

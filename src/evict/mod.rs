@@ -187,9 +187,27 @@ pub fn run(
         Goal::Free(n) => report.freed >= n,
         Goal::UnusedSince(_) => report.kept.is_empty() && report.removed.len() == p.remove.len(),
     };
+    // The plan counts what revisions take with them; a store's size also holds what no
+    // revision does, some of which goes with a repo's last revision (an abandoned
+    // download, a ref to no snapshot). Short by the count after removing, the store itself
+    // says whether it is within its limit.
+    let mut left = None;
+    match target {
+        Target::MaxSize(max) if !report.met && !dry_run && !done.is_empty() => {
+            let bytes = scan::total_bytes(root)?;
+            report.met = bytes <= max;
+            left = Some(bytes);
+        }
+        _ => {}
+    }
     if !report.met {
         report.reason = Some(if report.kept.is_empty() {
-            "not enough revisions left to remove".to_owned()
+            match left {
+                Some(b) => {
+                    format!("not enough revisions left to remove (the store now holds {b} bytes)")
+                }
+                None => "not enough revisions left to remove".to_owned(),
+            }
         } else {
             format!(
                 "{} revision(s) that would have gone are kept (open, downloading or pinned)",
