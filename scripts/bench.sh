@@ -44,7 +44,7 @@
 #                         so that a soak and a benchmark run never unmount each other's mounts.
 #                         Does not drop caches. A round takes ~15 s (2 x 200 MB files served at
 #                         BENCH_SOAK_THROTTLE=16 MiB/s per connection; BENCH_SOAK_BIG_MB=200).
-# Full run: about 15 minutes on 2 vCPUs. Drops the page cache (cold runs): other work on
+# Full run: about 20 minutes on 2 vCPUs (19.5 with the 2026-layout and xet rows). Drops the page cache (cold runs): other work on
 # the machine slows down meanwhile.
 set -euo pipefail
 
