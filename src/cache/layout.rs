@@ -314,7 +314,8 @@ pub fn place_of(parent: Place, name: &[u8], kind: u32) -> Place {
         Place::Root if dir && is(PRIVATE_DIR) => Place::Private,
         Place::Root if dir && is(STATE_DIR) => Place::State,
         Place::State => Place::State,
-        Place::Root if dir && is(HUB) => Place::Hub,
+        // `HF_HOME/hub`, or a hub cache deeper down (a team's HF_HOME inside the mount).
+        Place::Root | Place::Other if dir && is(HUB) => Place::Hub,
         Place::Root if dir && is(XET) => Place::Xet,
         Place::Xet => Place::Xet,
         // A hub cache at the root (HF_HUB_CACHE=/huggingface) may keep payloads there.
@@ -538,6 +539,11 @@ mod tests {
         assert_eq!(under(&[("ab", DIR), (".tmp1234", REG)]), Place::Other);
         assert_eq!(under(&[(".huggingface-shared-blobs", REG)]), Place::Fixed);
         assert_eq!(under(&[("xyz", DIR)]), Place::Other);
+        // In an HF_HOME deeper in the mount, too.
+        assert_eq!(
+            path(&[("team", DIR), ("hub", DIR), ("blobs", DIR), ("ab", DIR)]),
+            Place::Shard
+        );
         // At a hub cache at the root, too.
         assert_eq!(path(&[("blobs", DIR), ("0f", DIR)]), Place::Shard);
         let repo = [("hub", DIR), ("models--o--m", DIR)];
