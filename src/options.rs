@@ -83,7 +83,8 @@ pub struct MountOptions {
     pub read_only: bool,
     pub noexec: bool,
     pub noatime: bool,
-    /// Automatic eviction: keep the store's files under this many bytes (`max_size=`).
+    /// Automatic eviction: keep what the store's files take on disk under this many bytes
+    /// (`max_size=`).
     pub max_size: Option<u64>,
     /// Automatic eviction: keep this percentage of the store's disk free (`min_free=`).
     pub min_free: Option<f64>,

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,32 @@ fn make_rev(
     touch(&[&r.join(format!("snapshots/{commit}"))], t);
     sh(&format!("chmod -R a+rX '{}'", m.s("hub").display()));
     own
+}
+
+/// What `p` takes on disk (`st_blocks` x 512, as `du`), not following a symlink.
+fn du(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().blocks() * 512
+}
+
+/// What the regular files below `p` take on disk (0 if there is no `p`).
+fn du_files_below(p: &Path) -> u64 {
+    let mut total = 0;
+    let Ok(dir) = fs::read_dir(p) else { return 0 };
+    for e in dir {
+        let path = e.unwrap().path();
+        let md = fs::symlink_metadata(&path).unwrap();
+        if md.is_dir() {
+            total += du_files_below(&path);
+        } else if md.is_file() {
+            total += md.blocks() * 512;
+        }
+    }
+    total
+}
+
+/// The shared payload a repo's blob `blob` (a symlink) leads to.
+fn payload_of(blob: &Path) -> PathBuf {
+    fs::canonicalize(blob).unwrap()
 }
 
 fn store_names(m: &Mount) -> Vec<String> {
@@ -297,8 +323,26 @@ fn gc_removes_least_recently_used_revisions_and_spares_protected_ones() {
     assert_eq!(code(&probe), 0, "{}", out_str(&probe));
     let total = json_u64(&String::from_utf8_lossy(&probe.stdout), "store_bytes");
     // Removing e1 frees its own blob; e2 its own and the one it shared with e1, and the ref
-    // naming it (40 bytes); f1 its own payload with its `.refs` hint ("models--o--f"), and
-    // its ref: 400 KiB and 92 bytes. Ask for 350 KiB.
+    // naming it; f1 its own payload with its `.refs` hint, and its ref: 400 KiB of blobs
+    // and three small files, each a block on disk. Ask for 350 KiB.
+    let f_payload = payload_of(
+        &fs::read_dir(m.s("hub/models--o--f/blobs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    );
+    let mut f_hint = f_payload.clone().into_os_string();
+    f_hint.push(".refs");
+    let e_and_f = du_files_below(&m.s("hub/models--o--e"))
+        + du_files_below(&m.s("hub/models--o--f"))
+        + du(&f_payload)
+        + du(Path::new(&f_hint));
+    assert!(
+        e_and_f >= 400 * KB as u64 + 3 * 512,
+        "a 40-byte ref takes a block: {e_and_f}"
+    );
     let max = (total - 350 * KB as u64).to_string();
     let before = store_names(&m);
     let dry = hf(&["gc", &mnt, "--max-size", &max, "--dry-run"]);
@@ -314,7 +358,8 @@ fn gc_removes_least_recently_used_revisions_and_spares_protected_ones() {
     let j = String::from_utf8_lossy(&run.stdout).into_owned();
     assert_eq!(code(&run), 0, "{}", out_str(&run));
     assert!(j.contains("\"met\":true"), "{j}");
-    assert_eq!(json_u64(&j, "freed_bytes"), 400 * KB as u64 + 2 * 40 + 12);
+    assert_eq!(json_u64(&j, "freed_bytes"), e_and_f, "{j}");
+    assert_eq!(json_u64(&j, "store_bytes"), total);
     let removed: Vec<&str> = j.split("\"commit\":\"").skip(1).map(|s| &s[..40]).collect();
     assert_eq!(&removed[..3], [c("e1"), c("e2"), c("f1")], "{j}");
     // e and f are gone whole: repos, locks, f's payload and its .refs hint.
@@ -455,8 +500,9 @@ fn killed_gc_leaves_nothing_half_removed_and_the_next_run_finishes() {
         killed_midway |= fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some());
     }
     eprintln!("a kill left a trash behind: {killed_midway}");
-    // Only the shared-blobs marker (2 bytes) is left to keep.
-    let o = hf(&["gc", &mnt, "--max-size", "1K"]);
+    // Only the shared-blobs marker (2 bytes, a block on disk) is left to keep.
+    let marker = du(&m.s("hub/blobs/.huggingface-shared-blobs")).to_string();
+    let o = hf(&["gc", &mnt, "--max-size", &marker]);
     let left = sh(&format!(
         "find '{}' -type f -o -type l | grep -v lock$ | head",
         m.s("").display()
@@ -481,7 +527,7 @@ fn killed_gc_leaves_nothing_half_removed_and_the_next_run_finishes() {
 
 #[test]
 fn gc_counts_what_goes_with_a_revision_besides_its_files() {
-    // 40 revisions: 40 bytes of ref each (1600 in all) and a shared payload's `.refs`
+    // 40 revisions: a ref each (40 bytes, a block on disk) and a shared payload's `.refs`
     // hint for half of them; one with a cached tree listing, one with `.no_exist/` markers.
     // The planner must count those too, or a small limit is never "met".
     let m = Mount::new();
@@ -504,21 +550,107 @@ fn gc_counts_what_goes_with_a_revision_besides_its_files() {
     fs::write(r1.join(format!(".no_exist/{}/missing.txt", c("s1"))), b"").unwrap();
     fs::write(r1.join(format!(".no_exist/{}/also.txt", c("s1"))), b"xyz").unwrap();
     let mnt = m.mnt.display().to_string();
-    // A dry run counts everything but the shared-blobs marker (2 bytes) as freeable.
+    // A dry run counts everything but the shared-blobs marker (2 bytes, a block on disk)
+    // as freeable, each file by what it takes on disk.
+    let marker = du(&m.s("hub/blobs/.huggingface-shared-blobs"));
+    assert!(marker > 2, "{marker}");
     let dry = hf(&["gc", &mnt, "--max-size", "0", "--dry-run", "--json"]);
     let j = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert_eq!(
         json_u64(&j, "freed_bytes"),
-        json_u64(&j, "store_bytes") - 2,
+        json_u64(&j, "store_bytes") - marker,
         "{j}"
     );
-    let o = hf(&["gc", &mnt, "--max-size", "1K"]);
+    assert_eq!(
+        json_u64(&j, "store_bytes"),
+        du_files_below(&m.s("")) - du_files_below(&m.s(".hfcachefs")),
+        "{j}"
+    );
+    let o = hf(&["gc", &mnt, "--max-size", &marker.to_string()]);
     assert_eq!(code(&o), 0, "{}", out_str(&o));
     assert!(out_str(&o).contains("goal met"), "{}", out_str(&o));
-    assert!(store_bytes(&m) <= 1024);
+    assert!(store_bytes(&m) <= marker);
     for i in 0..40 {
         assert!(fs::symlink_metadata(m.s(&format!("hub/models--o--s{i}"))).is_err());
     }
+}
+
+#[test]
+fn sizes_are_what_files_take_on_disk() {
+    // Old: 300 files of 3 bytes (under 1 KiB by their sizes, 300 blocks on disk); new: one
+    // file of 100 KiB. By sizes the store is far within 600 KiB; on disk it is not, and
+    // the old revision goes, counted by its blocks.
+    let m = Mount::new();
+    let mnt = m.mnt.display().to_string();
+    let tiny: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("t{i}.txt"), format!("{i:03}").into_bytes()))
+        .collect();
+    let tiny: Vec<(&str, &[u8])> = tiny.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+    make_rev(&m, "models--o--tiny", "t1", 1, &tiny, 1_000_000, false);
+    make_rev(&m, "models--o--big", "b1", 100 * KB, &[], 2_000_000, false);
+    let tiny_disk = du_files_below(&m.s("hub/models--o--tiny"));
+    // 300 blobs, its own one-byte blob and its ref: 302 blocks.
+    let block = du(&m.s("hub/models--o--tiny/refs/main"));
+    assert!(block >= 512, "{block}");
+    assert_eq!(tiny_disk, 302 * block);
+    let total = store_bytes(&m);
+    assert_eq!(
+        total,
+        tiny_disk + du_files_below(&m.s("hub/models--o--big"))
+    );
+    assert!(total > 600 * KB as u64, "{total}");
+    let o = hf(&["gc", &mnt, "--max-size", "600K", "--json"]);
+    let j = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(code(&o), 0, "{}", out_str(&o));
+    assert_eq!(json_u64(&j, "freed_bytes"), tiny_disk, "{j}");
+    assert!(j.contains(&format!("\"commit\":\"{}\"", c("t1"))), "{j}");
+    assert!(fs::symlink_metadata(m.s("hub/models--o--tiny")).is_err());
+    assert!(fs::symlink_metadata(m.s("hub/models--o--big")).is_ok());
+    let last = fs::read_to_string(m.s(".hfcachefs/last-eviction")).unwrap();
+    assert!(
+        last.contains(&format!("freed {tiny_disk} bytes; goal met")),
+        "{last}"
+    );
+
+    // A sparse payload: 64 MiB long, one block written. It counts by that block: the store
+    // is within 1 MiB, and nothing goes.
+    let h = sha256(b"sparse");
+    let dir = m.s(&format!("hub/blobs/{}", &h[..2]));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(m.s("hub/blobs/.huggingface-shared-blobs"), "1\n").unwrap();
+    let payload = dir.join(&h);
+    let f = fs::File::create(&payload).unwrap();
+    f.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"x", 0).unwrap();
+    drop(f);
+    let r = m.s("hub/models--o--sparse");
+    fs::create_dir_all(r.join("blobs")).unwrap();
+    fs::create_dir_all(r.join(format!("snapshots/{}", c("s1")))).unwrap();
+    symlink(
+        format!("../../blobs/{}/{h}", &h[..2]),
+        r.join(format!("blobs/{h}")),
+    )
+    .unwrap();
+    symlink(
+        format!("../../blobs/{h}"),
+        r.join(format!("snapshots/{}/w.bin", c("s1"))),
+    )
+    .unwrap();
+    sh(&format!("chmod -R a+rX '{}'", m.s("hub").display()));
+    assert!(du(&payload) < 1 << 20);
+    let o = hf(&["gc", &mnt, "--max-size", "1M", "--json"]);
+    let j = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(code(&o), 0, "{}", out_str(&o));
+    assert!(j.contains("\"removed\":[]"), "{j}");
+    let on_disk = du_files_below(&m.s("hub"));
+    assert_eq!(json_u64(&j, "store_bytes"), on_disk, "{j}");
+    assert!(on_disk < 1 << 20, "{on_disk}");
+    // Removing it frees what it takes on disk.
+    let dry = hf(&["gc", &mnt, "--max-size", "0", "--dry-run", "--json"]);
+    let j = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let sparse_at = j.find(&c("s1")).unwrap_or_else(|| panic!("{j}"));
+    let bytes = json_u64(&j[sparse_at..], "bytes");
+    assert_eq!(bytes, du(&payload), "{j}");
 }
 
 #[test]

@@ -140,7 +140,7 @@ pub fn render(r: &Report, t: &Target, store: &Path, note: Option<&str>) -> Strin
         s += &format!("note: {n}\n");
     }
     s += &format!(
-        "store: {} in files, {} free on its disk; to free: {}\n",
+        "store: {} on disk (its files, as du), {} free on the disk; to free: {}\n",
         human_bytes(r.store_bytes),
         human_bytes(r.avail_bytes),
         human_bytes(r.need)

@@ -109,7 +109,7 @@ impl Collector {
     /// Counts an inode's disk use once.
     fn on_disk(&mut self, node: &Node) {
         if self.all.insert(node.id()) {
-            self.stats.disk_bytes += node.st.st_blocks as u64 * 512;
+            self.stats.disk_bytes += node.disk_bytes();
         }
     }
 

@@ -207,8 +207,15 @@ impl Node {
         self.kind() == libc::S_IFLNK
     }
 
+    /// Its apparent size (`st_size`).
     pub fn size(&self) -> u64 {
         self.st.st_size as u64
+    }
+
+    /// What it takes on disk (`st_blocks` x 512, as `du` counts it): a 1-byte file takes a
+    /// whole block, a sparse file only the blocks it has.
+    pub fn disk_bytes(&self) -> u64 {
+        self.st.st_blocks as u64 * 512
     }
 
     pub fn mtime(&self) -> SystemTime {

@@ -55,8 +55,9 @@ Administration (each has --help; a mountpoint named like one is given as ./docto
   hfcachefs unpin REPO[@REVISION]        remove a pin
 
 Eviction options:
-  max_size=SIZE       evict least recently used revisions in the background when the
-                      store's files pass SIZE (500M, 2G, 1.5T: powers of 1024)
+  max_size=SIZE       evict least recently used revisions in the background when what
+                      the store's files take on disk (as du) passes SIZE (500M, 2G, 1.5T:
+                      powers of 1024)
   min_free=PERCENT    ... when less than PERCENT of the store's disk is free
   record=on|off       the access and open-file records eviction reads (default on; off
                       only to measure them: gc then knows no open file of this mount)
@@ -137,7 +138,8 @@ Usage: hfcachefs gc [MOUNTPOINT] (--max-size SIZE | --free SIZE | --older-than D
 
 Removes whole revisions from the shared cache at MOUNTPOINT (default /huggingface; a
 store directory works too), least recently used first, until the goal is met:
-  --max-size SIZE      the store's files take at most SIZE (500M, 2G, 1.5T; powers of 1024)
+  --max-size SIZE      the store's files take at most SIZE on disk, as du counts them
+                       (500M, 2G, 1.5T; powers of 1024)
   --free SIZE          at least SIZE free on the store's disk
   --older-than DURATION  no revision unused for longer (30d, 12h, 90m)
 A revision is used when any of its files is opened through a mount (the daemons record

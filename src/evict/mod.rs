@@ -35,7 +35,7 @@ use state::{StateDir, TRASH_DIR};
 /// What the caller wants.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Target {
-    /// The store's files at most this many bytes.
+    /// The store's files taking at most this many bytes on disk (as `du` counts them).
     MaxSize(u64),
     /// At least this many bytes free on the store's disk.
     Free(u64),

@@ -1,6 +1,6 @@
 //! The eviction planner: which whole revisions to remove, least recently used first, to
-//! reach a goal. Pure: it sees revisions, the files each links to and their sizes, never
-//! the store, so every rule here is unit-tested.
+//! reach a goal. Pure: it sees revisions, the files each links to and what each file takes
+//! on disk (see `scan`), never the store, so every rule here is unit-tested.
 //!
 //! A file (a blob, a shared payload, a regular file in a snapshot) is freed only when the
 //! last revision linking to it goes, so the bytes a removal frees depend on what went
@@ -43,7 +43,7 @@ pub struct Revision {
     pub last_used: u64,
     /// The files its snapshot links to.
     pub files: Vec<FileId>,
-    /// Bytes of what removing it takes besides those files: the refs naming it, its
+    /// What removing it takes besides those files, on disk: the refs naming it, its
     /// `.no_exist/` markers, its cached tree listing.
     pub own_bytes: u64,
     pub keep: Option<Keep>,

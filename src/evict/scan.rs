@@ -4,6 +4,11 @@
 //! Both cache layouts: a repo's `blobs/<etag>` is the file itself (old layout) or a symlink
 //! to a shared payload `hub/blobs/<2hex>/<hash>` (hub >= 1.33); a file's identity is the
 //! inode the snapshot finally reaches, so a payload shared by several repos counts once.
+//!
+//! Bytes are what files take on disk (`st_blocks` x 512, as `du` counts them), each inode
+//! once: the store total a `max_size` limits, what a revision's removal frees, and so what
+//! a `--free`/`min_free` goal gains. A 1-byte ref takes a block; a sparse file only what it
+//! has. Directories and symlinks are not counted.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -16,8 +21,8 @@ use std::time::SystemTime;
 use super::plan::{FileId, Keep, Revision};
 use super::state::{self, StateDir};
 use crate::cache::layout::{
-    self, BLOBS, HUB, LOCK_SUFFIX, LOCKS, NO_EXIST, REFS, REFS_SUFFIX, SNAPSHOTS, TREE_SUFFIX,
-    TREES,
+    self, BLOBS, HUB, LOCK_SUFFIX, LOCKS, NO_EXIST, Place, REFS, REFS_SUFFIX, SNAPSHOTS,
+    TREE_SUFFIX, TREES,
 };
 use crate::cache::walk::{self, Node, Visit};
 use crate::sys::{self, Name};
@@ -58,8 +63,10 @@ pub struct Inventory {
     pub revisions: Vec<Revision>,
     pub places: Vec<RevisionPlace>,
     pub repos: Vec<Repo>,
+    /// What each file takes on disk.
     pub sizes: HashMap<FileId, u64>,
-    /// Bytes of regular files in the store, each inode once (hfcachefs's own not counted).
+    /// What the store's regular files take on disk, each inode once (hfcachefs's own not
+    /// counted): see [`StoreBytes`].
     pub total_bytes: u64,
 }
 
@@ -99,22 +106,41 @@ pub fn lock_held(dir: &Node, n: &OsStr) -> bool {
     )
 }
 
-/// Regular files below `root` (its own subtree, symlinks not followed), each inode once,
-/// hfcachefs's own (`.hfcachefs/`, members' private copies) not counted: what a
-/// `max_size` limits.
-pub fn total_bytes(root: &Node) -> io::Result<u64> {
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    walk::walk(root, &mut |_, node, place| {
+/// What a size goal counts, added up over a walk of the store: what its regular files take
+/// on disk (`st_blocks`, as `du`), each inode once (hard links, payloads shared by several
+/// repos), hfcachefs's own (`.hfcachefs/`, members' private copies) not counted.
+#[derive(Debug, Default)]
+pub struct StoreBytes {
+    seen: HashSet<(u64, u64)>,
+    pub total: u64,
+}
+
+impl StoreBytes {
+    /// Counts the entry `node` at `place` of a walk; false for hfcachefs's own, whose
+    /// subtree is not counted.
+    pub fn add(&mut self, node: &Node, place: Place) -> bool {
         if place.is_hidden() {
-            return Visit::Skip;
+            return false;
         }
-        if node.is_file() && seen.insert(node.id()) {
-            total += node.size();
+        if node.is_file() && self.seen.insert(node.id()) {
+            self.total += node.disk_bytes();
         }
-        Visit::Descend
+        true
+    }
+}
+
+/// What the store at `root` holds by a size goal's count (see [`StoreBytes`]; its own
+/// subtree, symlinks not followed): what a `max_size` limits.
+pub fn total_bytes(root: &Node) -> io::Result<u64> {
+    let mut b = StoreBytes::default();
+    walk::walk(root, &mut |_, node, place| {
+        if b.add(node, place) {
+            Visit::Descend
+        } else {
+            Visit::Skip
+        }
     })?;
-    Ok(total)
+    Ok(b.total)
 }
 
 /// The entries of a snapshot below `commit`: (path, node) of each symlink and file.
@@ -150,7 +176,7 @@ pub fn linked_blobs(repo: &Node) -> io::Result<HashSet<OsString>> {
     Ok(names)
 }
 
-/// The refs below `refs/`, the commit each names and the bytes of its file.
+/// The refs below `refs/`, the commit each names and what its file takes on disk.
 fn refs_of(repo: &Node) -> io::Result<Vec<(PathBuf, String, u64)>> {
     let mut out = Vec::new();
     let Some(refs) = child_dir(repo, REFS)? else {
@@ -159,7 +185,7 @@ fn refs_of(repo: &Node) -> io::Result<Vec<(PathBuf, String, u64)>> {
     let mut files = Vec::new();
     walk::walk(&refs, &mut |rel, node, _| {
         if node.is_file() {
-            files.push((rel.to_path_buf(), node.size()));
+            files.push((rel.to_path_buf(), node.disk_bytes()));
         }
         Visit::Descend
     })?;
@@ -171,14 +197,14 @@ fn refs_of(repo: &Node) -> io::Result<Vec<(PathBuf, String, u64)>> {
     Ok(out)
 }
 
-/// Bytes of the regular files below the directory `node` (a revision's
-/// `.no_exist/<commit>`), 0 if there is none.
+/// What the regular files below the directory `node` (a revision's `.no_exist/<commit>`)
+/// take on disk, 0 if there is none.
 fn file_bytes_below(node: Option<Node>) -> io::Result<u64> {
     let mut total = 0;
     if let Some(node) = node.filter(Node::is_dir) {
         walk::walk(&node, &mut |_, n, _| {
             if n.is_file() {
-                total += n.size();
+                total += n.disk_bytes();
             }
             Visit::Descend
         })?;
@@ -186,9 +212,9 @@ fn file_bytes_below(node: Option<Node>) -> io::Result<u64> {
     Ok(total)
 }
 
-/// Bytes of what goes with revision `commit` of the repo at `repo` besides the files its
+/// What goes with revision `commit` of the repo at `repo` besides the files its
 /// snapshot links to (see `remove_revision`): the refs naming it, its `.no_exist/`
-/// markers and its tree listing.
+/// markers and its tree listing, by what they take on disk.
 fn own_bytes(repo: &Node, commit: &OsStr, refs: &[(PathBuf, String, u64)]) -> io::Result<u64> {
     let named: u64 = refs
         .iter()
@@ -203,7 +229,9 @@ fn own_bytes(repo: &Node, commit: &OsStr, refs: &[(PathBuf, String, u64)]) -> io
         Some(t) => {
             let mut n = commit.to_owned();
             n.push(TREE_SUFFIX);
-            child(&t, &n)?.filter(Node::is_file).map_or(0, |f| f.size())
+            child(&t, &n)?
+                .filter(Node::is_file)
+                .map_or(0, |f| f.disk_bytes())
         }
         None => 0,
     };
@@ -279,8 +307,8 @@ fn blobs_of(
     Ok((blobs, busy))
 }
 
-/// Sizes and modification times of the files blobs lead to, and whether a payload's
-/// lock is held.
+/// What the files blobs lead to take on disk, their modification times, and whether a
+/// payload's lock is held.
 struct Files {
     sizes: HashMap<FileId, u64>,
     mtimes: HashMap<FileId, u64>,
@@ -301,8 +329,8 @@ fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<
             if f.sizes.contains_key(&id) {
                 continue;
             }
-            // The file, and the bytes of a shared payload's `.refs` hint, which goes with it
-            // (see `sweep`).
+            // The file, and what a shared payload's `.refs` hint, which goes with it (see
+            // `sweep`), takes on disk.
             let (file, hint) = match (&b.payload, &shared) {
                 (Some((d, p)), Some(s)) => match child(s, d)? {
                     Some(sub) => {
@@ -314,7 +342,7 @@ fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<
                         let mut h = p.clone();
                         h.push(REFS_SUFFIX);
                         let hint = child(&sub, &h)?.filter(Node::is_file);
-                        (child(&sub, p)?, hint.map_or(0, |h| h.size()))
+                        (child(&sub, p)?, hint.map_or(0, |h| h.disk_bytes()))
                     }
                     None => (None, 0),
                 },
@@ -325,7 +353,7 @@ fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<
                 _ => (None, 0),
             };
             if let Some(file) = file.filter(Node::is_file) {
-                f.sizes.insert(id, file.size() + hint);
+                f.sizes.insert(id, file.disk_bytes() + hint);
                 f.mtimes.insert(id, state::secs(file.mtime()));
             }
         }
@@ -423,7 +451,7 @@ pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Resul
             for (rel, e) in snapshot_entries(&cnode)? {
                 used = used.max(state::secs(e.mtime()));
                 let id = if e.is_file() {
-                    inv.sizes.insert(e.st.st_ino, e.size());
+                    inv.sizes.insert(e.st.st_ino, e.disk_bytes());
                     Some(e.st.st_ino)
                 } else {
                     let target = sys::readlink(e.fd()).map_err(io_err)?;
@@ -479,6 +507,87 @@ pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    fn du(p: &Path) -> u64 {
+        std::fs::metadata(p).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn files_count_what_they_take_on_disk_each_inode_once() {
+        let base = std::env::temp_dir().join(format!("hfcachefs-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let hub = base.join("hub");
+        // A repo of 50 one-byte files (refs, configs: each takes a block, not a byte).
+        let tiny = hub.join("models--o--tiny");
+        let commit = "a".repeat(40);
+        std::fs::create_dir_all(tiny.join("blobs")).unwrap();
+        std::fs::create_dir_all(tiny.join(format!("snapshots/{commit}"))).unwrap();
+        std::fs::create_dir_all(tiny.join("refs")).unwrap();
+        std::fs::write(tiny.join("refs/main"), &commit).unwrap();
+        for i in 0..50 {
+            std::fs::write(tiny.join(format!("blobs/b{i}")), [b'x']).unwrap();
+            symlink(
+                format!("../../blobs/b{i}"),
+                tiny.join(format!("snapshots/{commit}/f{i}")),
+            )
+            .unwrap();
+        }
+        // A shared payload, sparse: 64 MiB long, one block written.
+        let h = "02".repeat(32);
+        std::fs::create_dir_all(hub.join("blobs/02")).unwrap();
+        let payload = hub.join(format!("blobs/02/{h}"));
+        let f = std::fs::File::create(&payload).unwrap();
+        f.set_len(64 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, b"x", 0).unwrap();
+        drop(f);
+        std::fs::write(
+            hub.join(format!("blobs/02/{h}.refs")),
+            "models--o--sparse\n",
+        )
+        .unwrap();
+        let sparse = hub.join("models--o--sparse");
+        std::fs::create_dir_all(sparse.join("blobs")).unwrap();
+        std::fs::create_dir_all(sparse.join(format!("snapshots/{commit}"))).unwrap();
+        symlink(format!("../../blobs/02/{h}"), sparse.join("blobs/e")).unwrap();
+        symlink(
+            "../../blobs/e",
+            sparse.join(format!("snapshots/{commit}/w.bin")),
+        )
+        .unwrap();
+        // The tiny repo's first blob hard-linked into a third repo: one inode.
+        let copy = hub.join("models--o--copy");
+        std::fs::create_dir_all(copy.join("blobs")).unwrap();
+        std::fs::hard_link(tiny.join("blobs/b0"), copy.join("blobs/b0")).unwrap();
+        // hfcachefs's own records are not the store's.
+        std::fs::create_dir_all(base.join(layout::STATE_DIR)).unwrap();
+        std::fs::write(base.join(layout::STATE_DIR).join("x"), vec![1u8; 9000]).unwrap();
+
+        let root = Node::open_trusted(&base).unwrap();
+        let inv = scan(&root, None, SystemTime::now()).unwrap();
+        let block = du(&tiny.join("refs/main"));
+        assert!(block >= 512, "a 40-byte file takes a block: {block}");
+        let tiny_disk: u64 = (0..50).map(|i| du(&tiny.join(format!("blobs/b{i}")))).sum();
+        assert_eq!(tiny_disk, 50 * block, "each one-byte blob takes a block");
+        let hint = du(&hub.join(format!("blobs/02/{h}.refs")));
+        let payload_disk = du(&payload);
+        assert!(payload_disk < 1 << 20, "sparse: {payload_disk}");
+        assert_eq!(inv.total_bytes, block + tiny_disk + payload_disk + hint);
+        assert_eq!(inv.total_bytes, total_bytes(&root).unwrap());
+        let rev = |repo: &str| {
+            inv.revisions
+                .iter()
+                .find(|r| r.repo == repo)
+                .expect("the revision")
+        };
+        let t = rev("models--o--tiny");
+        assert_eq!(t.files.len(), 50);
+        assert!(t.files.iter().all(|f| inv.sizes[f] == block));
+        assert_eq!(t.own_bytes, block, "its ref, by its block");
+        let s = rev("models--o--sparse");
+        assert_eq!(inv.sizes[&s.files[0]], payload_disk + hint);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn pins_by_repo_commit_or_ref() {
