@@ -508,10 +508,7 @@ fn evict_once(root: &crate::cache::walk::Node, t: &Target) {
     if report.met {
         info!("eviction: {line}");
     } else {
-        warn!(
-            "eviction: {line} ({})",
-            report.reason.as_deref().unwrap_or("")
-        );
+        warn!("eviction: {line}");
     }
     if let Some(s) = &state {
         if let Err(e) = s.set_last_eviction(&line) {

@@ -654,6 +654,31 @@ fn sizes_are_what_files_take_on_disk() {
 }
 
 #[test]
+fn a_free_goal_is_judged_by_the_disk_once_its_revisions_are_gone() {
+    // More free space than the disk holds: every revision goes, and the disk itself says
+    // the goal is still not met.
+    let m = Mount::new();
+    make_rev(&m, "models--o--a", "a1", 8 * KB, &[], 1_000_000, false);
+    let o = hf(&[
+        "gc",
+        &m.mnt.display().to_string(),
+        "--free",
+        "1000P",
+        "--json",
+    ]);
+    let j = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(code(&o), 1, "{}", out_str(&o));
+    assert!(j.contains("\"met\":false"), "{j}");
+    assert!(j.contains("the disk now has "), "{j}");
+    assert!(fs::symlink_metadata(m.s("hub/models--o--a")).is_err());
+    let last = fs::read_to_string(m.s(".hfcachefs/last-eviction")).unwrap();
+    assert!(
+        last.contains("; goal not met: not enough revisions left to remove (the disk now has "),
+        "{last}"
+    );
+}
+
+#[test]
 fn a_size_goal_is_judged_by_the_store_once_its_revisions_are_gone() {
     // An abandoned download (older than a day) belongs to no revision: the plan cannot
     // count it, but it leaves with the repo's last revision, and then the store is within

@@ -259,5 +259,24 @@ mod tests {
             line,
             "0 gc: max_size=1073741824; removed 1 revision(s), freed 12 bytes; goal met"
         );
+        assert_eq!(evict::summary_met(&line), Some(true));
+        let short = Report {
+            met: false,
+            reason: Some("1 revision(s) that would have gone are kept (pinned)".into()),
+            ..r.clone()
+        };
+        let line = evict::summary(&short, &t, "daemon", UNIX_EPOCH);
+        assert_eq!(
+            line,
+            "0 daemon: max_size=1073741824; removed 1 revision(s), freed 12 bytes; goal not met: 1 revision(s) that would have gone are kept (pinned)"
+        );
+        assert_eq!(evict::summary_met(&line), Some(false));
+        assert_eq!(
+            evict::summary_met(
+                "0 gc: older_than=1d; removed 0 revision(s), freed 0 bytes; goal not met"
+            ),
+            Some(false)
+        );
+        assert_eq!(evict::summary_met("something else"), None);
     }
 }

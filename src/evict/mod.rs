@@ -57,16 +57,35 @@ impl Target {
     }
 }
 
-/// One line about an eviction run by `by`, for the log and `.hfcachefs/last-eviction`.
+/// One line about an eviction run by `by`, for the log and `.hfcachefs/last-eviction`
+/// (bytes freed on disk; why the goal was not met, when it was not).
 pub fn summary(r: &Report, t: &Target, by: &str, now: SystemTime) -> String {
+    let goal = match (&r.reason, r.met) {
+        (_, true) => "goal met".to_owned(),
+        (Some(why), false) => format!("{GOAL_NOT_MET}: {why}"),
+        (None, false) => GOAL_NOT_MET.to_owned(),
+    };
     format!(
-        "{} {by}: {}; removed {} revision(s), freed {} bytes; goal {}",
+        "{} {by}: {}; removed {} revision(s), freed {} bytes; {goal}",
         state::secs(now),
         t.spec(),
         r.removed.len(),
         r.freed,
-        if r.met { "met" } else { "not met" }
     )
+}
+
+const GOAL_NOT_MET: &str = "goal not met";
+
+/// Whether the eviction a [`summary`] line tells of met its goal (`None`: not such a line).
+pub fn summary_met(line: &str) -> Option<bool> {
+    let (_, goal) = line.split_once("; goal ")?;
+    if goal.trim_end() == "met" {
+        Some(true)
+    } else if goal.starts_with("not met") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// A duration in its largest sensible unit (`90s`, `12m`, `5h`, `30d`).
@@ -142,14 +161,18 @@ pub fn run(
     let frsize = vfs.f_frsize as u64;
     report.store_bytes = inv.total_bytes;
     report.avail_bytes = vfs.f_bavail as u64 * frsize;
+    // Free space wanted on the disk, for the goals about it.
+    let want_free = match target {
+        Target::Free(want) => Some(want),
+        Target::FreePercent(p) => Some(((vfs.f_blocks as u64 * frsize) as f64 * p / 100.0) as u64),
+        Target::MaxSize(_) | Target::OlderThan(_) => None,
+    };
     let goal = match target {
         Target::MaxSize(max) => Goal::Free(inv.total_bytes.saturating_sub(max)),
-        Target::Free(want) => Goal::Free(want.saturating_sub(report.avail_bytes)),
-        Target::FreePercent(p) => {
-            let want = (vfs.f_blocks as u64 * frsize) as f64 * p / 100.0;
-            Goal::Free((want as u64).saturating_sub(report.avail_bytes))
-        }
         Target::OlderThan(d) => Goal::UnusedSince(state::secs(now).saturating_sub(d.as_secs())),
+        Target::Free(_) | Target::FreePercent(_) => {
+            Goal::Free(want_free.unwrap_or(0).saturating_sub(report.avail_bytes))
+        }
     };
     let p = plan::plan(&inv.revisions, &inv.sizes, goal);
     report.need = match goal {
@@ -189,23 +212,30 @@ pub fn run(
     };
     // The plan counts what revisions take with them; a store's size also holds what no
     // revision does, some of which goes with a repo's last revision (an abandoned
-    // download, a ref to no snapshot). Short by the count after removing, the store itself
-    // says whether it is within its limit.
+    // download, a ref to no snapshot), and the disk's free space moves with more than the
+    // store. Short by the count after removing, the store itself (or for free space, the
+    // disk) says whether the goal is met.
     let mut left = None;
-    match target {
-        Target::MaxSize(max) if !report.met && !dry_run && !done.is_empty() => {
-            let bytes = scan::total_bytes(root)?;
-            report.met = bytes <= max;
-            left = Some(bytes);
+    if !report.met && !dry_run && !done.is_empty() {
+        match (target, want_free) {
+            (Target::MaxSize(max), _) => {
+                let bytes = scan::total_bytes(root)?;
+                report.met = bytes <= max;
+                left = Some(format!("the store now takes {bytes} bytes on disk"));
+            }
+            (_, Some(want)) => {
+                let vfs = sys::fstatvfs(root.fd()).map_err(io_err)?;
+                let avail = vfs.f_bavail as u64 * vfs.f_frsize as u64;
+                report.met = avail >= want;
+                left = Some(format!("the disk now has {avail} bytes free"));
+            }
+            _ => {}
         }
-        _ => {}
     }
     if !report.met {
         report.reason = Some(if report.kept.is_empty() {
             match left {
-                Some(b) => {
-                    format!("not enough revisions left to remove (the store now holds {b} bytes)")
-                }
+                Some(b) => format!("not enough revisions left to remove ({b})"),
                 None => "not enough revisions left to remove".to_owned(),
             }
         } else {
