@@ -436,3 +436,143 @@ fn deep_nesting_does_not_break_the_walks() {
         out_str(&o)
     );
 }
+
+/// The lines of doctor's eviction section (from `eviction:` to the verdict).
+fn eviction_section(t: &str) -> String {
+    t.lines()
+        .skip_while(|l| *l != "eviction:")
+        .take_while(|l| !l.contains("problem(s) found") && !l.starts_with("healthy"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until the store's `.hfcachefs/last-eviction` exists (the daemon's evictor writes it
+/// shortly after mounting when it could not meet its goal).
+fn wait_last_eviction(m: &Mount) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(l) = fs::read_to_string(m.s(".hfcachefs/last-eviction")) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no eviction recorded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn doctor_shows_the_limit_the_pins_and_the_last_eviction_and_warns_over_the_limit() {
+    let m = Mount::with_opts("max_size=1M");
+    let mnt = m.mnt.display().to_string();
+    // Pinned first, so that the daemon's evictor never may take it.
+    let o = hf_root(None, &["pin", "o/big", &mnt]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_str(&o));
+    // One revision of 2 MiB, as a download leaves it.
+    let commit = "c".repeat(40);
+    let r = m.s("hub/models--o--big");
+    for d in ["blobs", "refs", &format!("snapshots/{commit}")] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    write_file(&r.join("blobs/e1"), &pattern(1, 2 << 20)).unwrap();
+    std::os::unix::fs::symlink(
+        "../../blobs/e1",
+        r.join(format!("snapshots/{commit}/w.bin")),
+    )
+    .unwrap();
+    write_file(&r.join("refs/main"), commit.as_bytes()).unwrap();
+    let o = hf_root(None, &["fix-store", &m.store.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_str(&o));
+
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    let t = text(&o);
+    let section = eviction_section(&t);
+    assert!(
+        section.contains("  limit: max_size=1.0 MiB"),
+        "the mount option\n{t}"
+    );
+    assert!(section.contains("  pinned: models--o--big"), "the pin\n{t}");
+    assert_finding(
+        &o,
+        "[WARN] eviction: the store takes 2.0 MiB on disk",
+        &format!("as root: hfcachefs gc {mnt} --max-size 1048576"),
+        "over max_size",
+    );
+    assert!(t.contains("over its max_size=1.0 MiB"), "{t}");
+
+    // gc cannot meet the goal: the only revision is pinned. Doctor shows the run and warns.
+    let o = hf_root(None, &["gc", &mnt, "--max-size", "1M"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out_str(&o));
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    let t = text(&o);
+    let section = eviction_section(&t);
+    assert!(
+        section.contains("max_size=1048576; removed 0 revision(s), freed 0 bytes; goal not met: 1 revision(s) that would have gone are kept"),
+        "the last eviction\n{t}"
+    );
+    assert_finding(
+        &o,
+        "[WARN] eviction: the last eviction did not meet its goal",
+        &format!("hfcachefs gc {mnt} --max-size 1048576 --dry-run"),
+        "last eviction not met",
+    );
+
+    // A member sees the limit; the records are root's.
+    let o = doctor_as(&m.users.a, &mnt, &m.mnt);
+    let t = text(&o);
+    let section = eviction_section(&t);
+    assert!(section.contains("  limit: max_size=1.0 MiB"), "{t}");
+    assert!(section.contains("  pinned: unknown"), "{t}");
+    assert!(
+        t.contains("[WARN] eviction: the store takes 2.0 MiB on disk"),
+        "counted through the mount\n{t}"
+    );
+
+    // Unpinned, gc meets the goal; doctor is healthy again and shows that run.
+    let o = hf_root(None, &["unpin", "o/big", &mnt]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_str(&o));
+    let o = hf_root(None, &["gc", &mnt, "--max-size", "1M"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_str(&o));
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    let t = text(&o);
+    let section = eviction_section(&t);
+    // (The daemon's evictor may have taken it first: then gc found nothing to do.)
+    assert!(
+        section.contains(" gc: max_size=1048576; removed ") && section.contains("; goal met"),
+        "{t}"
+    );
+    assert!(fs::symlink_metadata(m.s("hub/models--o--big")).is_err());
+    assert!(section.contains("  pinned: nothing"), "{t}");
+    assert!(
+        t.contains("[ OK ] eviction: within max_size=1.0 MiB"),
+        "{t}"
+    );
+    assert_healthy(&o, "within the limit, the last eviction met its goal");
+}
+
+#[test]
+fn doctor_warns_when_the_disk_is_under_min_free_and_the_daemon_could_not_help() {
+    // An empty store cannot give the disk 99% free: the daemon's evictor records that.
+    let m = Mount::with_opts("min_free=99");
+    let mnt = m.mnt.display().to_string();
+    let last = wait_last_eviction(&m);
+    assert!(last.contains(" daemon: min_free=99%;"), "{last}");
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    let t = text(&o);
+    let section = eviction_section(&t);
+    assert!(section.contains("  limit: min_free=99%"), "{t}");
+    assert!(
+        section.contains("  last eviction: ") && section.contains("goal not met"),
+        "{t}"
+    );
+    assert!(section.contains("  pinned: nothing"), "{t}");
+    assert_finding(
+        &o,
+        "[WARN] eviction: ",
+        "as root: hfcachefs gc",
+        "under min_free",
+    );
+    assert!(t.contains("under its min_free=99%"), "{t}");
+    assert!(
+        t.contains("[WARN] eviction: the last eviction did not meet its goal"),
+        "{t}"
+    );
+}

@@ -6,6 +6,10 @@
 //! `probe`), so a hung daemon makes doctor report it instead of hanging too. The group comes from the mount
 //! itself (hfcachefs reports every entry, the root included, with its configured group);
 //! the other options from the daemon's command line.
+//!
+//! The report ends with the mount's eviction (see `eviction`): its limits, the last run and
+//! the pins, and a warning when the store is over its `max_size` now (counted by the tree
+//! scan), the disk under its `min_free`, or the last eviction did not meet its goal.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
@@ -15,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use super::eviction;
 use super::format::human_bytes;
 use super::mounts::{self, FSTYPE, MountInfo};
 use super::probe::{ANSWER_TIMEOUT, Probe, SCAN_TIMEOUT, Scan, decode_err, in_child};
@@ -62,8 +67,9 @@ impl Check {
     }
 }
 
-/// The report and the exit status of a list of checks.
-pub fn render(mnt: &Path, checks: &[Check]) -> (String, u8) {
+/// The report and the exit status of a list of checks, followed by `sections` (what the
+/// mount's eviction is set to and did).
+pub fn render(mnt: &Path, checks: &[Check], sections: &str) -> (String, u8) {
     let mut s = format!("hfcachefs doctor {}\n", mnt.display());
     for c in checks {
         let tag = match c.status {
@@ -77,6 +83,7 @@ pub fn render(mnt: &Path, checks: &[Check]) -> (String, u8) {
             s += &format!("       fix: {f}\n");
         }
     }
+    s += sections;
     let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
     let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
     if fails + warns == 0 {
@@ -275,7 +282,12 @@ struct Doctor {
     mount: Option<MountInfo>,
     daemon: Option<MountOptions>,
     probe: Option<Probe>,
+    /// What the tree scan counted of the store by a size goal's count, and whether it
+    /// counted all of it.
+    store_bytes: Option<(u64, bool)>,
     checks: Vec<Check>,
+    /// The eviction section.
+    eviction: String,
 }
 
 impl Doctor {
@@ -668,6 +680,7 @@ impl Doctor {
             Ok(s) => s,
             Err(c) => return self.push(c),
         };
+        self.store_bytes = Some((s.store_bytes, !s.capped && s.too_deep == 0));
         self.push(temporary_files_check(&self.mnt, &s));
         if let Some(c) = nesting_check(&self.mnt, &s) {
             self.push(c);
@@ -694,6 +707,59 @@ impl Doctor {
             )),
             None => {}
         }
+    }
+
+    /// The mount's eviction: its limits, its last run and the pins (as root), as a section
+    /// of the report; a warning when the store is over its `max_size` now, the disk under
+    /// its `min_free`, or the last eviction did not meet its goal.
+    fn check_eviction(&mut self) {
+        let Some(mi) = self.mount.clone().filter(MountInfo::is_hfcachefs) else {
+            return;
+        };
+        let store = if self.root {
+            walk::Node::open_trusted(&mi.source).ok()
+        } else {
+            None
+        };
+        let ev = eviction::from(self.daemon.as_ref(), store.as_ref());
+        self.eviction = ev.section();
+        // A store counted in part is known to be over its limit, never within it.
+        let bytes = self
+            .store_bytes
+            .and_then(|(b, whole)| (whole || ev.max_size.is_some_and(|max| b > max)).then_some(b));
+        let disk = self.probe.map(|p| (p.free, p.total));
+        let problems = ev.problems(bytes, disk);
+        let m = self.mnt_s();
+        for p in &problems {
+            let (what, fix) = p.describe(&m);
+            self.push(check("eviction", Status::Warn, what).fix(fix));
+        }
+        if !problems.is_empty() {
+            return;
+        }
+        let c = match (ev.max_size, ev.min_free, bytes) {
+            (None, None, _) => check("eviction", Status::Ok, "no limit set"),
+            (Some(max), _, None) => check(
+                "eviction",
+                Status::Skip,
+                format!(
+                    "the store was not counted whole; as root, hfcachefs gc {m} --max-size {max} --dry-run counts it"
+                ),
+            ),
+            (_, _, b) => check(
+                "eviction",
+                Status::Ok,
+                match b {
+                    Some(b) => format!(
+                        "within {} (the store takes {})",
+                        ev.limits(),
+                        human_bytes(b)
+                    ),
+                    None => format!("within {}", ev.limits()),
+                },
+            ),
+        };
+        self.push(c);
     }
 
     /// What the tree checks scan: as root, the store, against the policy (when the group is
@@ -1084,7 +1150,9 @@ pub fn run(mnt: &Path) -> CmdResult {
         mnt,
         root: sys::is_root(),
         probe: None,
+        store_bytes: None,
         checks: Vec::new(),
+        eviction: String::new(),
     };
     d.check_mounted();
     d.check_answering();
@@ -1099,7 +1167,8 @@ pub fn run(mnt: &Path) -> CmdResult {
     d.check_my_secrets();
     d.check_space();
     d.check_tree(group.map(|(gid, _)| gid));
-    let (text, code) = render(&d.mnt, &d.checks);
+    d.check_eviction();
+    let (text, code) = render(&d.mnt, &d.checks, &d.eviction);
     print!("{text}");
     Ok(ExitCode::from(code))
 }
@@ -1271,14 +1340,14 @@ mod tests {
             check("mounted", Status::Ok, "fine"),
             check("x", Status::Skip, "n/a"),
         ];
-        let (text, code) = render(Path::new("/m"), &ok);
+        let (text, code) = render(Path::new("/m"), &ok, "");
         assert_eq!(code, 0);
         assert!(text.contains("[ OK ] mounted: fine") && text.contains("healthy"));
         let bad = [
             check("a", Status::Warn, "low"),
             check("b", Status::Fail, "broken").fix("do it"),
         ];
-        let (text, code) = render(Path::new("/m"), &bad);
+        let (text, code) = render(Path::new("/m"), &bad, "");
         assert_eq!(code, 1);
         assert!(text.contains("[FAIL] b: broken\n       fix: do it"));
         assert!(text.contains("2 problem(s) found: 1 failed, 1 warning(s)"));

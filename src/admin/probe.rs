@@ -17,6 +17,7 @@ use crate::cache::layout::{self, Place};
 use crate::cache::links::{Dangling, Links, Missing, Orphan, Unlisted};
 use crate::cache::walk::{self, Node, Visit};
 use crate::error::{CmdResult, Error};
+use crate::evict::scan::StoreBytes;
 use crate::policy::{self, Others, Policy};
 use crate::sys;
 
@@ -195,6 +196,9 @@ fn secrets_probe(mnt: &Path) -> String {
 pub struct Scan {
     pub entries: u64,
     pub capped: bool,
+    /// What the store takes by a size goal's count (`evict::scan::StoreBytes`: its files on
+    /// disk, each inode once), of what was scanned.
+    pub store_bytes: u64,
     /// The first [`STALE_NAMED`] stale temporary files, by path relative to the scanned
     /// root, with their size; all of them counted in `stale_count` and `stale_bytes`.
     pub stale: Vec<(String, u64)>,
@@ -279,8 +283,13 @@ impl Scan {
     /// One fact a line; paths lose their (rare) newlines.
     fn encode(&self) -> String {
         let mut out = format!(
-            "entries {}\ncapped {}\nstale_count {}\nstale_bytes {}\nstray_count {}\n",
-            self.entries, self.capped as u8, self.stale_count, self.stale_bytes, self.stray_count
+            "entries {}\ncapped {}\nstore_bytes {}\nstale_count {}\nstale_bytes {}\nstray_count {}\n",
+            self.entries,
+            self.capped as u8,
+            self.store_bytes,
+            self.stale_count,
+            self.stale_bytes,
+            self.stray_count
         );
         for (p, size) in &self.stale {
             out += &format!("stale {size} {}\n", p.replace('\n', "?"));
@@ -357,6 +366,7 @@ impl Scan {
             match key {
                 "entries" => s.entries = value.parse().ok()?,
                 "capped" => s.capped = value == "1",
+                "store_bytes" => s.store_bytes = value.parse().ok()?,
                 "stale_count" => s.stale_count = value.parse().ok()?,
                 "stale_bytes" => s.stale_bytes = value.parse().ok()?,
                 "stray_count" => s.stray_count = value.parse().ok()?,
@@ -448,9 +458,11 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
         _ => Path::new(""),
     };
     let mut links = Links::new(hub);
+    let mut bytes = StoreBytes::default();
     let walked = walk::walk(&node, &mut |rel, n, place| {
         s.entries += 1;
         links.add(rel, n, place);
+        bytes.add(n, place);
         if place == Place::Xet && n.is_dir() {
             let describe = || {
                 format!(
@@ -517,6 +529,7 @@ fn scan(root: &Path, policy: Option<Policy>) -> io::Result<Scan> {
         }
         Visit::Descend
     })?;
+    s.store_bytes = bytes.total;
     s.too_deep = walked.too_deep;
     if let Some(p) = walked.first_too_deep {
         s.first_too_deep = p.display().to_string();
@@ -583,6 +596,7 @@ mod tests {
         let s = Scan {
             entries: 9,
             capped: true,
+            store_bytes: 40960,
             stale: vec![("a b.incomplete".into(), 5)],
             stale_count: 12,
             stale_bytes: 60,
@@ -630,6 +644,7 @@ mod tests {
             other => panic!("decoded {:?}", other.map(|r| r.map(|s| s.entries))),
         };
         assert_eq!((d.entries, d.capped, d.stray_count), (9, true, 3));
+        assert_eq!(d.store_bytes, 40960);
         assert_eq!(d.stale, s.stale);
         assert_eq!((d.stale_count, d.stale_bytes), (12, 60));
         assert_eq!((d.too_deep, d.first_too_deep.as_str()), (2, "d/d d"));

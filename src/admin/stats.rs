@@ -2,7 +2,7 @@
 //! sharing saves: total size, repos, size per repo and per owner, bytes shared by
 //! deduplication (blobs used by several revisions, payloads linked by several repos, hard
 //! links), abandoned temporary files; eviction's
-//! limit, last run and pins. Every inode is counted once; repos are sized by what
+//! limit, last run and pins (see `eviction`). Every inode is counted once; repos are sized by what
 //! their revisions use, following blob links to the shared payloads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::format::{human_bytes, json_str};
-use super::mounts;
+use super::{eviction, mounts};
 use crate::cache::layout::{self, HUB, Place, SNAPSHOTS};
 use crate::cache::links::Links;
 use crate::cache::walk::{self, Node, Visit};
@@ -373,7 +373,7 @@ pub fn run(path: &Path, json: bool) -> CmdResult {
         eprintln!("hfcachefs stats: warning: {w}: what is below them is not counted");
     }
     let (p, w) = (path.display().to_string(), walked.display().to_string());
-    let ev = eviction(&path, &root);
+    let ev = eviction::read(&path, sys::is_root().then_some(&root));
     if json {
         let s = stats.json(&p, &w);
         let body = s.trim_end();
@@ -391,78 +391,6 @@ pub fn run(path: &Path, json: bool) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Eviction as `stats` shows it: the mount's limits, the last eviction, the pins.
-#[derive(Debug, Default, PartialEq)]
-pub struct Eviction {
-    pub max_size: Option<u64>,
-    pub min_free: Option<f64>,
-    pub last: Option<String>,
-    pub pins: Vec<String>,
-}
-
-/// What the daemon serving `path` was told, and what the store's records say (readable by
-/// root only: the mount hides them).
-fn eviction(path: &Path, root: &Node) -> Eviction {
-    let o = mounts::daemon_options(path);
-    let state = crate::evict::state::StateDir::open(root.fd(), false)
-        .ok()
-        .flatten();
-    Eviction {
-        max_size: o.as_ref().and_then(|o| o.max_size),
-        min_free: o.as_ref().and_then(|o| o.min_free),
-        last: state
-            .as_ref()
-            .and_then(|s| s.last_eviction().ok().flatten()),
-        pins: state
-            .as_ref()
-            .and_then(|s| s.pins().ok())
-            .map(|p| p.into_iter().collect())
-            .unwrap_or_default(),
-    }
-}
-
-impl Eviction {
-    fn limits(&self) -> String {
-        let mut l = Vec::new();
-        if let Some(b) = self.max_size {
-            l.push(format!("max_size={}", human_bytes(b)));
-        }
-        if let Some(p) = self.min_free {
-            l.push(format!("min_free={p}%"));
-        }
-        if l.is_empty() {
-            "none (no automatic eviction)".into()
-        } else {
-            l.join(", ")
-        }
-    }
-
-    pub fn render(&self) -> String {
-        format!(
-            "eviction limit: {}\nlast eviction: {}\npinned: {}\n",
-            self.limits(),
-            self.last.as_deref().unwrap_or("none recorded"),
-            if self.pins.is_empty() {
-                "nothing".to_owned()
-            } else {
-                self.pins.join(", ")
-            }
-        )
-    }
-
-    pub fn json(&self) -> String {
-        let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
-        let pins: Vec<String> = self.pins.iter().map(|p| json_str(p)).collect();
-        format!(
-            "{{\"max_size\":{},\"min_free_percent\":{},\"last\":{},\"pins\":[{}]}}",
-            opt(self.max_size.map(|b| b.to_string())),
-            opt(self.min_free.map(|p| p.to_string())),
-            opt(self.last.as_deref().map(json_str)),
-            pins.join(",")
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,28 +406,6 @@ mod tests {
         assert!(c.repo_of(Path::new("hub/.locks/models--a--b")).is_none());
         assert!(c.repo_of(Path::new("datasets/models--a--b")).is_none());
         assert!(c.repo_of(Path::new("hub")).is_none());
-    }
-
-    #[test]
-    fn eviction_lines() {
-        let e = Eviction {
-            max_size: Some(2 << 30),
-            last: Some("1 gc: x".into()),
-            pins: vec!["models--a".into()],
-            ..Eviction::default()
-        };
-        assert!(e.render().contains(
-            "eviction limit: max_size=2.0 GiB\nlast eviction: 1 gc: x\npinned: models--a"
-        ));
-        assert_eq!(
-            e.json(),
-            "{\"max_size\":2147483648,\"min_free_percent\":null,\"last\":\"1 gc: x\",\"pins\":[\"models--a\"]}"
-        );
-        assert!(
-            Eviction::default()
-                .render()
-                .contains("none (no automatic eviction)")
-        );
     }
 
     #[test]

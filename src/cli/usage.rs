@@ -73,7 +73,10 @@ check as OK, WARN, FAIL or SKIP, with the command that fixes each problem:
   HF_HOME / HF_HUB_CACHE point at the mount; the store is 0700 root;
   kernel FUSE passthrough; flock through the mount; free space (warns under 10%);
   temporary files older than a day; directories nested too deep to scan; as root, store
-  entries whose group or mode do not follow the policy (a sample of the store).
+  entries whose group or mode do not follow the policy (a sample of the store);
+  eviction: the mount's limits, the last eviction and the pins (as root), with a warning
+  when the store is over max_size, the disk under min_free, or the last eviction could not
+  meet its goal.
 Exit status 0 when healthy, 1 with findings.
 ";
 
