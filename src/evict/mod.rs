@@ -279,13 +279,15 @@ fn to_trash(
     gone: &mut Gone,
 ) -> io::Result<bool> {
     let t = trash_name(trash, kind, repo, rest)?;
-    match sys::rename_at(
-        dir.fd(),
-        &name(n)?,
-        trash.fd(),
-        &name(&t)?,
-        libc::RENAME_NOREPLACE,
-    ) {
+    let (from, to) = (name(n)?, name(&t)?);
+    let moved = match sys::rename_at(dir.fd(), &from, trash.fd(), &to, libc::RENAME_NOREPLACE) {
+        // A filesystem without renameat2's flags (GlusterFS's FUSE client): the name was
+        // free just now, holds this process's id, and the eviction lock keeps every other
+        // eviction out, so a plain rename replaces nothing.
+        Err(libc::EINVAL) => sys::rename_at(dir.fd(), &from, trash.fd(), &to, 0),
+        r => r,
+    };
+    match moved {
         Ok(()) => {
             gone.push((dir.st.st_ino, n.to_owned()));
             Ok(true)
