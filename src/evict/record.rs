@@ -5,13 +5,15 @@
 //! An open costs two map updates and no store write; reads and writes cost nothing. The
 //! access record is appended in batches (at most every [`FLUSH_EVERY`], or sooner past
 //! [`MAX_PENDING`] inodes) and compacted when it grows past [`COMPACT_AT`] bytes, so it
-//! stays bounded however long the daemon runs.
+//! stays bounded however long the daemon runs; every [`FOLD_EVERY`] (and at start) the
+//! records of daemons that stopped are folded into it, so they stay bounded across
+//! restarts too.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 
@@ -27,7 +29,10 @@ pub const MAX_PENDING: usize = 100_000;
 pub const REFRESH_OPEN_EVERY: Duration = Duration::from_secs(10);
 /// How often the recorder thread looks for changes.
 pub const TICK: Duration = Duration::from_millis(200);
-/// Size of one host's access record past which it is rewritten with one line per inode.
+/// How often the records of daemons that stopped are folded into this one's (besides at
+/// start).
+pub const FOLD_EVERY: Duration = Duration::from_secs(600);
+/// Size of one daemon's access record past which it is rewritten with one line per inode.
 const COMPACT_AT: u64 = 8 << 20;
 /// Inodes a compacted record keeps (the most recently used).
 const KEEP_AT_MOST: usize = 400_000;
@@ -90,10 +95,11 @@ pub struct Recorder {
     state: StateDir,
     access: OwnedFd,
     open: OwnedFd,
-    host: String,
-    open_name: String,
+    /// The name of this daemon's records (open and access).
+    name: String,
     last_flush: Instant,
     last_open_write: Instant,
+    last_fold: Option<Instant>,
     /// The removal lists already passed on.
     removed_seen: HashSet<String>,
 }
@@ -104,17 +110,15 @@ impl Recorder {
         let state = StateDir::open(root, true)?.ok_or(libc::ENOENT)?;
         let access = state.subdir(ACCESS_DIR, true)?.ok_or(libc::ENOENT)?;
         let open = state.subdir(OPEN_DIR, true)?.ok_or(libc::ENOENT)?;
-        let host = state::host_name();
-        let open_name = format!("{host}-{}", std::process::id());
         let long_ago = Instant::now() - REFRESH_OPEN_EVERY;
         Ok(Recorder {
             state,
             access,
             open,
-            host,
-            open_name,
+            name: state::instance_name(),
             last_flush: long_ago,
             last_open_write: long_ago,
+            last_fold: None,
             removed_seen: HashSet::new(),
         })
     }
@@ -129,6 +133,11 @@ impl Recorder {
         if changed || self.last_open_write.elapsed() >= REFRESH_OPEN_EVERY {
             self.write_open(t)?;
         }
+        // After the open record: this daemon's own is fresh by now.
+        if self.last_fold.is_none_or(|f| f.elapsed() >= FOLD_EVERY) {
+            self.last_fold = Some(Instant::now());
+            self.state.fold_stopped(&self.name, SystemTime::now())?;
+        }
         if self.last_flush.elapsed() >= FLUSH_EVERY || t.used.len() >= MAX_PENDING {
             self.flush(t)?;
         }
@@ -139,10 +148,10 @@ impl Recorder {
         t.open_changed.store(false, Ordering::Relaxed);
         let text: String = t.open.iter().map(|e| format!("{}\n", e.key())).collect();
         self.last_open_write = Instant::now();
-        state::write_file(self.open.as_fd(), &self.open_name, text.as_bytes())
+        state::write_file(self.open.as_fd(), &self.name, text.as_bytes())
     }
 
-    /// Appends the pending accesses to this host's record (compacting it when big).
+    /// Appends the pending accesses to this daemon's record (compacting it when big).
     pub fn flush(&mut self, t: &Tracker) -> SysResult<()> {
         self.last_flush = Instant::now();
         let used = t.take_used();
@@ -150,29 +159,29 @@ impl Recorder {
             return Ok(());
         }
         let text: String = used.iter().map(|(i, s)| format!("{i} {s}\n")).collect();
-        let size = state::append_file(self.access.as_fd(), &self.host, text.as_bytes())?;
+        let size = state::append_file(self.access.as_fd(), &self.name, text.as_bytes())?;
         if size > COMPACT_AT {
             self.compact()?;
         }
         Ok(())
     }
 
-    /// Rewrites this host's record with one line per inode, the newest uses kept.
+    /// Rewrites this daemon's record with one line per inode, the newest uses kept.
     fn compact(&self) -> SysResult<()> {
-        let text = state::read_file(self.access.as_fd(), &self.host)?.unwrap_or_default();
+        let text = state::read_file(self.access.as_fd(), &self.name)?.unwrap_or_default();
         let mut all = HashMap::new();
         state::merge_access(&mut all, &text);
         let mut v: Vec<(u64, u64)> = all.into_iter().collect();
         v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.truncate(KEEP_AT_MOST);
         let text: String = v.iter().map(|(i, s)| format!("{i} {s}\n")).collect();
-        state::write_file(self.access.as_fd(), &self.host, text.as_bytes())
+        state::write_file(self.access.as_fd(), &self.name, text.as_bytes())
     }
 
     /// At unmount: the last accesses written, the open-file record removed.
     pub fn finish(&mut self, t: &Tracker) -> SysResult<()> {
         self.flush(t)?;
-        let name = crate::sys::Name::new(std::ffi::OsStr::new(&self.open_name))?;
+        let name = crate::sys::Name::new(std::ffi::OsStr::new(&self.name))?;
         match crate::sys::unlink_at(self.open.as_fd(), &name, false) {
             Ok(()) | Err(libc::ENOENT) => Ok(()),
             Err(e) => Err(e),
@@ -187,7 +196,6 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     #[test]
     fn opens_are_recorded_and_flushed_in_batches() {

@@ -1,12 +1,16 @@
 //! hfcachefs's own state in the store, under `.hfcachefs/` (hidden by the mount, root's
 //! and 0700): what eviction needs to know that the cache itself does not say.
 //!
-//! - `access/<host>`: the access record, lines `<inode> <unix seconds>` appended by each
-//!   host's daemon in batches; the newest time of an inode wins. One file per host, so
-//!   hosts sharing a store never write the same file.
 //! - `open/<host>-<pid>`: the inodes a daemon has open now, one per line, rewritten when
 //!   they change and refreshed every few seconds; a record not refreshed for
-//!   [`OPEN_RECORD_TTL`] belongs to a daemon that died and is ignored.
+//!   [`OPEN_RECORD_TTL`] belongs to a daemon that stopped and is ignored.
+//! - `access/<host>-<pid>`: the access record of the same daemon, lines `<inode> <unix
+//!   seconds>` appended in batches; the newest time of an inode wins. One file per daemon
+//!   ([`instance_name`]), so no file has two writers: two mounts of one store on a host, or
+//!   hosts of one name, never append to the same file nor lose lines to another's
+//!   compaction (cluster filesystems give no atomic read-and-replace). The record of a
+//!   daemon that stopped (no fresh open record) is folded into a running daemon's and
+//!   removed ([`StateDir::fold_stopped`]), so the records stay bounded across restarts.
 //! - `pins`: `repo` or `repo@revision`, one per line (`hfcachefs pin`).
 //! - `trash/`: what an eviction took out of the cache and has not deleted yet.
 //! - `last-eviction`: one line about the last eviction, for `stats` and `doctor`.
@@ -138,21 +142,31 @@ impl StateDir {
         Ok(all)
     }
 
+    /// The open records, each with whether it is fresh at `now` (refreshed within
+    /// [`OPEN_RECORD_TTL`]: its daemon is running).
+    fn open_records(&self, dir: BorrowedFd<'_>, now: SystemTime) -> SysResult<Vec<(String, bool)>> {
+        let mut out = Vec::new();
+        for n in list(dir)? {
+            let Ok(st) = sys::stat_at(dir, &name(&n)?) else {
+                continue;
+            };
+            let written = sys::system_time(st.st_mtime, st.st_mtime_nsec);
+            let fresh = !now
+                .duration_since(written)
+                .is_ok_and(|age| age > OPEN_RECORD_TTL);
+            out.push((n, fresh));
+        }
+        Ok(out)
+    }
+
     /// The inodes open through any mount whose record is fresh at `now`.
     pub fn open_inodes(&self, now: SystemTime) -> SysResult<HashSet<u64>> {
         let mut open = HashSet::new();
         let Some(dir) = self.subdir(OPEN_DIR, false)? else {
             return Ok(open);
         };
-        for n in list(dir.as_fd())? {
-            let Ok(st) = sys::stat_at(dir.as_fd(), &name(&n)?) else {
-                continue;
-            };
-            let written = sys::system_time(st.st_mtime, st.st_mtime_nsec);
-            if now
-                .duration_since(written)
-                .is_ok_and(|age| age > OPEN_RECORD_TTL)
-            {
+        for (n, fresh) in self.open_records(dir.as_fd(), now)? {
+            if !fresh {
                 continue;
             }
             if let Some(text) = read_file(dir.as_fd(), &n)? {
@@ -160,6 +174,55 @@ impl StateDir {
             }
         }
         Ok(open)
+    }
+
+    /// Folds the access records of daemons that stopped (no open record of theirs fresh at
+    /// `now`; records from before per-daemon names have none) into the record `own`, then
+    /// removes them and the stale open records. Appended before removed: a reader sees
+    /// every line at all times, some twice. Returns how many records were folded.
+    pub fn fold_stopped(&self, own: &str, now: SystemTime) -> SysResult<usize> {
+        let (Some(access), Some(open)) = (
+            self.subdir(ACCESS_DIR, false)?,
+            self.subdir(OPEN_DIR, false)?,
+        ) else {
+            return Ok(0);
+        };
+        // Access records first: a daemon writes its open record before its access record,
+        // so one listed here and running has a fresh open record below.
+        let names = list(access.as_fd())?;
+        let records = self.open_records(open.as_fd(), now)?;
+        let running: HashSet<&str> = records
+            .iter()
+            .filter(|(_, fresh)| *fresh)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut merged = HashMap::new();
+        let mut folded = Vec::new();
+        for n in names {
+            if n == own || running.contains(n.as_str()) {
+                continue;
+            }
+            if let Some(text) = read_file(access.as_fd(), &n)? {
+                merge_access(&mut merged, &text);
+            }
+            folded.push(n);
+        }
+        if !merged.is_empty() {
+            let text: String = merged.iter().map(|(i, s)| format!("{i} {s}\n")).collect();
+            append_file(access.as_fd(), own, text.as_bytes())?;
+        }
+        let stale = records.iter().filter(|(n, fresh)| !fresh && n != own);
+        for (dir, n) in folded
+            .iter()
+            .map(|n| (&access, n))
+            .chain(stale.map(|(n, _)| (&open, n)))
+        {
+            match sys::unlink_at(dir.as_fd(), &name(n)?, false) {
+                Ok(()) | Err(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(folded.len())
     }
 
     /// Publishes the entries an eviction removed (`(directory inode, name)`), and drops
@@ -357,6 +420,12 @@ pub fn remove_tree(dir: BorrowedFd<'_>, n: &OsStr) -> SysResult<()> {
     }
 }
 
+/// The name of this daemon's records, `<host>-<pid>`: its open record and its access
+/// record.
+pub fn instance_name() -> String {
+    format!("{}-{}", host_name(), std::process::id())
+}
+
 /// This host's name, for naming its records.
 pub fn host_name() -> String {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -388,6 +457,49 @@ mod tests {
         merge_access(&mut m, "1 100\n2 50\n\n1 90\ngarbage\n3\n");
         merge_access(&mut m, "2 70\n");
         assert_eq!(m, HashMap::from([(1, 100), (2, 70)]));
+    }
+
+    #[test]
+    fn records_of_stopped_daemons_are_folded() {
+        let d = std::env::temp_dir().join(format!("hfc-fold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let c = std::ffi::CString::new(d.as_os_str().as_bytes()).unwrap();
+        let root = sys::open_root(&c).unwrap();
+        let s = StateDir::open(root.as_fd(), true).unwrap().unwrap();
+        let access = s.subdir(ACCESS_DIR, true).unwrap().unwrap();
+        let open = s.subdir(OPEN_DIR, true).unwrap().unwrap();
+        // h-1: this daemon; h-2: running; h-3: killed (its open record stale); h: a
+        // record from before per-daemon names.
+        for (n, text) in [
+            ("h-1", "1 10\n"),
+            ("h-2", "2 20\n"),
+            ("h-3", "3 30\n1 40\n"),
+            ("h", "4 5\n"),
+        ] {
+            append_file(access.as_fd(), n, text.as_bytes()).unwrap();
+        }
+        for n in ["h-1", "h-2", "h-3"] {
+            write_file(open.as_fd(), n, b"").unwrap();
+        }
+        let before = s.access().unwrap();
+        let old = SystemTime::now() - OPEN_RECORD_TTL - Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(d.join(".hfcachefs/open/h-3"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(s.fold_stopped("h-1", SystemTime::now()).unwrap(), 2);
+        assert_eq!(list(access.as_fd()).unwrap(), ["h-1", "h-2"]);
+        assert_eq!(
+            list(open.as_fd()).unwrap(),
+            ["h-1", "h-2"],
+            "stale record gone"
+        );
+        assert_eq!(s.access().unwrap(), before, "no access lost");
+        assert_eq!(s.fold_stopped("h-1", SystemTime::now()).unwrap(), 0);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
