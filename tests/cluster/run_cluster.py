@@ -8,23 +8,32 @@ scripts/gluster-up.sh brings up a single-node GlusterFS on loopback, mounts its 
 hfcachefs over each (HF_A over A's store, HF_B over B's). Every step bounded in time:
 
  with hfcachefs entry_timeout=0,attr_timeout=0 (the setting DEPLOYMENT.md recommends):
-  1. concurrent downloads: 8 members, every other one on host A / host B, run
+  1. gc across hosts (step_gc_two_hosts), on the still empty store: four revisions made
+     through A, read through B in the opposite order; both clients give a file the same
+     st_ino; B's reads are in B's own access record and set gc's least-recently-used order
+     on A (a dry run would remove d, c); a member on B holds d open: B's open record lists it
+     within a tick, gc on A keeps d and removes c, b, a in that order, exits 1 saying why;
+     the reader finishes with the right sha256; closed, d leaves B's record within a tick
+     and the next gc on A removes it. A third daemon on B killed (SIGKILL) with a file open:
+     its record protects the file until it is OPEN_RECORD_TTL (60 s) old, not after; a
+     daemon starting then folds the killed one's access record into its own;
+  2. concurrent downloads: 8 members, every other one on host A / host B, run
      `snapshot_download` of 20 repos (two with a 200 MB file), each asked for from both hosts:
      zero errors, one blob per etag with the right sha256, every snapshot symlink resolving,
      one GET per file (the lock files' flocks exclude across hosts), ownership and modes on
      the brick as on one host;
-  2. flock across hosts: LOCK_EX through A blocks LOCK_NB (and LOCK_SH) through B and back, a
+  3. flock across hosts: LOCK_EX through A blocks LOCK_NB (and LOCK_SH) through B and back, a
      blocking waiter on the other host gets the lock when the holder lets go or is killed,
      shared locks coexist;
-  3. ownership and modes of what members create on either host, checked on the brick;
+  4. ownership and modes of what members create on either host, checked on the brick;
  remounted with entry_timeout=attr_timeout=CLUSTER_TIMEOUT (default 1 s):
-  4. cross-host visibility of creations, size changes and deletions within the timeouts;
-  5. the download scenario again (CLUSTER_BIG_MB2 MB big files);
-  6. ESTALE: readers on B while A replaces files by rename-over (through hfcachefs and
+  5. cross-host visibility of creations, size changes and deletions within the timeouts;
+  6. the download scenario again (CLUSTER_BIG_MB2 MB big files);
+  7. ESTALE: readers on B while A replaces files by rename-over (through hfcachefs and
      directly on the gluster client) and removes directories B holds open: only
      ENOENT/ESTALE, never a torn read or another errno, both daemons stay up;
  and
-  7. root squash (gluster `server.root-squash on`): what hfcachefs does when root cannot
+  8. root squash (gluster `server.root-squash on`): what hfcachefs does when root cannot
      chown in the store, recorded precisely (mount refused; running daemons: every operation
      fails), nothing half-made left behind, daemons up, recovery when squash is off.
 
@@ -38,6 +47,7 @@ options for both hfcachefs mounts, e.g. passthrough=off), HFCACHEFS_BIN.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -199,7 +209,271 @@ BUG_C = ("when root's chown is squashed after mount, mkdir/symlink/mknod fail wi
 
 
 # ----------------------------------------------------------------------------------------
-# 1. Concurrent downloads across the two hosts
+# 1. gc on host A respects what host B has open and what host B read
+# ----------------------------------------------------------------------------------------
+OPEN_RECORD_TTL = 60  # src/evict/state.rs
+GC_SIZE = 1 << 20  # each revision: one 1 MiB blob, and refs/main (40 bytes)
+READER = r"""
+import hashlib, select, sys, time
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    size = int(sys.argv[2])
+    h.update(f.read(4096))
+    print("open", flush=True)
+    go = False
+    while True:
+        if not go:
+            if select.select([sys.stdin], [], [], 0.1)[0]:
+                sys.stdin.readline()
+                go = True
+            elif f.tell() >= size - 4096:
+                continue
+        b = f.read(4096 if not go else 1 << 20)
+        if not b:
+            break
+        h.update(b)
+print("sha256", h.hexdigest(), flush=True)
+"""
+
+
+def hf_gc(mnt: Path, *args: str) -> tuple[int, dict | None, str]:
+    """`hfcachefs gc MNT ARGS --json` as root: exit status, the report, all output."""
+    cp = run([str(L.hfcachefs_bin()), "gc", str(mnt), *args, "--json"], check=False, timeout=120)
+    try:
+        report = json.loads(cp.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        report = None
+    return cp.returncode, report, f"exit {cp.returncode}\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}"
+
+
+def names(items) -> list[str]:
+    return [i["repo"].removeprefix("models--hfgc--") for i in items or []]
+
+
+def record_lines(path: Path) -> set[str]:
+    try:
+        return set(path.read_text().split())
+    except OSError:
+        return set()
+
+
+def record_of(dirpath: Path, pid: int) -> Path:
+    """The record of the daemon `pid` (`<host>-<pid>`) in `dirpath`."""
+    for p in (dirpath.iterdir() if dirpath.is_dir() else []):
+        if p.name.endswith(f"-{pid}") and not p.name.startswith("."):  # not write_file's temporaries
+            return p
+    return dirpath / f"none-{pid}"
+
+
+def wait_until(pred, limit: float, step: float = 0.05) -> float | None:
+    t0 = time.monotonic()
+    while True:
+        if pred():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > limit:
+            return None
+        time.sleep(step)
+
+
+class Reader:
+    """A member's process reading a file slowly through a mount: open, 4 KiB every 0.1 s,
+    the last 4 KiB only once told to finish."""
+
+    def __init__(self, user, path: Path, size: int, script: Path):
+        self.p = subprocess.Popen(
+            ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--",
+             "/usr/bin/python3", str(script), str(path), str(size)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/", start_new_session=True)
+
+    def opened(self, limit: float = 10) -> bool:
+        import select
+        if not select.select([self.p.stdout], [], [], limit)[0]:
+            return False
+        return self.p.stdout.readline().strip() == "open"
+
+    def finish(self) -> str:
+        try:
+            out, err = self.p.communicate("go\n", timeout=60)
+        except subprocess.TimeoutExpired:
+            kill_bg(self.p)
+            return "timed out"
+        return out.strip() + err.strip()[-500:]
+
+    def kill(self) -> None:
+        kill_bg(self.p)
+
+
+def step_gc_two_hosts(rep: S.Report, cl: Cluster, members, base: Path, summary: dict) -> None:
+    """On the fresh store: revisions made through host A, read through host B in another
+    order, one held open on host B while gc runs on host A; then a daemon on host B killed
+    with a file open. Exact sizes: every expected plan below is the only right one."""
+    a, b = members.users[0], members.users[1]
+    data_dir = base / "gcdata"
+    data_dir.mkdir(mode=0o755)
+    script = data_dir / "reader.py"
+    script.write_text(READER)
+    os.chmod(script, 0o644)
+    state = cl.store_a / ".hfcachefs"
+    hub_brick = cl.brick_store / "hub"
+    revs = {}
+
+    def make(tag: str) -> dict:
+        """Revision `tag` of models--hfgc--TAG made through host A by member a, as a
+        download leaves it (old layout): blobs/<sha256>, the snapshot's link, refs/main."""
+        content = os.urandom(GC_SIZE)
+        src = data_dir / f"{tag}.bin"
+        src.write_bytes(content)
+        os.chmod(src, 0o644)
+        sha = hashlib.sha256(content).hexdigest()
+        commit = hashlib.sha1(tag.encode()).hexdigest()
+        repo = f"models--hfgc--{tag}"
+        r = f"{cl.hf_a}/hub/{repo}"
+        as_user(a, "022", f"set -e; mkdir -p '{r}/blobs' '{r}/refs' '{r}/snapshots/{commit}'; "
+                          f"cp '{src}' '{r}/blobs/{sha}'; ln -s ../../blobs/{sha} '{r}/snapshots/{commit}/model.bin'; "
+                          f"printf %s {commit} > '{r}/refs/main'", check=True)
+        rev = {"repo": repo, "commit": commit, "sha": sha, "file": f"hub/{repo}/snapshots/{commit}/model.bin",
+               "blob": f"hub/{repo}/blobs/{sha}"}
+        rev["ino"] = os.stat(cl.store_a / rev["blob"]).st_ino
+        revs[tag] = rev
+        return rev
+
+    def present(tag: str) -> bool:
+        r = revs[tag]
+        return exists(cl.brick_store / r["blob"]) and exists(hub_brick / r["repo"] / "snapshots" / r["commit"])
+
+    # Made through A in the order a, b, c, d (and named so): by A's records, files' times
+    # and names alike, "a" is the least recently used and "d" the most.
+    for tag in ("a", "b", "c", "d"):
+        make(tag)
+    x = revs["d"]
+    ino_b = os.stat(cl.store_b / x["blob"]).st_ino
+    rep.check("gc: the two gluster clients report the same st_ino for a store file (GFID-derived; the "
+              "open and access records name files by it)", ino_b == x["ino"], f"A {x['ino']}, B {ino_b}")
+    # B reads them in the opposite order, a second apart: d, c, b, a (d least recent).
+    time.sleep(1.1)
+    files = " ".join(f"'{cl.hf_b}/{revs[t]['file']}'" for t in ("d", "c", "b", "a"))
+    as_user(b, "077", f"for f in {files}; do cat \"$f\" > /dev/null || exit 1; sleep 1.1; done", check=True, timeout=60)
+    pid_b = cl.pid_b[0]
+    access_b = lambda: record_lines(record_of(state / "access", pid_b))  # noqa: E731
+    waited = wait_until(lambda: {str(r["ino"]) for r in revs.values()} <= access_b(), 10)
+    rep.check("gc: host B's reads are in host B's own access record (access/<host>-<pid of B>)",
+              waited is not None, f"B's record: {sorted(access_b())[:20]}; "
+                                  f"records: {sorted(p.name for p in (state / 'access').iterdir())}")
+    probe = hf_gc(cl.hf_a, "--max-size", "1P", "--dry-run")
+    total = probe[1]["store_bytes"] if probe[1] else -1
+    rep.check("gc: the store holds exactly the four revisions (1 MiB blob + 40-byte ref each)",
+              total == 4 * (GC_SIZE + 40), probe[2])
+    one_and_a_bit = str(total - (GC_SIZE + 40) - 1)  # more than one revision must go, two suffice
+
+    # The negative case: nothing open, gc on A would remove d first (B's reads count).
+    rc, r, out = hf_gc(cl.hf_a, "--max-size", one_and_a_bit, "--dry-run")
+    rep.check("gc: without B's reader, gc on A would remove d then c: least recently used by B's reads "
+              "(A's creations and names say the opposite)",
+              rc == 0 and r is not None and names(r["removed"]) == ["d", "c"] and not r["kept"], out)
+
+    # B holds d open (reading slowly).
+    open_b = lambda: record_lines(record_of(state / "open", pid_b))  # noqa: E731
+    reader = Reader(b, cl.hf_b / x["file"], GC_SIZE, script)
+    try:
+        rep.check("gc: the reader on B opened d", reader.opened(), reader.p.stderr.read() if reader.p.poll() is not None else "")
+        t_open = wait_until(lambda: str(x["ino"]) in open_b(), 3)
+        summary["gc open record lists the inode s"] = t_open and round(t_open, 2)
+        rep.check("gc: B's open record (open/<host>-<pid of B>) lists d's blob within a tick and a margin",
+                  t_open is not None, f"B's open record: {open_b()}")
+        rc, r, out = hf_gc(cl.hf_a, "--max-size", one_and_a_bit, "--dry-run")
+        rep.check("gc: with d open on B, a dry run on A would keep d and remove c then b instead",
+                  rc == 0 and r is not None and names(r["removed"]) == ["c", "b"]
+                  and names(r["kept"]) == ["d"] and "open through a mount" in r["kept"][0]["reason"], out)
+        rc, r, out = hf_gc(cl.hf_a, "--max-size", str(GC_SIZE))
+        summary["gc with d open on B"] = out.splitlines()[1][:600] if out.count("\n") > 1 else out
+        rep.check("gc: gc on A with d open on B exits 1: d kept as open, c, b, a removed in that order, the goal "
+                  "not met and why",
+                  rc == 1 and r is not None and names(r["removed"]) == ["c", "b", "a"] and names(r["kept"]) == ["d"]
+                  and "open through a mount" in r["kept"][0]["reason"] and r["met"] is False
+                  and "kept" in (r["reason"] or ""), out)
+        rep.check("gc: d's snapshot and blob are still in the store; a, b, c are gone (on the brick)",
+                  present("d") and not any(exists(hub_brick / revs[t]["repo"]) for t in ("a", "b", "c")),
+                  f"on the brick: {sorted(p.name for p in hub_brick.iterdir())}")
+        res = reader.finish()
+        rep.check("gc: the reader on B finishes d with the right sha256", f"sha256 {x['sha']}" in res, res)
+    finally:
+        reader.kill()
+    t_closed = wait_until(lambda: str(x["ino"]) not in open_b(), 3)
+    summary["gc open record drops the inode s"] = t_closed and round(t_closed, 2)
+    rep.check("gc: once the reader closed d, B's open record drops it within a tick and a margin",
+              t_closed is not None, f"B's open record: {open_b()}")
+    rc, r, out = hf_gc(cl.hf_a, "--max-size", str(GC_SIZE))
+    rep.check("gc: gc on A again: now d goes (exit 0, goal met)",
+              rc == 0 and r is not None and names(r["removed"]) == ["d"] and not r["kept"] and r["met"]
+              and not present("d") and not exists(hub_brick / x["repo"]), out)
+
+    # A daemon on host B killed with SIGKILL while a member has a file open through it: its
+    # open record protects the file until it is OPEN_RECORD_TTL old, then no longer.
+    k = make("e")
+    mnt_c = Path("/mnt/hfgl-gc-c")
+    c = S.HfMount(cl.store_b, mnt_c, members.group, "entry_timeout=0,attr_timeout=0",
+                  log=Path("/var/log/hfcachefs-gluster-c.log"))
+    reader = None
+    try:
+        reader = Reader(b, mnt_c / k["file"], GC_SIZE, script)
+        ok = reader.opened()
+        listed = wait_until(lambda: str(k["ino"]) in record_lines(record_of(state / "open", c.pid)), 3)
+        # (and its access record has the open: it outlives the daemon)
+        flushed = wait_until(lambda: str(k["ino"]) in record_lines(record_of(state / "access", c.pid)), 5)
+        open_c, access_c = record_of(state / "open", c.pid), record_of(state / "access", c.pid)
+        rep.check("gc: a third daemon (on host B) lists the file a member opened through it", ok and listed is not None
+                  and flushed is not None, f"{open_c}: {record_lines(open_c)}; {access_c}: {record_lines(access_c)}")
+        os.kill(c.pid, 9)
+        reader.kill()
+        written = os.stat(open_c).st_mtime
+        rc, r, out = hf_gc(cl.hf_a, "--max-size", "0", "--dry-run")
+        rep.check("gc: just after that daemon was killed (SIGKILL), its open record still protects e",
+                  r is not None and names(r["kept"]) == ["e"] and time.time() < written + OPEN_RECORD_TTL - 2, out)
+        free_at = None
+        deadline = written + OPEN_RECORD_TTL + 10
+        while time.time() < deadline:
+            rc, r, out = hf_gc(cl.hf_a, "--max-size", "0", "--dry-run")
+            if r is not None and names(r["removed"]) == ["e"]:
+                free_at = time.time()
+                break
+            time.sleep(1)
+        age = None if free_at is None else free_at - written
+        summary["gc killed daemon's record protected for s"] = age and round(age, 1)
+        rep.check(f"gc: the killed daemon's open record stops protecting e once it is {OPEN_RECORD_TTL} s old",
+                  age is not None and OPEN_RECORD_TTL - 1 <= age <= OPEN_RECORD_TTL + 5,
+                  f"unprotected {age} s after its last write; {out}")
+        rc, r, out = hf_gc(cl.hf_a, "--max-size", "0")
+        rep.check("gc: then gc on A removes e (exit 0)", rc == 0 and r is not None and names(r["removed"]) == ["e"]
+                  and not present("e"), out)
+    finally:
+        if reader:
+            reader.kill()
+        run(["umount", "-l", str(mnt_c)], check=False)
+    # A daemon starting folds the stopped daemon's access record into its own and removes
+    # its stale open record: the records stay bounded across crashes and restarts.
+    lines_c = record_lines(access_c)
+    d_mnt = S.HfMount(cl.store_a, Path("/mnt/hfgl-gc-d"), members.group, "entry_timeout=0,attr_timeout=0",
+                      log=Path("/var/log/hfcachefs-gluster-d.log"))
+    try:
+        folded = wait_until(lambda: not exists(access_c) and not exists(open_c)
+                            and lines_c <= record_lines(record_of(state / "access", d_mnt.pid)), 5)
+        rep.check("gc: a daemon starting folds the killed daemon's access record into its own and drops its stale "
+                  "open record", bool(lines_c) and folded is not None,
+                  f"killed daemon's lines {sorted(lines_c)}; records now: "
+                  f"{sorted(p.name for p in (state / 'access').iterdir())} / {sorted(p.name for p in (state / 'open').iterdir())}")
+    finally:
+        d_mnt.stop()
+    for m in (mnt_c, Path("/mnt/hfgl-gc-d")):
+        try:
+            m.rmdir()
+        except OSError:
+            pass
+    rep.check("gc: both daemons still up", cl.daemons_alive(), cl.logs())
+
+
+# ----------------------------------------------------------------------------------------
+# 2. Concurrent downloads across the two hosts
 # ----------------------------------------------------------------------------------------
 def step_downloads(rep: S.Report, cl: Cluster, members, base: Path, summary: dict, label: str, big_mb: int,
                    org: str, strict: bool) -> None:
@@ -257,7 +531,7 @@ def step_downloads(rep: S.Report, cl: Cluster, members, base: Path, summary: dic
 
 
 # ----------------------------------------------------------------------------------------
-# 2. flock across hosts
+# 3. flock across hosts
 # ----------------------------------------------------------------------------------------
 def step_flock(rep: S.Report, cl: Cluster, a, b) -> None:
     name = "locks-test/model.lock"
@@ -317,7 +591,7 @@ def step_flock(rep: S.Report, cl: Cluster, a, b) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# 3. Ownership and modes, created on either host, checked on the brick
+# 4. Ownership and modes, created on either host, checked on the brick
 # ----------------------------------------------------------------------------------------
 def step_ownership(rep: S.Report, cl: Cluster, members) -> None:
     a, b = members.users[0], members.users[1]
@@ -353,7 +627,7 @@ def step_ownership(rep: S.Report, cl: Cluster, members) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# 4. Cross-host visibility within the configured timeouts
+# 5. Cross-host visibility within the configured timeouts
 # ----------------------------------------------------------------------------------------
 def wait_visible(pred, limit: float) -> float | None:
     t0 = time.monotonic()
@@ -406,7 +680,7 @@ def step_visibility(rep: S.Report, cl: Cluster, summary: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# 5. ESTALE
+# 6. ESTALE
 # ----------------------------------------------------------------------------------------
 def step_estale(rep: S.Report, cl: Cluster, summary: dict) -> None:
     secs = env_float("CLUSTER_RACE_SECS", 10)
@@ -521,7 +795,7 @@ def step_estale(rep: S.Report, cl: Cluster, summary: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# 6. Root squash
+# 7. Root squash
 # ----------------------------------------------------------------------------------------
 OPS = [
     ("mkdir", "mkdir '{m}/sq/dir-{tag}'"),
@@ -691,6 +965,8 @@ def main() -> int:
                   f"A {cl.pid_a} B {cl.pid_b}")
         timeout2 = env_float("CLUSTER_TIMEOUT", 1)
         steps = (
+            # First, while the store holds only what it makes: exact sizes.
+            ("gc across hosts", step_gc_two_hosts, (rep, cl, members, base, summary)),
             # The recommended cluster setting (DEPLOYMENT.md): no kernel caching of names/attributes.
             ("downloads, timeouts 0", step_downloads,
              (rep, cl, members, base, summary, "downloads (timeouts 0)", env_int("CLUSTER_BIG_MB", 200),
