@@ -59,7 +59,7 @@ fn move_secret(root: &Node, name: &str, policy: &Policy, dry: bool) -> Result<Op
         .map_err(e)?
         .ok_or_else(|| "no private directory".to_owned())?;
     let n = Name::new(OsStr::new(name)).map_err(e)?;
-    match sys::rename_at(root.fd(), &n, dir.as_fd(), &n, libc::RENAME_NOREPLACE) {
+    match sys::rename_noreplace(root.fd(), &n, dir.as_fd(), &n) {
         Ok(()) => {}
         Err(libc::EEXIST) => {
             return Err(format!(

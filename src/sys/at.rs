@@ -137,6 +137,33 @@ pub fn rename_at(
     .map(drop)
 }
 
+/// Renames `old` to `new` unless `new` exists (EEXIST). Where the filesystem has no
+/// renameat2 flags (GlusterFS's FUSE client answers EINVAL), a non-directory is linked under
+/// the new name, which fails on an existing one as atomically, and then unlinked; a
+/// directory, which cannot be linked, is renamed only if `new` is missing just before.
+pub fn rename_noreplace(
+    old_dir: BorrowedFd<'_>,
+    old: &Name,
+    new_dir: BorrowedFd<'_>,
+    new: &Name,
+) -> SysResult<()> {
+    match rename_at(old_dir, old, new_dir, new, libc::RENAME_NOREPLACE) {
+        Err(libc::EINVAL) => {}
+        r => return r,
+    }
+    let handle = open_path(old_dir, old)?;
+    use std::os::fd::AsFd;
+    if fstat(handle.as_fd())?.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        link_at(handle.as_fd(), new_dir, new)?;
+        return unlink_at(old_dir, old, false);
+    }
+    match stat_at(new_dir, new) {
+        Err(libc::ENOENT) => rename_at(old_dir, old, new_dir, new, 0),
+        Ok(_) => Err(libc::EEXIST),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads the target of the symlink behind an O_PATH handle.
 pub fn readlink(handle: BorrowedFd<'_>) -> SysResult<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];

@@ -25,7 +25,9 @@ hfcachefs over each (HF_A over A's store, HF_B over B's). Every step bounded in 
   3. flock across hosts: LOCK_EX through A blocks LOCK_NB (and LOCK_SH) through B and back, a
      blocking waiter on the other host gets the lock when the holder lets go or is killed,
      shared locks coexist;
-  4. ownership and modes of what members create on either host, checked on the brick;
+  4. ownership and modes of what members create on either host, checked on the brick; and
+     fix-store moving an old shared `token` into its owner's private place (GlusterFS has no
+     renameat2 flags);
  remounted with entry_timeout=attr_timeout=CLUSTER_TIMEOUT (default 1 s):
   5. cross-host visibility of creations, size changes and deletions within the timeouts;
   6. the download scenario again (CLUSTER_BIG_MB2 MB big files);
@@ -626,6 +628,31 @@ def step_ownership(rep: S.Report, cl: Cluster, members) -> None:
     rep.check("ownership: chgrp to a foreign group through host B is refused", "rc=1" in r.stdout, r.stdout)
 
 
+
+def step_fix_store_secret(rep: S.Report, cl: Cluster, members) -> None:
+    """fix-store moves an old shared `token` in the store root into its owner's private
+    place on GlusterFS too, whose FUSE client has no renameat2 flags (RENAME_NOREPLACE
+    answers EINVAL): the owner then reads it through either host, another member not."""
+    a, b = members.users[0], members.users[1]
+    secret = cl.store_a / "token"
+    secret.write_text("hf_cluster_secret")
+    os.chown(secret, a.uid, members.gid)
+    os.chmod(secret, 0o644)
+    r = run([str(L.hfcachefs_bin()), "fix-store", str(cl.store_a)], check=False, timeout=120)
+    rep.check("fix-store on a gluster store exits 0", r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:])
+    moved = cl.brick_store / ".hfcachefs-private" / str(a.uid) / "token"
+    st = os.lstat(moved) if moved.exists() else None
+    rep.check("fix-store moved the shared token into its owner's private place (brick: owner, 0600)",
+              not (cl.brick_store / "token").exists() and st is not None
+              and (st.st_uid, stat.S_IMODE(st.st_mode)) == (a.uid, 0o600),
+              f"left in root: {(cl.brick_store / 'token').exists()}, moved: {st}")
+    mine = as_user(a, "022", f"cat '{cl.hf_b}/token'")
+    other = as_user(b, "022", f"cat '{cl.hf_b}/token' 2>&1; echo rc=$?")
+    rep.check("the owner reads the moved token through host B, another member does not",
+              mine.stdout == "hf_cluster_secret" and "hf_cluster_secret" not in other.stdout
+              and "rc=0" not in other.stdout, f"owner: {mine.stdout!r} {mine.stderr!r}; other: {other.stdout!r}")
+
+
 # ----------------------------------------------------------------------------------------
 # 5. Cross-host visibility within the configured timeouts
 # ----------------------------------------------------------------------------------------
@@ -973,6 +1000,7 @@ def main() -> int:
               "hfcluster0", True)),
             ("flock across hosts", step_flock, (rep, cl, members.users[0], members.users[1])),
             ("ownership on the brick", step_ownership, (rep, cl, members)),
+            ("fix-store moves a shared token", step_fix_store_secret, (rep, cl, members)),
             (f"remount with timeouts {timeout2:g}", cl.remount, (timeout2,)),
             ("cross-host visibility", step_visibility, (rep, cl, summary)),
             (f"downloads, timeouts {timeout2:g}", step_downloads,
