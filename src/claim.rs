@@ -106,16 +106,16 @@ pub fn create(
 /// A user's private directory in the store (`PRIVATE_DIR/<uid>` below `store_root`),
 /// root's and 0700, made so when `make`; `None` when missing otherwise.
 pub fn private_dir(store_root: BorrowedFd<'_>, uid: u32, make: bool) -> SysResult<Option<OwnedFd>> {
-    let Some(area) = private_subdir(store_root, PRIVATE_DIR, make)? else {
+    let Some(area) = root_only_dir(store_root, PRIVATE_DIR, make)? else {
         return Ok(None);
     };
-    private_subdir(area.as_fd(), &uid.to_string(), make)
+    root_only_dir(area.as_fd(), &uid.to_string(), make)
 }
 
-/// The directory `name` in `dir` of the private area: root's, 0700, never a link;
-/// made so when `make`, `None` when missing otherwise. Anything else there is the store
-/// being tampered with outside the mount (EIO).
-fn private_subdir(dir: BorrowedFd<'_>, name: &str, make: bool) -> SysResult<Option<OwnedFd>> {
+/// The directory `name` in `dir`, hfcachefs's own (the private area, the daemons' records):
+/// root's, 0700, never a link; made so when `make`, `None` when missing otherwise. Anything
+/// else there is the store being tampered with outside the mount (EIO).
+pub fn root_only_dir(dir: BorrowedFd<'_>, name: &str, make: bool) -> SysResult<Option<OwnedFd>> {
     let name = Name::new(OsStr::new(name))?;
     let handle = match sys::open_path(dir, &name) {
         Ok(h) => h,

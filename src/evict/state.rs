@@ -28,6 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cache::layout::STATE_DIR;
+use crate::claim;
 use crate::sys::{self, Name, SysResult};
 
 pub const ACCESS_DIR: &str = "access";
@@ -54,29 +55,6 @@ fn name(s: &str) -> SysResult<Name> {
     Name::new(OsStr::new(s))
 }
 
-/// The directory `n` in `dir`: root's, 0700, never a link; made so when `make`.
-/// Anything else under the name is tampering (EIO).
-fn root_dir(dir: BorrowedFd<'_>, n: &str, make: bool) -> SysResult<Option<OwnedFd>> {
-    let n = name(n)?;
-    let handle = match sys::open_path(dir, &n) {
-        Ok(h) => h,
-        Err(libc::ENOENT) if make => {
-            match sys::mkdir_at(dir, &n, 0o700) {
-                Ok(()) | Err(libc::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
-            sys::open_path(dir, &n)?
-        }
-        Err(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let st = sys::fstat(handle.as_fd())?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR || st.st_uid != 0 || st.st_mode & 0o077 != 0 {
-        return Err(libc::EIO);
-    }
-    Ok(Some(handle))
-}
-
 /// `.hfcachefs/` of one store.
 pub struct StateDir {
     fd: OwnedFd,
@@ -90,7 +68,7 @@ pub struct EvictLock {
 impl StateDir {
     /// Opens the state directory in the store root `root` (made when `make`).
     pub fn open(root: BorrowedFd<'_>, make: bool) -> SysResult<Option<StateDir>> {
-        Ok(root_dir(root, STATE_DIR, make)?.map(|fd| StateDir { fd }))
+        Ok(claim::root_only_dir(root, STATE_DIR, make)?.map(|fd| StateDir { fd }))
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -99,7 +77,7 @@ impl StateDir {
 
     /// The subdirectory `n` (made when `make`).
     pub fn subdir(&self, n: &str, make: bool) -> SysResult<Option<OwnedFd>> {
-        root_dir(self.fd.as_fd(), n, make)
+        claim::root_only_dir(self.fd.as_fd(), n, make)
     }
 
     /// Takes the eviction lock; `None` if another eviction holds it.
