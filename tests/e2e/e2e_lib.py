@@ -120,6 +120,24 @@ def create_users(base: Path) -> Users:
         raise
 
 
+def add_member(users: Users, suffix: str) -> User:
+    """One more member of the shared group (`hfe2e_<tag>_<suffix>`), removed with `users`."""
+    name = f"hfe2e_{users.tag}_{suffix}"
+    try:
+        pwd.getpwnam(name)
+        raise E2EError(f"user {name} already exists")
+    except KeyError:
+        pass
+    home = users.a.home.parent / name
+    sh(["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin",
+        "--home-dir", str(home), "--groups", users.group, name])
+    users.created_users.append(name)
+    pw = pwd.getpwnam(name)
+    home.mkdir(mode=0o700, exist_ok=True)
+    os.chown(home, pw.pw_uid, pw.pw_gid)
+    return User(name, pw.pw_uid, pw.pw_gid, home)
+
+
 # ----------------------------------------------------------------------------------------
 # Running code as a user
 # ----------------------------------------------------------------------------------------

@@ -55,13 +55,30 @@ def act_snapshot(args):
     from huggingface_hub import snapshot_download
 
     folder = snapshot_download(args.repo, repo_type=args.repo_type, revision=getattr(args, "revision", None),
-                               user_agent=_ua(args))
+                               user_agent=_ua(args), local_files_only=args.local_files_only)
     files = {}
     for root, _dirs, names in os.walk(folder):
         for n in names:
             p = os.path.join(root, n)
             files[os.path.relpath(p, folder)] = sha256_file(p)
     return {"folder": folder, "files": files}
+
+
+def act_scan(args):
+    """scan_cache_dir() of HF_HOME's hub cache: its warnings, and per repo each revision
+    with its refs and, per file, whether its snapshot link resolves to a file."""
+    from huggingface_hub import scan_cache_dir
+
+    info = scan_cache_dir()
+    repos = {}
+    for r in info.repos:
+        repos[r.repo_id] = [
+            {"commit": rev.commit_hash, "refs": sorted(rev.refs),
+             "files": {str(f.file_path.relative_to(rev.snapshot_path)): os.path.isfile(os.path.realpath(f.file_path))
+                       for f in rev.files}}
+            for rev in r.revisions
+        ]
+    return {"warnings": [str(w) for w in info.warnings], "repos": repos}
 
 
 def act_delete_revisions(args):
@@ -310,6 +327,8 @@ def main() -> int:
     p.add_argument("repo")
     p.add_argument("--repo-type", default=None)
     p.add_argument("--revision", default=None)
+    p.add_argument("--local-files-only", action="store_true")
+    sub.add_parser("scan")
     p = sub.add_parser("delete-revisions")
     p.add_argument("repo")
     p = sub.add_parser("dataset")
@@ -344,6 +363,7 @@ def main() -> int:
         fn = {
             "download": act_download,
             "snapshot": act_snapshot,
+            "scan": act_scan,
             "delete-revisions": act_delete_revisions,
             "dataset": act_dataset,
             "transformers": act_transformers,
