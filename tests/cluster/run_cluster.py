@@ -214,7 +214,7 @@ BUG_C = ("when root's chown is squashed after mount, mkdir/symlink/mknod fail wi
 # 1. gc on host A respects what host B has open and what host B read
 # ----------------------------------------------------------------------------------------
 OPEN_RECORD_TTL = 60  # src/evict/state.rs
-GC_SIZE = 1 << 20  # each revision: one 1 MiB blob, and refs/main (40 bytes)
+GC_SIZE = 1 << 20  # each revision: one 1 MiB blob, and refs/main (40 bytes; gc counts blocks)
 READER = r"""
 import hashlib, select, sys, time
 h = hashlib.sha256()
@@ -336,7 +336,10 @@ def step_gc_two_hosts(rep: S.Report, cl: Cluster, members, base: Path, summary: 
                           f"printf %s {commit} > '{r}/refs/main'", check=True)
         rev = {"repo": repo, "commit": commit, "sha": sha, "file": f"hub/{repo}/snapshots/{commit}/model.bin",
                "blob": f"hub/{repo}/blobs/{sha}"}
-        rev["ino"] = os.stat(cl.store_a / rev["blob"]).st_ino
+        st = os.stat(cl.store_a / rev["blob"])
+        rev["ino"] = st.st_ino
+        # What gc counts: what the files take on disk (st_blocks, as du), as host A sees them.
+        rev["disk"] = 512 * (st.st_blocks + os.stat(cl.store_a / "hub" / repo / "refs" / "main").st_blocks)
         revs[tag] = rev
         return rev
 
@@ -364,9 +367,11 @@ def step_gc_two_hosts(rep: S.Report, cl: Cluster, members, base: Path, summary: 
                                   f"records: {sorted(p.name for p in (state / 'access').iterdir())}")
     probe = hf_gc(cl.hf_a, "--max-size", "1P", "--dry-run")
     total = probe[1]["store_bytes"] if probe[1] else -1
-    rep.check("gc: the store holds exactly the four revisions (1 MiB blob + 40-byte ref each)",
-              total == 4 * (GC_SIZE + 40), probe[2])
-    one_and_a_bit = str(total - (GC_SIZE + 40) - 1)  # more than one revision must go, two suffice
+    disk = {r["disk"] for r in revs.values()}
+    rep.check("gc: the store holds exactly the four revisions, each the same on disk (1 MiB blob + refs/main)",
+              len(disk) == 1 and total == sum(r["disk"] for r in revs.values()) and min(disk) > GC_SIZE,
+              f"revisions on disk: {sorted(disk)}; {probe[2]}")
+    one_and_a_bit = str(total - max(disk) - 1)  # more than one revision must go, two suffice
 
     # The negative case: nothing open, gc on A would remove d first (B's reads count).
     rc, r, out = hf_gc(cl.hf_a, "--max-size", one_and_a_bit, "--dry-run")
