@@ -6,13 +6,15 @@
 #
 #     sudo bash scripts/bench-record.sh
 #
-# Environment: BENCH_FILES=10000, BENCH_ROUNDS=7, HFCACHEFS_BIN (default: a release build
-# made here), BENCH_DIR=/var/tmp/hfcachefs-bench-record (must not be tmpfs).
+# Environment: BENCH_FILES=10000, BENCH_ROUNDS=15, HFCACHEFS_BIN (default: a release build
+# made here), BENCH_DIR=/var/tmp/hfcachefs-bench-record (must not be tmpfs),
+# BENCH_OUT=bench/results/record.md (the result, with the commit and the machine's load).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ "$(id -u)" -eq 0 ] || { echo "bench-record.sh: must run as root" >&2; exit 1; }
 FILES="${BENCH_FILES:-10000}"
-ROUNDS="${BENCH_ROUNDS:-7}"
+ROUNDS="${BENCH_ROUNDS:-15}"
+OUT="${BENCH_OUT:-$REPO/bench/results/record.md}"
 DIR="${BENCH_DIR:-/var/tmp/hfcachefs-bench-record}"
 if [ -z "${HFCACHEFS_BIN:-}" ]; then
     (cd "$REPO" && cargo build --release -q)
@@ -40,7 +42,8 @@ trap cleanup EXIT
 cleanup
 "$HFCACHEFS_BIN" "$DIR/store" "$DIR/on" -o group=hfbench,record=on,logfile="$DIR/on.log"
 "$HFCACHEFS_BIN" "$DIR/store" "$DIR/off" -o group=hfbench,record=off,logfile="$DIR/off.log"
-python3 - "$DIR" "$ROUNDS" <<'PY'
+load0="$(cut -d" " -f1 /proc/loadavg)"
+python3 - "$DIR" "$ROUNDS" <<'PY' | tee "$OUT.tmp"
 import os, statistics, sys, time
 d, rounds = sys.argv[1], int(sys.argv[2])
 rel = "hub/models--bench--small/snapshots/" + "0" * 40
@@ -67,3 +70,15 @@ best = min(times["on"]) / min(times["off"])
 print(f"ratio on/off of the medians: {ratio:.4f} ({(ratio - 1) * 100:+.2f}%) -> {'PASS' if ratio <= 1.02 else 'MISS'} (target within 2%)")
 print(f"ratio on/off of the fastest rounds (less noise on a busy machine): {best:.4f} ({(best - 1) * 100:+.2f}%)")
 PY
+{
+    echo "# Access record overhead (issue 11)"
+    echo
+    echo "\`scripts/bench-record.sh\`, $(date -u '+%Y-%m-%d %H:%M UTC'), hfcachefs $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src || echo ' (src modified)'), kernel $(uname -r), $(nproc) CPUs; load average $load0 at start, $(cut -d" " -f1 /proc/loadavg) at end."
+    echo "Open/read/close of each small cached file through a mount with \`record=on\` and one with \`record=off\` of the same store, alternating rounds:"
+    echo
+    echo '```'
+    cat "$OUT.tmp"
+    echo '```'
+} > "$OUT"
+rm -f "$OUT.tmp"
+echo "written: $OUT"
