@@ -132,8 +132,26 @@ pub fn payload_of_target(target: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = target.strip_prefix(b"../../")?;
     let rest = rest.strip_prefix(BLOBS.as_bytes())?.strip_prefix(b"/")?;
     let (shard, hash) = (rest.get(..2)?, rest.get(3..)?);
-    let plain = !hash.is_empty() && hash != b"." && hash != b".." && !hash.contains(&b'/');
-    (rest.get(2) == Some(&b'/') && is_shard(shard) && plain).then_some((shard, hash))
+    (rest.get(2) == Some(&b'/') && is_shard(shard) && is_blob_name(hash)).then_some((shard, hash))
+}
+
+/// The longest name a directory entry may have (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// Whether `name` can be a published blob or shared payload, named by its hash: one plain
+/// name (no `/`, no NUL, at most 255 bytes), not hidden (so neither `.` nor `..`), and none
+/// of the names beside them (a download in progress, a lock, a payload's `.refs`). What a
+/// link names is the user's to write; anything else is no blob, and acting on it (opening,
+/// unlinking `..`) would fail or reach the wrong entry.
+pub fn is_blob_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= NAME_MAX
+        && !name.starts_with(b".")
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+        && !is_temporary(name)
+        && !is_lock(name)
+        && !name.ends_with(REFS_SUFFIX.as_bytes())
 }
 
 /// The blob a snapshot symlink `ups` directories below its repo (`snapshots/<commit>/x` is
@@ -146,7 +164,7 @@ pub fn snapshot_link_blob(target: &[u8], ups: usize) -> Option<&[u8]> {
         rest = rest.strip_prefix(b"../")?;
     }
     let blob = rest.strip_prefix(BLOBS.as_bytes())?.strip_prefix(b"/")?;
-    (!blob.is_empty() && !blob.contains(&b'/') && blob != b"." && blob != b"..").then_some(blob)
+    is_blob_name(blob).then_some(blob)
 }
 
 /// The payload whose list of repo links `name` (`<hash>.refs`) is.
@@ -155,14 +173,15 @@ pub fn payload_of_refs(name: &[u8]) -> Option<&[u8]> {
         .filter(|p| !p.is_empty())
 }
 
-/// The blob a snapshot symlink points to (`../../blobs/<etag>`, deeper for nested paths).
+/// The blob a snapshot symlink points to (`../../blobs/<etag>`, deeper for nested paths),
+/// if what it names can be one ([`is_blob_name`]).
 pub fn blob_of_target(target: &[u8]) -> Option<&[u8]> {
     let marker = format!("/{BLOBS}/");
     let i = target
         .windows(marker.len())
         .rposition(|w| w == marker.as_bytes())?;
     let blob = &target[i + marker.len()..];
-    (!blob.is_empty() && !blob.contains(&b'/')).then_some(blob)
+    is_blob_name(blob).then_some(blob)
 }
 
 /// What an entry of `HF_HOME` is.
@@ -447,6 +466,43 @@ mod tests {
         assert!(is_stale_temporary(b"a.incomplete", old, now));
         assert!(!is_stale_temporary(b"a.incomplete", now, now));
         assert!(!is_stale_temporary(b"a", old, now));
+    }
+
+    #[test]
+    fn only_names_a_blob_can_have_are_blobs() {
+        let long = "a".repeat(256);
+        let longest = "a".repeat(255);
+        let link = |n: &str| format!("../../blobs/{n}").into_bytes();
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a\0b",
+            &long,
+            "e1.incomplete",
+            "e1.1a2b3c4d.incomplete",
+            "e1.lock",
+            "e1.refs",
+            ".e1.hfcachefs-import",
+        ] {
+            assert!(!is_blob_name(bad.as_bytes()), "{bad:?}");
+            assert_eq!(blob_of_target(&link(bad)), None, "{bad:?}");
+            assert_eq!(snapshot_link_blob(&link(bad), 2), None, "{bad:?}");
+            assert_eq!(
+                payload_of_target(&link(&format!("ab/{bad}"))),
+                None,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(blob_of_target(b"../../blobs/.."), None);
+        assert_eq!(blob_of_target(b"../../blobs/."), None);
+        assert_eq!(blob_of_target(b"../../blobs/x/"), None);
+        let hex = "0123456789abcdef".repeat(4);
+        for good in [hex.as_str(), &hex[..40], &longest, "e1"] {
+            assert!(is_blob_name(good.as_bytes()), "{good}");
+            assert_eq!(blob_of_target(&link(good)), Some(good.as_bytes()));
+        }
     }
 
     #[test]
