@@ -24,6 +24,12 @@ pub enum Keep {
 }
 
 impl Keep {
+    /// Whether keeping it leaves a goal unmet: what is open or downloading is in the way,
+    /// a pinned revision is excluded by the administrator's choice.
+    pub fn in_the_way(&self) -> bool {
+        !matches!(self, Keep::Pinned)
+    }
+
     pub fn reason(&self) -> String {
         match self {
             Keep::Pinned => "pinned".into(),
@@ -41,6 +47,10 @@ pub struct Revision {
     pub commit: String,
     /// When any of its files was last used (seconds since the epoch).
     pub last_used: u64,
+    /// When its own entries (its snapshot directory and links) last changed. Opens are
+    /// recorded per file, so revisions sharing the file last used have the same
+    /// `last_used`: the one changed longer ago (an older download) goes first.
+    pub own_used: u64,
     /// The files its snapshot links to.
     pub files: Vec<FileId>,
     /// What removing it takes besides those files, on disk: the refs naming it, its
@@ -55,7 +65,8 @@ pub enum Goal {
     /// Free at least this many bytes (the store over its size limit, or the disk short of
     /// free space, by this much).
     Free(u64),
-    /// Remove every revision last used before this time (seconds since the epoch).
+    /// Remove every revision last used before this time (seconds since the epoch), pinned
+    /// ones excepted.
     UnusedSince(u64),
 }
 
@@ -72,9 +83,9 @@ pub struct Plan {
     pub met: bool,
 }
 
-/// Plans the removal of whole revisions, least recently used first (ties by repo and
-/// commit, so a plan is reproducible), until `goal` is met. A kept revision is passed
-/// over, and its files stay linked.
+/// Plans the removal of whole revisions, least recently used first (ties by their own
+/// time, then by repo and commit, so a plan is reproducible), until `goal` is met. A kept
+/// revision is passed over, and its files stay linked.
 pub fn plan(revisions: &[Revision], sizes: &HashMap<FileId, u64>, goal: Goal) -> Plan {
     let mut links: HashMap<FileId, usize> = HashMap::new();
     for r in revisions {
@@ -88,7 +99,12 @@ pub fn plan(revisions: &[Revision], sizes: &HashMap<FileId, u64>, goal: Goal) ->
     let mut order: Vec<usize> = (0..revisions.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (&revisions[a], &revisions[b]);
-        (a.last_used, &a.repo, &a.commit).cmp(&(b.last_used, &b.repo, &b.commit))
+        (a.last_used, a.own_used, &a.repo, &a.commit).cmp(&(
+            b.last_used,
+            b.own_used,
+            &b.repo,
+            &b.commit,
+        ))
     });
     let mut p = Plan::default();
     let done = |p: &Plan, r: Option<&Revision>| match goal {
@@ -120,7 +136,7 @@ pub fn plan(revisions: &[Revision], sizes: &HashMap<FileId, u64>, goal: Goal) ->
     }
     p.met = match goal {
         Goal::Free(need) => p.freed >= need,
-        Goal::UnusedSince(_) => p.kept.is_empty(),
+        Goal::UnusedSince(_) => p.kept.iter().all(|(_, k)| !k.in_the_way()),
     };
     p
 }
@@ -134,6 +150,7 @@ mod tests {
             repo: repo.into(),
             commit: commit.into(),
             last_used,
+            own_used: 0,
             files: files.to_vec(),
             own_bytes: 0,
             keep: None,
@@ -218,6 +235,35 @@ mod tests {
         assert_eq!(removed(&revs, &p), ["a@1"]);
         assert!(!p.met, "a kept old revision means the goal is not met");
         assert!(p.kept[0].1.reason().contains("download in progress"));
+        revs[2].keep = Some(Keep::Open("x".into()));
+        assert!(!plan(&revs, &s, Goal::UnusedSince(10)).met, "open");
+        // A pinned one is the administrator's choice: kept, and the goal met.
+        revs[2].keep = Some(Keep::Pinned);
+        let p = plan(&revs, &s, Goal::UnusedSince(10));
+        assert_eq!(removed(&revs, &p), ["a@1"]);
+        assert_eq!(p.kept, [(2, Keep::Pinned)]);
+        assert!(p.met, "pinned revisions do not leave the goal unmet");
+        revs[0].keep = Some(Keep::Open("y".into()));
+        assert!(!plan(&revs, &s, Goal::UnusedSince(10)).met);
+    }
+
+    #[test]
+    fn revisions_sharing_their_last_used_file_go_by_their_own_time() {
+        // v1 and v2 share file 1, last opened at 50 (through v2): the same last use. v2 was
+        // downloaded later (its snapshot is newer): v1 goes first, whatever the hashes say.
+        let mut revs = [rev("a", "ff", 50, &[1, 2]), rev("a", "00", 50, &[1, 3])];
+        revs[0].own_used = 10;
+        revs[1].own_used = 20;
+        let s = sizes(&[(1, 100), (2, 5), (3, 5)]);
+        let p = plan(&revs, &s, Goal::Free(1));
+        assert_eq!(removed(&revs, &p), ["a@ff"]);
+        revs[0].own_used = 30;
+        let p = plan(&revs, &s, Goal::Free(1));
+        assert_eq!(removed(&revs, &p), ["a@00"]);
+        // Same own time too: by commit.
+        revs[0].own_used = 20;
+        let p = plan(&revs, &s, Goal::Free(1));
+        assert_eq!(removed(&revs, &p), ["a@00"]);
     }
 
     #[test]

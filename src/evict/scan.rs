@@ -5,10 +5,15 @@
 //! to a shared payload `hub/blobs/<2hex>/<hash>` (hub >= 1.33); a file's identity is the
 //! inode the snapshot finally reaches, so a payload shared by several repos counts once.
 //!
+//! Every hub cache the layout recognises is inventoried (see `place_of`): `hub/` anywhere
+//! outside another hub cache (an `HF_HOME` at the root, a team's deeper down), and the root
+//! itself when it holds repos; revisions of all of them are planned together.
+//!
 //! Bytes are what files take on disk (`st_blocks` x 512, as `du` counts them), each inode
 //! once: the store total a `max_size` limits, what a revision's removal frees, and so what
 //! a `--free`/`min_free` goal gains. A 1-byte ref takes a block; a sparse file only what it
-//! has. Directories and symlinks are not counted.
+//! has. Directories and symlinks are not counted. A file with hard links outside the store
+//! (an `import` without `--move`) frees nothing when removed: it counts 0.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -39,6 +44,8 @@ pub struct Blob {
 /// One repo directory.
 #[derive(Debug, Default)]
 pub struct Repo {
+    /// Its hub cache (an index into [`Inventory::hubs`]).
+    pub hub: usize,
     pub name: String,
     pub blobs: HashMap<OsString, Blob>,
     /// Why nothing of it may go now (a download in progress).
@@ -58,8 +65,8 @@ pub struct RevisionPlace {
 /// Everything a plan and its execution need.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    /// Whether the store root holds `hub/` (an `HF_HOME`) or the repos themselves.
-    pub hub_dir: bool,
+    /// The hub caches, by their path below the store root (empty: the root itself).
+    pub hubs: Vec<PathBuf>,
     pub revisions: Vec<Revision>,
     pub places: Vec<RevisionPlace>,
     pub repos: Vec<Repo>,
@@ -71,12 +78,28 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// The hub cache directory below `root` (`None`: the store holds none).
-    pub fn hub(&self, root: &Node) -> io::Result<Option<Node>> {
-        if !self.hub_dir {
-            return Ok(Some(root.try_clone().map_err(io_err)?));
+    /// The hub cache `i` of the store at `root` (`None`: it is gone).
+    pub fn hub_at(&self, root: &Node, i: usize) -> io::Result<Option<Node>> {
+        let mut dir = root.try_clone().map_err(io_err)?;
+        for c in &self.hubs[i] {
+            match child(&dir, c)?.filter(Node::is_dir) {
+                Some(d) => dir = d,
+                None => return Ok(None),
+            }
         }
-        child(root, HUB)
+        Ok(Some(dir))
+    }
+
+    /// The hub cache `HF_HOME/hub` of the store at `root`, or the root if it is one.
+    pub fn hub(&self, root: &Node) -> io::Result<Option<Node>> {
+        let main = [Path::new(HUB), Path::new("")];
+        match main
+            .iter()
+            .find_map(|m| self.hubs.iter().position(|h| h == m))
+        {
+            Some(i) => self.hub_at(root, i),
+            None => Ok(None),
+        }
     }
 }
 
@@ -111,7 +134,8 @@ pub fn lock_held(dir: &Node, n: &OsStr) -> bool {
 /// repos), hfcachefs's own (`.hfcachefs/`, members' private copies) not counted.
 #[derive(Debug, Default)]
 pub struct StoreBytes {
-    seen: HashSet<(u64, u64)>,
+    /// Each inode seen: its link count, and how many of its links the walk found.
+    seen: HashMap<(u64, u64), (u64, u64)>,
     pub total: u64,
 }
 
@@ -122,25 +146,70 @@ impl StoreBytes {
         if place.is_hidden() {
             return false;
         }
-        if node.is_file() && self.seen.insert(node.id()) {
-            self.total += node.disk_bytes();
+        if node.is_file() {
+            let e = self.seen.entry(node.id()).or_insert_with(|| {
+                self.total += node.disk_bytes();
+                (node.st.st_nlink as u64, 0)
+            });
+            e.1 += 1;
         }
         true
+    }
+
+    /// Whether the file `node` has hard links the walk did not find (outside the store, or
+    /// in hfcachefs's own): removing it from the cache frees nothing on disk.
+    fn linked_outside(&self, node: &Node) -> bool {
+        self.seen
+            .get(&node.id())
+            .is_none_or(|(nlink, found)| nlink > found)
+    }
+
+    /// What removing the file `node` from the store frees on disk.
+    fn freed_by(&self, node: &Node) -> u64 {
+        if self.linked_outside(node) {
+            0
+        } else {
+            node.disk_bytes()
+        }
     }
 }
 
 /// What the store at `root` holds by a size goal's count (see [`StoreBytes`]; its own
 /// subtree, symlinks not followed): what a `max_size` limits.
 pub fn total_bytes(root: &Node) -> io::Result<u64> {
+    Ok(survey(root)?.1.total)
+}
+
+/// One walk of the store at `root`: its hub caches (see [`Inventory::hubs`]; none inside
+/// another, or inside a repo, a shared `blobs/` or a `.locks/` outside one) and its bytes.
+fn survey(root: &Node) -> io::Result<(Vec<PathBuf>, StoreBytes)> {
     let mut b = StoreBytes::default();
-    walk::walk(root, &mut |_, node, place| {
-        if b.add(node, place) {
-            Visit::Descend
-        } else {
-            Visit::Skip
+    let mut hubs = Vec::new();
+    let mut root_is_hub = false;
+    // Where no hub cache can be: the hub caches found, and the cache directories outside.
+    let mut within: Vec<PathBuf> = Vec::new();
+    walk::walk(root, &mut |rel, node, place| {
+        if !b.add(node, place) {
+            return Visit::Skip;
         }
+        let cache = matches!(
+            place,
+            Place::Hub | Place::Repo | Place::SharedBlobs | Place::Locks
+        );
+        if cache && node.is_dir() && !within.iter().any(|w| rel.starts_with(w)) {
+            if place == Place::Hub {
+                hubs.push(rel.to_path_buf());
+            } else if place == Place::Repo && rel.parent() == Some(Path::new("")) {
+                root_is_hub = true;
+            }
+            within.push(rel.to_path_buf());
+        }
+        Visit::Descend
     })?;
-    Ok(b.total)
+    if root_is_hub {
+        hubs.insert(0, PathBuf::new());
+    }
+    Ok((hubs, b))
 }
 
 /// The entries of a snapshot below `commit`: (path, node) of each symlink and file.
@@ -315,12 +384,13 @@ struct Files {
     locked: HashSet<FileId>,
 }
 
-fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<Files> {
-    let mut f = Files {
-        sizes: HashMap::new(),
-        mtimes: HashMap::new(),
-        locked: HashSet::new(),
-    };
+fn payload_files(
+    f: &mut Files,
+    hub: &Node,
+    repos: &[Repo],
+    repo_nodes: &[Node],
+    store: &StoreBytes,
+) -> io::Result<()> {
     let shared = child_dir(hub, BLOBS)?;
     for (repo, node) in repos.iter().zip(repo_nodes) {
         let dir = child_dir(node, BLOBS)?;
@@ -353,12 +423,56 @@ fn payload_files(hub: &Node, repos: &[Repo], repo_nodes: &[Node]) -> io::Result<
                 _ => (None, 0),
             };
             if let Some(file) = file.filter(Node::is_file) {
-                f.sizes.insert(id, file.disk_bytes() + hint);
+                f.sizes.insert(id, store.freed_by(&file) + hint);
                 f.mtimes.insert(id, state::secs(file.mtime()));
             }
         }
     }
-    Ok(f)
+    Ok(())
+}
+
+/// Adds the repos of the hub cache `hub` (number `hi`) to `repos`, and their directories
+/// to `nodes`.
+fn repos_of(
+    hub: &Node,
+    hi: usize,
+    now: SystemTime,
+    repos: &mut Vec<Repo>,
+    nodes: &mut Vec<Node>,
+) -> io::Result<()> {
+    let locks = child_dir(hub, LOCKS)?;
+    for n in hub.names().map_err(io_err)? {
+        if !layout::is_repo_dir(n.as_bytes()) {
+            continue;
+        }
+        let Some(node) = child(hub, &n)?.filter(Node::is_dir) else {
+            continue;
+        };
+        let (blobs, mut busy) = blobs_of(hub, &node, now)?;
+        if busy.is_none() {
+            if let Some(l) = locks
+                .as_ref()
+                .map(|l| child_dir(l, &n.to_string_lossy()))
+                .transpose()?
+                .flatten()
+            {
+                busy = l
+                    .names()
+                    .map_err(io_err)?
+                    .into_iter()
+                    .find(|x| layout::is_lock(x.as_bytes()) && lock_held(&l, x))
+                    .map(|x| format!("lock {} held", x.to_string_lossy()));
+            }
+        }
+        repos.push(Repo {
+            hub: hi,
+            name: n.to_string_lossy().into_owned(),
+            blobs,
+            busy,
+        });
+        nodes.push(node);
+    }
+    Ok(())
 }
 
 /// Whether a pin protects `commit` of `repo` (pinned as a whole, by commit, or by a ref
@@ -383,47 +497,32 @@ pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Resul
         ),
         None => Default::default(),
     };
+    let (hubs, store) = survey(root)?;
     let mut inv = Inventory {
-        total_bytes: total_bytes(root)?,
-        hub_dir: child_dir(root, HUB)?.is_some(),
+        total_bytes: store.total,
+        hubs,
         ..Inventory::default()
     };
-    let Some(hub) = inv.hub(root)? else {
-        return Ok(inv);
+    let mut files = Files {
+        sizes: HashMap::new(),
+        mtimes: HashMap::new(),
+        locked: HashSet::new(),
     };
-    let locks = child_dir(&hub, LOCKS)?;
     let mut repo_nodes = Vec::new();
-    for n in hub.names().map_err(io_err)? {
-        if !layout::is_repo_dir(n.as_bytes()) {
-            continue;
-        }
-        let Some(node) = child(&hub, &n)?.filter(Node::is_dir) else {
+    for hi in 0..inv.hubs.len() {
+        let Some(hub) = inv.hub_at(root, hi)? else {
             continue;
         };
-        let (blobs, mut busy) = blobs_of(&hub, &node, now)?;
-        if busy.is_none() {
-            if let Some(l) = locks
-                .as_ref()
-                .map(|l| child_dir(l, &n.to_string_lossy()))
-                .transpose()?
-                .flatten()
-            {
-                busy = l
-                    .names()
-                    .map_err(io_err)?
-                    .into_iter()
-                    .find(|x| layout::is_lock(x.as_bytes()) && lock_held(&l, x))
-                    .map(|x| format!("lock {} held", x.to_string_lossy()));
-            }
-        }
-        inv.repos.push(Repo {
-            name: n.to_string_lossy().into_owned(),
-            blobs,
-            busy,
-        });
-        repo_nodes.push(node);
+        let first = inv.repos.len();
+        repos_of(&hub, hi, now, &mut inv.repos, &mut repo_nodes)?;
+        payload_files(
+            &mut files,
+            &hub,
+            &inv.repos[first..],
+            &repo_nodes[first..],
+            &store,
+        )?;
     }
-    let files = payload_files(&hub, &inv.repos, &repo_nodes)?;
     for (ri, node) in repo_nodes.iter().enumerate() {
         let refs = refs_of(node)?;
         let Some(snaps) = child_dir(node, SNAPSHOTS)? else {
@@ -445,13 +544,14 @@ pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Resul
                 blob_names: BTreeSet::new(),
             };
             let mut ids = Vec::new();
-            let mut used = state::secs(cnode.mtime());
+            let mut own_used = state::secs(cnode.mtime());
+            let mut used = 0;
             let mut open_file = None;
             let mut locked = false;
             for (rel, e) in snapshot_entries(&cnode)? {
-                used = used.max(state::secs(e.mtime()));
+                own_used = own_used.max(state::secs(e.mtime()));
                 let id = if e.is_file() {
-                    inv.sizes.insert(e.st.st_ino, e.disk_bytes());
+                    inv.sizes.insert(e.st.st_ino, store.freed_by(&e));
                     Some(e.st.st_ino)
                 } else {
                     let target = sys::readlink(e.fd()).map_err(io_err)?;
@@ -492,7 +592,8 @@ pub fn scan(root: &Node, state: Option<&StateDir>, now: SystemTime) -> io::Resul
             inv.revisions.push(Revision {
                 repo: repo.name.clone(),
                 commit: commit_s,
-                last_used: used,
+                last_used: used.max(own_used),
+                own_used,
                 files: ids,
                 own_bytes: own_bytes(node, &commit, &refs)?,
                 keep,
