@@ -33,7 +33,7 @@ pub enum Parsed {
 }
 
 /// Parses `args` against declared `switches` (no value) and `valued` flags
-/// (`--flag V` or `--flag=V`); `--` ends the flags.
+/// (`--flag V` or `--flag=V`, at most once each); `--` ends the flags.
 pub fn parse(
     args: &[String],
     switches: &[&'static str],
@@ -74,7 +74,10 @@ pub fn parse(
             if value.is_empty() {
                 return Err(Error::Usage(format!("{flag} needs a value")));
             }
-            out.values.insert(v, value);
+            // Which of two values was meant is not for us to guess.
+            if out.values.insert(v, value).is_some() {
+                return Err(Error::Usage(format!("{flag} given more than once")));
+            }
         } else {
             return Err(Error::Usage(format!("unknown flag {flag} (see --help)")));
         }
@@ -112,5 +115,11 @@ mod tests {
         assert!(matches!(run(&["--bogus"]), Err(Error::Usage(m)) if m.contains("--bogus")));
         assert!(matches!(run(&["--store"]), Err(Error::Usage(m)) if m.contains("needs")));
         assert!(matches!(run(&["--json=1"]), Err(Error::Usage(m)) if m.contains("no value")));
+        let twice = run(&["--store", "/a", "--store=/a"]);
+        assert!(matches!(twice, Err(Error::Usage(m)) if m == "--store given more than once"));
+        assert!(matches!(
+            run(&["--dry-run", "--dry-run"]),
+            Ok(Parsed::Run(_))
+        ));
     }
 }

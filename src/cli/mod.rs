@@ -224,6 +224,7 @@ mod tests {
         assert!(usage("fix-store", &[]).contains("exactly one STORE"));
         assert!(usage("gc", &[]).contains("exactly one of"));
         assert!(usage("gc", &["--max-size", "1G", "--free", "1G"]).contains("exactly one of"));
+        assert!(usage("gc", &["--max-size", "1G", "--max-size", "2G"]).contains("more than once"));
         assert!(usage("gc", &["--max-size", "lots"]).contains("--max-size lots"));
         assert!(usage("gc", &["--older-than", "3"]).contains("--older-than 3"));
         assert!(usage("unpin", &[]).contains("REPO"));
