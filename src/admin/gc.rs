@@ -3,6 +3,11 @@
 //! goal is met (see `evict` for the rules and the order of removal), and reports what went,
 //! what stayed and why. Exit status 0 when the goal is met, 1 when not.
 //!
+//! MOUNTPOINT is the root of an hfcachefs mount (as the mount table has it), or for root
+//! the store directory of a running mount: what the daemons record (opens, access, pins)
+//! is in the store's `.hfcachefs/`, so a directory below either, or one no mount serves,
+//! would be evicted without it, and is refused, naming the mountpoint to use.
+//!
 //! Root works on the store behind the mount; a member may only look (`--dry-run`), through
 //! the mount, where hfcachefs's records are hidden: files' times then stand for use, and
 //! open files and pins are unknown (the report says so).
@@ -12,7 +17,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::format::{human_bytes, json_str};
-use super::mounts;
+use super::mounts::{self, MountInfo};
 use crate::cache::walk::Node;
 use crate::error::{CmdResult, Error};
 use crate::evict::state::StateDir;
@@ -36,8 +41,55 @@ pub fn describe(t: &Target) -> String {
     }
 }
 
-/// The store behind `path` (an hfcachefs mountpoint, else the directory itself) for root;
-/// for anyone else, `path` as they see it and no state.
+/// What `gc PATH` works on.
+#[derive(Debug, PartialEq, Eq)]
+enum Given {
+    /// The root of an hfcachefs mount.
+    Mountpoint(PathBuf),
+    /// The store of a running mount (the mountpoint).
+    Store(PathBuf),
+}
+
+/// What `path` (absolute, lexically normal; `canonical`: as the kernel resolves it, if it
+/// does) is among `mounts` (root's hfcachefs mounts), or the one-line refusal naming the
+/// mountpoint to use.
+fn given(path: &Path, canonical: Option<&Path>, mounts: &[MountInfo]) -> Result<Given, String> {
+    let real = canonical.unwrap_or(path);
+    // The topmost mount on a path is listed last.
+    if let Some(m) = mounts.iter().rev().find(|m| m.mountpoint == path) {
+        return Ok(Given::Mountpoint(m.mountpoint.clone()));
+    }
+    if let Some(m) = mounts.iter().find(|m| m.source == real) {
+        return Ok(Given::Store(m.mountpoint.clone()));
+    }
+    let use_it = |m: &MountInfo, what: &str| {
+        format!(
+            "{} is below {what}: gc works on a whole store, give it the mountpoint: hfcachefs gc {}",
+            path.display(),
+            m.mountpoint.display()
+        )
+    };
+    if let Some(m) = mounts
+        .iter()
+        .rev()
+        .find(|m| path.starts_with(&m.mountpoint) || real.starts_with(&m.mountpoint))
+    {
+        return Err(use_it(
+            m,
+            &format!("the hfcachefs mount at {}", m.mountpoint.display()),
+        ));
+    }
+    if let Some(m) = mounts.iter().find(|m| real.starts_with(&m.source)) {
+        return Err(use_it(m, &format!("the store {}", m.source.display())));
+    }
+    Err(format!(
+        "{} is neither an hfcachefs mountpoint nor the store of a running mount",
+        path.display()
+    ))
+}
+
+/// The store behind `path` (an hfcachefs mountpoint or a running mount's store, see
+/// [`given`]) for root; for anyone else, the mountpoint as they see it and no state.
 fn open(path: &Path, dry_run: bool) -> Result<(PathBuf, Node, Option<StateDir>, bool), Error> {
     let root = sys::is_root();
     if !root && !dry_run {
@@ -45,13 +97,34 @@ fn open(path: &Path, dry_run: bool) -> Result<(PathBuf, Node, Option<StateDir>, 
             "must run as root to remove anything (members may use --dry-run)".into(),
         ));
     }
-    let (walked, node) = match mounts::mount_at(path) {
+    let ours: Vec<MountInfo> = mounts::mounts()
+        .into_iter()
+        .filter(MountInfo::is_hfcachefs)
+        .collect();
+    let abs = mounts::absolute(path);
+    // Resolved only when it is no mountpoint (a hung mount would hang it).
+    let canonical = match ours.iter().any(|m| m.mountpoint == abs) {
+        true => None,
+        false => std::fs::canonicalize(&abs).ok(),
+    };
+    let mountpoint = match given(&abs, canonical.as_deref(), &ours).map_err(Error::Usage)? {
+        Given::Mountpoint(m) => m,
+        Given::Store(m) if root => m,
+        Given::Store(m) => {
+            return Err(Error::Usage(format!(
+                "{} is the store of the mount at {}: members look through the mount: hfcachefs gc {} --dry-run",
+                abs.display(),
+                m.display(),
+                m.display()
+            )));
+        }
+    };
+    let (walked, node) = match mounts::mount_at(&mountpoint) {
         Some(m) if m.is_hfcachefs() && root => {
             let n = Node::open_trusted(&m.source);
             (m.source, n)
         }
-        _ if root => (path.to_path_buf(), Node::open_trusted(path)),
-        _ => (path.to_path_buf(), Node::open_untrusted(path)),
+        _ => (mountpoint.clone(), Node::open_untrusted(&mountpoint)),
     };
     let node = node.map_err(|e| Error::Usage(format!("{}: {e}", walked.display())))?;
     if !node.is_dir() {
@@ -157,7 +230,7 @@ pub fn render(r: &Report, t: &Target, store: &Path, note: Option<&str>) -> Strin
         s += &item_line(i, true);
     }
     if !r.kept.is_empty() {
-        s += "kept (in the way of the goal):\n";
+        s += "kept (would have gone):\n";
         for i in &r.kept {
             s += &item_line(i, false);
         }
@@ -219,6 +292,54 @@ pub fn json(r: &Report, t: &Target, store: &Path, note: Option<&str>) -> String 
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    fn mount(mountpoint: &str, source: &str) -> MountInfo {
+        MountInfo {
+            mountpoint: mountpoint.into(),
+            fstype: mounts::FSTYPE.into(),
+            source: source.into(),
+            dev: (0, 50),
+            super_options: "rw,user_id=0".into(),
+        }
+    }
+
+    #[test]
+    fn gc_takes_a_mountpoint_or_its_store_and_nothing_below() {
+        let ms = [mount("/hf", "/data/store"), mount("/teams/x", "/data/x")];
+        let g = |p: &str, c: Option<&str>| given(Path::new(p), c.map(Path::new), &ms);
+        assert_eq!(g("/hf", None), Ok(Given::Mountpoint("/hf".into())));
+        assert_eq!(
+            g("/teams/x", None),
+            Ok(Given::Mountpoint("/teams/x".into()))
+        );
+        assert_eq!(g("/data/store", None), Ok(Given::Store("/hf".into())));
+        // Reached through a symlink.
+        assert_eq!(
+            g("/srv/store", Some("/data/store")),
+            Ok(Given::Store("/hf".into()))
+        );
+        for (p, c) in [
+            ("/hf/hub", None),
+            ("/hf/team/hub", None),
+            ("/data/store/hub", Some("/data/store/hub")),
+            ("/srv/store/hub", Some("/data/store/hub")),
+            ("/data/store/.hfcachefs", Some("/data/store/.hfcachefs")),
+        ] {
+            let e = g(p, c).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{p} is below ")) && e.ends_with("hfcachefs gc /hf"),
+                "{p}: {e}"
+            );
+            assert!(!e.contains('\n'));
+        }
+        let e = g("/data/other", Some("/data/other")).unwrap_err();
+        assert!(
+            e.contains("neither an hfcachefs mountpoint nor the store"),
+            "{e}"
+        );
+        assert!(g("/data", Some("/data")).is_err(), "above a store");
+        assert!(g("/hfx", None).is_err(), "a sibling named alike");
+    }
 
     #[test]
     fn reports_say_what_went_and_why() {

@@ -139,8 +139,10 @@ pub const GC: &str = "\
 Usage: hfcachefs gc [MOUNTPOINT] (--max-size SIZE | --free SIZE | --older-than DURATION)
                     [--dry-run] [--json]
 
-Removes whole revisions from the shared cache at MOUNTPOINT (default /huggingface; a
-store directory works too), least recently used first, until the goal is met:
+Removes whole revisions from the shared cache at MOUNTPOINT (default /huggingface: the
+root of an hfcachefs mount, or for root the store of a running mount; not a directory
+below either), from every hub cache in it, least recently used first, until the goal is
+met (each flag at most once):
   --max-size SIZE      the store's files take at most SIZE on disk, as du counts them
                        (500M, 2G, 1.5T; powers of 1024)
   --free SIZE          at least SIZE free on the store's disk
@@ -152,7 +154,8 @@ A revision goes with the refs pointing at it; then the blobs and shared payloads
 remaining revision links to; then repos left empty (with their locks). Never removed: a
 revision with a file open through any hfcachefs mount of the store (on any host), one
 whose repo has a download in progress (an .incomplete file, a held lock), a pinned one
-(see hfcachefs pin). Safe to interrupt: the next run finishes what was left.
+(see hfcachefs pin: with --older-than, pinned revisions do not leave the goal unmet).
+Safe to interrupt: the next run finishes what was left.
 
   --dry-run   print the plan, change nothing (members may run it; through the mount
               they see files' times only)
