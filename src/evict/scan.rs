@@ -26,8 +26,8 @@ use std::time::SystemTime;
 use super::plan::{FileId, Keep, Revision};
 use super::state::{self, StateDir};
 use crate::cache::layout::{
-    self, BLOBS, HUB, LOCK_SUFFIX, LOCKS, NO_EXIST, Place, REFS, REFS_SUFFIX, SNAPSHOTS,
-    TREE_SUFFIX, TREES,
+    self, BLOBS, LOCK_SUFFIX, LOCKS, NO_EXIST, Place, REFS, REFS_SUFFIX, SNAPSHOTS, TREE_SUFFIX,
+    TREES,
 };
 use crate::cache::walk::{self, Node, Visit};
 use crate::sys::{self, Name};
@@ -90,15 +90,13 @@ impl Inventory {
         Ok(Some(dir))
     }
 
-    /// The hub cache `HF_HOME/hub` of the store at `root`, or the root if it is one.
+    /// The store's one hub cache (`None` when it has none, or several: removing a revision
+    /// from the wrong one, where a repo and commit of the same names may be, must not
+    /// happen; removal across several goes by [`Inventory::hub_at`]).
     pub fn hub(&self, root: &Node) -> io::Result<Option<Node>> {
-        let main = [Path::new(HUB), Path::new("")];
-        match main
-            .iter()
-            .find_map(|m| self.hubs.iter().position(|h| h == m))
-        {
-            Some(i) => self.hub_at(root, i),
-            None => Ok(None),
+        match self.hubs.len() {
+            1 => self.hub_at(root, 0),
+            _ => Ok(None),
         }
     }
 }
