@@ -147,7 +147,7 @@ impl StoreBytes {
         if node.is_file() {
             let e = self.seen.entry(node.id()).or_insert_with(|| {
                 self.total += node.disk_bytes();
-                (node.st.st_nlink as u64, 0)
+                (node.st.st_nlink, 0)
             });
             e.1 += 1;
         }
