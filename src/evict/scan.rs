@@ -689,6 +689,51 @@ mod tests {
     }
 
     #[test]
+    fn every_hub_cache_the_layout_knows_is_found() {
+        let base = std::env::temp_dir().join(format!("hfcachefs-hubs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        for d in [
+            "hub/models--o--a/snapshots",
+            "team/hub/datasets--o--d",
+            "a/b/hub",
+            "models--o--root/blobs",
+            // Not hub caches: inside one, inside a repo, hfcachefs's own, hf_xet's.
+            "hub/x/hub",
+            "hub/models--o--a/y/hub",
+            "team/hub/blobs/ab/hub",
+            "models--o--root/z/hub",
+            ".hfcachefs/hub",
+            ".hfcachefs-private/1000/hub",
+            "xet/hub",
+        ] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("team/hub.txt"), "x").unwrap();
+        let root = Node::open_trusted(&base).unwrap();
+        let (hubs, _) = survey(&root).unwrap();
+        let want = ["", "a/b/hub", "hub", "team/hub"].map(PathBuf::from);
+        assert_eq!(hubs, want);
+        let inv = scan(&root, None, SystemTime::now()).unwrap();
+        let names: Vec<(usize, &str)> =
+            inv.repos.iter().map(|r| (r.hub, r.name.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                (0, "models--o--root"),
+                (2, "models--o--a"),
+                (3, "datasets--o--d")
+            ]
+        );
+        assert!(inv.hub(&root).unwrap().is_none(), "several: no one hub");
+        let team = inv.hub_at(&root, 3).unwrap().unwrap();
+        assert_eq!(
+            team.id(),
+            Node::open_trusted(&base.join("team/hub")).unwrap().id()
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
     fn pins_by_repo_commit_or_ref() {
         let pins: BTreeSet<String> = [
             "models--a".into(),
