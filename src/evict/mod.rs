@@ -12,6 +12,14 @@
 //! one rename to `.hfcachefs/trash/`; only then the blobs and shared payloads no remaining
 //! snapshot links to (read from the trash, so a killed run's next run finishes them);
 //! then repos left empty; the trash is emptied last.
+//!
+//! A revision is checked again for open files and a download just before it goes (a scan
+//! of a big store takes minutes). Blobs and payloads go under the lock the hub client holds
+//! while it links to them, and only if no mount has them open, read after the daemons
+//! have had time to record opens made through the snapshots just removed; what is locked
+//! or open is listed in the emptied trash for the next run. One bad entry (a name that
+//! cannot be one, an unreadable list) is reported and skipped, never stops a run, and
+//! neither does a trash list that cannot be written (a full disk).
 
 pub mod plan;
 pub mod record;
@@ -21,11 +29,13 @@ pub mod state;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime};
 
-use crate::cache::layout::{self, BLOBS, LOCKS, NO_EXIST, REFS, SNAPSHOTS, TREE_SUFFIX, TREES};
+use crate::cache::layout::{
+    self, BLOBS, LOCK_SUFFIX, LOCKS, NO_EXIST, REFS, SNAPSHOTS, TREE_SUFFIX, TREES,
+};
 use crate::cache::walk::{Node, Visit, walk};
 use crate::sys::{self, Name};
 use plan::{Goal, Keep, Plan};
@@ -297,8 +307,15 @@ fn to_trash(
     }
 }
 
-/// Removes the planned revisions (each checked again for open files just before), then
-/// what only they linked to, then repos left empty. Returns the revisions removed.
+/// How long after a revision's snapshot went every daemon has written to its open-file
+/// record the opens made through it just before (each writes at most every [`record::TICK`]).
+const RECORDS_SETTLE: Duration = record::TICK
+    .saturating_mul(2)
+    .saturating_add(Duration::from_millis(200));
+
+/// Removes the planned revisions (each checked again just before for open files and a
+/// download started since the scan), then what only they linked to, then repos left empty.
+/// Returns the revisions removed.
 fn execute(
     root: &Node,
     s: &StateDir,
@@ -321,13 +338,19 @@ fn execute(
         let r = &inv.revisions[i];
         let place = &inv.places[i];
         let open = s.open_inodes(SystemTime::now()).map_err(io_err)?;
-        if r.files.iter().any(|f| open.contains(f)) {
+        let keep = if r.files.iter().any(|f| open.contains(f)) {
+            Some(Keep::Open("opened while evicting".into()))
+        } else {
+            download_in_progress(&hub, &r.repo, SystemTime::now())?
+                .map(|why| Keep::Downloading(format!("{}: {why}, started while evicting", r.repo)))
+        };
+        if let Some(k) = keep {
             report.kept.push(Item {
                 repo: r.repo.clone(),
                 commit: r.commit.clone(),
                 last_used: r.last_used,
                 bytes: 0,
-                reason: Keep::Open("opened while evicting".into()).reason(),
+                reason: k.reason(),
             });
             continue;
         }
@@ -342,14 +365,21 @@ fn execute(
             Err(e) => report.errors.push(format!("{}@{}: {e}", r.repo, r.commit)),
         }
     }
-    sweep(
-        &hub,
-        &trash,
-        &candidates,
-        BTreeSet::new(),
-        &mut report.errors,
-        &mut gone,
-    )?;
+    if !done.is_empty() {
+        // No open can reach the removed snapshots any more; one made just before may not
+        // be in its daemon's record yet.
+        std::thread::sleep(RECORDS_SETTLE);
+    }
+    let open = s.open_inodes(SystemTime::now()).map_err(io_err)?;
+    let mut sw = Sweep {
+        trash: &trash,
+        open: &open,
+        errors: &mut report.errors,
+        gone: &mut gone,
+        left: Left::default(),
+    };
+    sweep(&hub, &candidates, BTreeSet::new(), &mut sw)?;
+    let left = sw.left;
     let busy: HashSet<&str> = inv
         .repos
         .iter()
@@ -363,8 +393,31 @@ fn execute(
     }
     drop(trash);
     publish(s, &gone, &mut report.errors);
-    empty_trash(s, &mut report.errors);
+    empty_trash(s, &left, &mut report.errors);
     Ok(done)
+}
+
+/// Why the repo `repo` has a download in progress now, if it has: a fresh `.incomplete` in
+/// its `blobs/` (judged as the scan judges it) or a held lock in `.locks/<repo>/`.
+fn download_in_progress(hub: &Node, repo: &str, now: SystemTime) -> io::Result<Option<String>> {
+    let Some(rnode) = child(hub, repo)?.filter(Node::is_dir) else {
+        return Ok(None);
+    };
+    if let (_, Some(why)) = scan::blobs_of(hub, &rnode, now)? {
+        return Ok(Some(why));
+    }
+    let Some(locks) = child(hub, LOCKS)?.filter(Node::is_dir) else {
+        return Ok(None);
+    };
+    let Some(rl) = child(&locks, repo)?.filter(Node::is_dir) else {
+        return Ok(None);
+    };
+    Ok(rl
+        .names()
+        .map_err(io_err)?
+        .into_iter()
+        .find(|x| layout::is_lock(x.as_bytes()) && scan::lock_held(&rl, x))
+        .map(|x| format!("lock {} held", x.to_string_lossy())))
 }
 
 fn trash_node(s: &StateDir) -> io::Result<Node> {
@@ -435,90 +488,323 @@ fn remove_revision(
     Ok(())
 }
 
+/// What a sweep left for a later run (open through a mount, or its lock held): listed in
+/// the trash once it is emptied, so that the next run removes it if it is free by then.
+#[derive(Default)]
+struct Left {
+    blobs: BTreeMap<String, BTreeSet<OsString>>,
+    payloads: BTreeSet<(OsString, OsString)>,
+}
+
+/// The trash entry listing the repo blobs a sweep left.
+const BLOB_LIST: &str = "blobs";
+
+/// What a sweep works with and what it leaves.
+struct Sweep<'a> {
+    trash: &'a Node,
+    /// The store inodes open through a mount now.
+    open: &'a HashSet<u64>,
+    errors: &'a mut Vec<String>,
+    gone: &'a mut Gone,
+    left: Left,
+}
+
+impl Sweep<'_> {
+    fn leave_blob(&mut self, repo: &str, n: &OsStr, why: &str) {
+        self.errors.push(format!(
+            "{repo}/blobs/{}: left for a later run ({why})",
+            n.to_string_lossy()
+        ));
+        let names = self.left.blobs.entry(repo.to_owned()).or_default();
+        names.insert(n.to_owned());
+    }
+
+    fn leave_payload(&mut self, d: &OsStr, p: &OsStr, why: &str) {
+        self.errors.push(format!(
+            "blobs/{}/{}: left for a later run ({why})",
+            d.to_string_lossy(),
+            p.to_string_lossy()
+        ));
+        self.left.payloads.insert((d.to_owned(), p.to_owned()));
+    }
+
+    /// Whether `n` can be a name in a directory; reported when it cannot.
+    fn valid(&mut self, n: &OsStr, at: impl FnOnce() -> String) -> bool {
+        match Name::new(n) {
+            Ok(_) => true,
+            Err(e) => {
+                self.errors.push(format!(
+                    "{}: skipped: not a valid name ({})",
+                    at(),
+                    io_err(e)
+                ));
+                false
+            }
+        }
+    }
+}
+
+/// Locks held at once by a sweep, each an open descriptor.
+const LOCKS_AT_ONCE: usize = 128;
+
+/// An exclusive flock on the lock file `n` of `dir`, taken without waiting (`None`: someone
+/// holds it). Made when missing, as the hub client makes it, so that a client making it
+/// meanwhile takes this same lock.
+fn try_lock(dir: &Node, n: &OsStr) -> io::Result<Option<OwnedFd>> {
+    let n = name(n)?;
+    let handle = match sys::open_path(dir.fd(), &n) {
+        Err(libc::ENOENT) => {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+            match sys::open_at(dir.fd(), &n, flags, 0o600) {
+                // The modes of its directory, as the store's policy has them.
+                Ok(fd) => sys::chmod(fd.as_fd(), dir.st.st_mode & 0o666).map_err(io_err)?,
+                Err(libc::EEXIST) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+            sys::open_path(dir.fd(), &n).map_err(io_err)?
+        }
+        r => r.map_err(io_err)?,
+    };
+    if sys::fstat(handle.as_fd()).map_err(io_err)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::other("the lock is not a regular file"));
+    }
+    let fd = sys::reopen(handle.as_fd(), libc::O_RDONLY | libc::O_NONBLOCK).map_err(io_err)?;
+    match sys::flock(fd.as_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => Ok(Some(fd)),
+        Err(libc::EWOULDBLOCK) => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// The directory `n` of `dir`, made when missing with the modes of `dir` (its group
+/// comes from the setgid parent), as the store's policy has them.
+fn dir_made(dir: &Node, n: &str) -> io::Result<Node> {
+    let made = child(dir, n)?.is_none()
+        && match sys::mkdir_at(dir.fd(), &name(OsStr::new(n))?, 0o700) {
+            Ok(()) => true,
+            Err(libc::EEXIST) => false,
+            Err(e) => return Err(io_err(e)),
+        };
+    let d = child(dir, n)?
+        .filter(Node::is_dir)
+        .ok_or_else(|| io_err(libc::ENOTDIR))?;
+    if made {
+        sys::chmod(d.fd(), dir.st.st_mode & 0o7777).map_err(io_err)?;
+    }
+    Ok(d)
+}
+
+fn lock_name(n: &OsStr) -> OsString {
+    let mut l = n.to_owned();
+    l.push(LOCK_SUFFIX);
+    l
+}
+
 /// Removes the blobs named in `candidates` that no remaining snapshot of their repo links
 /// to, then the shared payloads (`payloads`, and those the removed blobs linked to) no repo
-/// blob links to any more, with their `.refs` hints. The payloads are written to the trash
-/// before the links to them go, so that a killed run's next run still finds them.
+/// blob links to any more, with their `.refs` hints; each under the lock the hub client
+/// holds while it links to it, and none open through a mount. The payloads are written to
+/// the trash before the links to them go, so that a killed run's next run still finds
+/// them. A bad entry is reported and skipped; what is locked or open is left for later.
 fn sweep(
     hub: &Node,
-    trash: &Node,
     candidates: &BTreeMap<String, BTreeSet<OsString>>,
     mut payloads: BTreeSet<(OsString, OsString)>,
-    errors: &mut Vec<String>,
-    gone: &mut Gone,
+    sw: &mut Sweep,
 ) -> io::Result<()> {
-    let mut doomed = Vec::new();
     for (repo, names) in candidates {
-        let Some(rnode) = child(hub, repo)? else {
+        if !sw.valid(OsStr::new(repo), || repo.clone()) {
             continue;
-        };
-        let Some(blobs) = child(&rnode, BLOBS)?.filter(Node::is_dir) else {
-            continue;
-        };
+        }
+        if let Err(e) = sweep_repo(hub, repo, names, &mut payloads, sw) {
+            sw.errors.push(format!("{repo}: {e}"));
+            let left = sw.left.blobs.entry(repo.clone()).or_default();
+            left.extend(names.iter().cloned());
+        }
+    }
+    sweep_payloads(hub, &payloads, sw)
+}
+
+/// The repo blobs `names` of `repo` no snapshot links to, removed under their download
+/// locks (`.locks/<repo>/<blob>.lock`, which the hub client holds while it makes a blob or
+/// links a snapshot to it); the shared payloads they linked to are added to `payloads`.
+fn sweep_repo(
+    hub: &Node,
+    repo: &str,
+    names: &BTreeSet<OsString>,
+    payloads: &mut BTreeSet<(OsString, OsString)>,
+    sw: &mut Sweep,
+) -> io::Result<()> {
+    let Some(rnode) = child(hub, repo)?.filter(Node::is_dir) else {
+        return Ok(());
+    };
+    let Some(blobs) = child(&rnode, BLOBS)?.filter(Node::is_dir) else {
+        return Ok(());
+    };
+    let names: Vec<&OsString> = names
+        .iter()
+        .filter(|n| sw.valid(n, || format!("{repo}/blobs/{}", n.to_string_lossy())))
+        .collect();
+    let locks = dir_made(&dir_made(hub, LOCKS)?, repo)?;
+    for chunk in names.chunks(LOCKS_AT_ONCE) {
+        let mut held = Vec::new();
+        for &n in chunk {
+            if child(&blobs, n)?.is_none() {
+                continue;
+            }
+            match try_lock(&locks, &lock_name(n)) {
+                Ok(Some(fd)) => held.push((n, fd)),
+                Ok(None) => sw.leave_blob(repo, n, "its download lock is held"),
+                Err(e) => sw.errors.push(format!(
+                    "{repo}/blobs/{}: skipped: its lock: {e}",
+                    n.to_string_lossy()
+                )),
+            }
+        }
+        // With the locks held no download links a snapshot to these blobs: what links
+        // to them now is final.
         let linked = scan::linked_blobs(&rnode)?;
-        for n in names.iter().filter(|n| !linked.contains(*n)) {
+        let mut doomed = Vec::new();
+        let mut listed = BTreeSet::new();
+        for (n, _) in held.iter().filter(|(n, _)| !linked.contains(*n)) {
             let Some(b) = child(&blobs, n)? else { continue };
             if b.is_symlink() {
                 let t = sys::readlink(b.fd()).map_err(io_err)?;
                 if let Some((d, p)) = layout::payload_of_target(&t) {
-                    payloads.insert((
+                    listed.insert((
                         OsStr::from_bytes(d).to_owned(),
                         OsStr::from_bytes(p).to_owned(),
                     ));
                 }
+            } else if sw.open.contains(&b.st.st_ino) {
+                sw.leave_blob(repo, n, "open through a mount");
+                continue;
             }
-            doomed.push((repo, blobs.try_clone().map_err(io_err)?, n));
+            doomed.push(*n);
         }
-    }
-    if !payloads.is_empty() {
-        let list: Vec<u8> = payloads
-            .iter()
-            .flat_map(|(d, p)| [d.as_bytes(), b"/", p.as_bytes(), b"\n"].concat())
-            .collect();
-        let n = trash_name(trash, PAYLOADS, "", "")?;
-        state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
-    }
-    for (repo, blobs, n) in doomed {
-        match sys::unlink_at(blobs.fd(), &name(n)?, false) {
-            Ok(()) => gone.push((blobs.st.st_ino, n.clone())),
-            Err(e) => errors.push(format!(
-                "{repo}/blobs/{}: {}",
-                n.to_string_lossy(),
-                io_err(e)
-            )),
+        list_payloads(&listed, sw);
+        for n in doomed {
+            match sys::unlink_at(blobs.fd(), &name(n)?, false) {
+                Ok(()) => sw.gone.push((blobs.st.st_ino, n.clone())),
+                Err(e) => sw.errors.push(format!(
+                    "{repo}/blobs/{}: {}",
+                    n.to_string_lossy(),
+                    io_err(e)
+                )),
+            }
         }
+        payloads.extend(listed);
     }
+    Ok(())
+}
+
+/// Writes the shared payloads about to lose their last links to the trash. When it cannot
+/// (a full disk), removing goes on: the list only lets the next run finish a killed one.
+fn list_payloads(listed: &BTreeSet<(OsString, OsString)>, sw: &mut Sweep) {
+    if listed.is_empty() {
+        return;
+    }
+    let list: Vec<u8> = listed
+        .iter()
+        .flat_map(|(d, p)| [d.as_bytes(), b"/", p.as_bytes(), b"\n"].concat())
+        .collect();
+    let written = trash_name(sw.trash, PAYLOADS, "", "").and_then(|n| {
+        state::write_file(sw.trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)
+    });
+    if let Err(e) = written {
+        sw.errors.push(format!(
+            "cannot list the shared payloads in the trash ({e}); removing them anyway (a run \
+             killed now would leave them for `hf cache prune`)"
+        ));
+    }
+}
+
+/// Removes the shared payloads `payloads` no repo blob links to, with their `.refs` hints
+/// and `.lock`s, each under its `.lock` (which the hub client holds while it links a repo
+/// to it).
+fn sweep_payloads(
+    hub: &Node,
+    payloads: &BTreeSet<(OsString, OsString)>,
+    sw: &mut Sweep,
+) -> io::Result<()> {
     if payloads.is_empty() {
         return Ok(());
     }
-    let linked = linked_payloads(hub)?;
     let Some(shared) = child(hub, BLOBS)?.filter(Node::is_dir) else {
         return Ok(());
     };
-    for (d, p) in payloads.iter().filter(|x| !linked.contains(*x)) {
-        let Some(sub) = child(&shared, d)?.filter(Node::is_dir) else {
-            continue;
-        };
-        let mut lock = p.clone();
-        lock.push(layout::LOCK_SUFFIX);
-        if scan::lock_held(&sub, &lock) {
-            continue;
+    let valid: Vec<&(OsString, OsString)> = payloads
+        .iter()
+        .filter(|(d, p)| {
+            let at = || format!("blobs/{}/{}", d.to_string_lossy(), p.to_string_lossy());
+            sw.valid(d, at) && sw.valid(p, at)
+        })
+        .collect();
+    for chunk in valid.chunks(LOCKS_AT_ONCE) {
+        let mut held = Vec::new();
+        for &(d, p) in chunk {
+            let Some(sub) = child(&shared, d)?.filter(Node::is_dir) else {
+                continue;
+            };
+            if child(&sub, p)?.is_none() {
+                // Its hint alone is left by a run killed between the two.
+                remove_hint(&sub, d, p, sw);
+                continue;
+            }
+            match try_lock(&sub, &lock_name(p)) {
+                Ok(Some(fd)) => held.push((d, p, sub, fd)),
+                Ok(None) => sw.leave_payload(d, p, "its lock is held"),
+                Err(e) => sw.errors.push(format!(
+                    "blobs/{}/{}: skipped: its lock: {e}",
+                    d.to_string_lossy(),
+                    p.to_string_lossy()
+                )),
+            }
         }
-        let mut hint = p.clone();
-        hint.push(".refs");
-        for n in [p, &hint] {
-            match sys::unlink_at(sub.fd(), &name(n)?, false) {
-                Ok(()) | Err(libc::ENOENT) => {}
-                Err(e) => errors.push(format!(
+        // With the locks held no client links a repo to these payloads.
+        let linked = linked_payloads(hub)?;
+        for (d, p, sub, _lock) in &held {
+            if linked.contains(&((*d).clone(), (*p).clone())) {
+                continue;
+            }
+            if child(sub, p)?.is_some_and(|f| sw.open.contains(&f.st.st_ino)) {
+                sw.leave_payload(d, p, "open through a mount");
+                continue;
+            }
+            match sys::unlink_at(sub.fd(), &name(p)?, false) {
+                Ok(()) | Err(libc::ENOENT) => {
+                    remove_hint(sub, d, p, sw);
+                    // Still held: a client waiting for it retries by name, makes a new
+                    // one, and finds the payload gone.
+                    let _ = sys::unlink_at(sub.fd(), &name(&lock_name(p))?, false);
+                }
+                Err(e) => sw.errors.push(format!(
                     "blobs/{}/{}: {}",
                     d.to_string_lossy(),
-                    n.to_string_lossy(),
+                    p.to_string_lossy(),
                     io_err(e)
                 )),
             }
         }
     }
     Ok(())
+}
+
+/// Removes the `.refs` hint of the shared payload `p` in its directory `sub`.
+fn remove_hint(sub: &Node, d: &OsStr, p: &OsStr, sw: &mut Sweep) {
+    let mut hint = p.to_owned();
+    hint.push(layout::REFS_SUFFIX);
+    let removed = name(&hint).and_then(|h| match sys::unlink_at(sub.fd(), &h, false) {
+        Ok(()) | Err(libc::ENOENT) => Ok(()),
+        Err(e) => Err(io_err(e)),
+    });
+    if let Err(e) = removed {
+        sw.errors.push(format!(
+            "blobs/{}/{}: {e}",
+            d.to_string_lossy(),
+            hint.to_string_lossy()
+        ));
+    }
 }
 
 /// Every shared payload some repo's blob links to.
@@ -597,7 +883,8 @@ fn remove_if_empty(
 
 /// Finishes what a killed eviction left in the trash: the blobs its trashed snapshots
 /// linked to and the payloads it listed are swept, repos it emptied removed, then the
-/// trash is emptied.
+/// trash is emptied. So is what an earlier run left for later (open, or locked). An entry
+/// that cannot be read or names nothing valid is reported and dropped with the trash.
 fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Result<()> {
     let Some(fd) = s.subdir(TRASH_DIR, false).map_err(io_err)? else {
         return Ok(());
@@ -606,48 +893,65 @@ fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Resu
     let trash = Node { fd, st };
     let mut candidates: BTreeMap<String, BTreeSet<OsString>> = BTreeMap::new();
     let mut payloads = BTreeSet::new();
+    let mut snapshots = false;
     for n in trash.names().map_err(io_err)? {
         let text = n.to_string_lossy();
         let mut parts = text.split('@');
-        let kind = parts.next();
-        if kind == Some(PAYLOADS) {
-            let list = state::read_file(trash.fd(), &text)
-                .map_err(io_err)?
-                .unwrap_or_default();
-            for l in list.lines() {
-                if let Some((d, p)) = l.split_once('/') {
-                    payloads.insert((OsString::from(d), OsString::from(p)));
-                }
+        let (kind, repo) = (parts.next(), parts.next());
+        if let (Some(BLOB_LIST | "snap"), Some(r)) = (kind, repo) {
+            if !layout::is_repo_dir(r.as_bytes()) {
+                errors.push(format!("trash entry {text}: skipped: {r} is not a repo"));
+                continue;
             }
-            continue;
         }
-        let (Some("snap"), Some(repo)) = (kind, parts.next()) else {
-            continue;
-        };
-        let Some(snap) = child(&trash, &n)?.filter(Node::is_dir) else {
-            continue;
-        };
-        let names = candidates.entry(repo.to_owned()).or_default();
-        walk(&snap, &mut |_, node, _| {
-            if let Some(b) = node
-                .is_symlink()
-                .then(|| sys::readlink(node.fd()).ok())
-                .flatten()
-                .and_then(|t| layout::blob_of_target(&t).map(<[u8]>::to_vec))
-            {
-                names.insert(OsString::from(OsStr::from_bytes(&b)));
+        let found = match (kind, repo) {
+            (Some(PAYLOADS), _) => list_of(&trash, &text).map(|list| {
+                for l in list.lines() {
+                    if let Some((d, p)) = l.split_once('/') {
+                        payloads.insert((OsString::from(d), OsString::from(p)));
+                    }
+                }
+            }),
+            (Some(BLOB_LIST), Some(repo)) => list_of(&trash, &text).map(|list| {
+                let names = candidates.entry(repo.to_owned()).or_default();
+                names.extend(list.lines().map(OsString::from));
+            }),
+            (Some("snap"), Some(repo)) => {
+                snapshots = true;
+                let names = candidates.entry(repo.to_owned()).or_default();
+                trashed_links(&trash, &n, names)
             }
-            Visit::Descend
-        })?;
+            _ => Ok(()),
+        };
+        if let Err(e) = found {
+            errors.push(format!("trash entry {text}: {e}"));
+        }
     }
+    let mut left = Left::default();
     if !candidates.is_empty() || !payloads.is_empty() {
         let hub = match child(root, layout::HUB)?.filter(Node::is_dir) {
             Some(h) => h,
             None => root.try_clone().map_err(io_err)?,
         };
+        if snapshots {
+            // A killed run may have moved them just now (see `execute`).
+            std::thread::sleep(RECORDS_SETTLE);
+        }
+        let open = s.open_inodes(SystemTime::now()).map_err(io_err)?;
         let mut gone = Gone::new();
-        sweep(&hub, &trash, &candidates, payloads, errors, &mut gone)?;
-        for repo in candidates.keys() {
+        let mut sw = Sweep {
+            trash: &trash,
+            open: &open,
+            errors,
+            gone: &mut gone,
+            left: Left::default(),
+        };
+        sweep(&hub, &candidates, payloads, &mut sw)?;
+        left = sw.left;
+        for repo in candidates
+            .keys()
+            .filter(|r| Name::new(OsStr::new(r)).is_ok())
+        {
             if let Err(e) = remove_if_empty(&hub, &trash, repo, SystemTime::now(), &mut gone) {
                 errors.push(format!("{repo}: {e}"));
             }
@@ -655,7 +959,33 @@ fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Resu
         publish(s, &gone, errors);
     }
     drop(trash);
-    empty_trash(s, errors);
+    empty_trash(s, &left, errors);
+    Ok(())
+}
+
+/// The text of the trash's list `n`.
+fn list_of(trash: &Node, n: &str) -> io::Result<String> {
+    Ok(state::read_file(trash.fd(), n)
+        .map_err(io_err)?
+        .unwrap_or_default())
+}
+
+/// Adds the repo blobs the trashed snapshot `n` links to to `names`.
+fn trashed_links(trash: &Node, n: &OsStr, names: &mut BTreeSet<OsString>) -> io::Result<()> {
+    let Some(snap) = child(trash, n)?.filter(Node::is_dir) else {
+        return Ok(());
+    };
+    walk(&snap, &mut |_, node, _| {
+        if let Some(b) = node
+            .is_symlink()
+            .then(|| sys::readlink(node.fd()).ok())
+            .flatten()
+            .and_then(|t| layout::blob_of_target(&t).map(<[u8]>::to_vec))
+        {
+            names.insert(OsString::from(OsStr::from_bytes(&b)));
+        }
+        Visit::Descend
+    })?;
     Ok(())
 }
 
@@ -671,8 +1001,109 @@ fn publish(s: &StateDir, gone: &Gone, errors: &mut Vec<String>) {
     }
 }
 
-fn empty_trash(s: &StateDir, errors: &mut Vec<String>) {
+/// Empties the trash, then lists in it what a sweep left for the next run.
+fn empty_trash(s: &StateDir, left: &Left, errors: &mut Vec<String>) {
     if let Err(e) = state::remove_tree(s.fd(), OsStr::new(TRASH_DIR)) {
         errors.push(format!("emptying the trash: {}", io_err(e)));
+    }
+    if left.blobs.is_empty() && left.payloads.is_empty() {
+        return;
+    }
+    let listed = trash_node(s).and_then(|trash| {
+        for (repo, names) in &left.blobs {
+            let list: Vec<u8> = names
+                .iter()
+                .flat_map(|n| [n.as_bytes(), b"\n"].concat())
+                .collect();
+            let n = trash_name(&trash, BLOB_LIST, repo, "")?;
+            state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
+        }
+        if !left.payloads.is_empty() {
+            let list: Vec<u8> = left
+                .payloads
+                .iter()
+                .flat_map(|(d, p)| [d.as_bytes(), b"/", p.as_bytes(), b"\n"].concat())
+                .collect();
+            let n = trash_name(&trash, PAYLOADS, "", "")?;
+            state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = listed {
+        errors.push(format!(
+            "cannot list what was left for a later run in the trash ({e}): it stays, unlinked"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+
+    /// A store with one revision of `models--o--a`, a blob `b` linked as `f`.
+    fn store(tag: &str) -> (PathBuf, PathBuf) {
+        let base = std::env::temp_dir().join(format!("hfc-evict-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let repo = base.join("hub/models--o--a");
+        let commit = "c".repeat(40);
+        std::fs::create_dir_all(repo.join("blobs")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::create_dir_all(repo.join(format!("snapshots/{commit}"))).unwrap();
+        std::fs::create_dir_all(base.join("hub/.locks/models--o--a")).unwrap();
+        std::fs::write(repo.join("refs/main"), &commit).unwrap();
+        std::fs::write(repo.join("blobs/b"), vec![7u8; 5000]).unwrap();
+        symlink("../../blobs/b", repo.join(format!("snapshots/{commit}/f"))).unwrap();
+        (base, repo)
+    }
+
+    /// Plans removing everything, lets `meanwhile` happen, then carries the plan out.
+    fn plan_then_execute(base: &Path, meanwhile: impl FnOnce()) -> (Report, Vec<(usize, u64)>) {
+        let root = Node::open_trusted(base).unwrap();
+        let s = StateDir::open(root.fd(), true).unwrap().unwrap();
+        let now = SystemTime::now();
+        let inv = scan::scan(&root, Some(&s), now).unwrap();
+        let p = plan::plan(&inv.revisions, &inv.sizes, Goal::Free(u64::MAX));
+        assert_eq!(p.remove.len(), 1, "planned: {p:?}");
+        meanwhile();
+        let mut report = Report::default();
+        let done = execute(&root, &s, &inv, &p, now, &mut report).unwrap();
+        (report, done)
+    }
+
+    #[test]
+    fn a_download_started_after_the_scan_keeps_its_revision() {
+        for how in ["incomplete", "lock"] {
+            let (base, repo) = store(how);
+            let mut lock = None;
+            let (report, done) = plan_then_execute(&base, || match how {
+                "incomplete" => std::fs::write(repo.join("blobs/n.incomplete"), b"x").unwrap(),
+                _ => {
+                    let f =
+                        std::fs::File::create(base.join("hub/.locks/models--o--a/n.lock")).unwrap();
+                    sys::flock(f.as_fd(), libc::LOCK_EX).unwrap();
+                    lock = Some(f);
+                }
+            });
+            assert!(done.is_empty(), "{how}: nothing removed");
+            assert_eq!(report.kept.len(), 1, "{how}: {report:?}");
+            assert!(
+                report.kept[0].reason.contains("download in progress"),
+                "{how}: {}",
+                report.kept[0].reason
+            );
+            assert!(repo.join("refs/main").exists() && repo.join("blobs/b").exists());
+            drop(lock);
+            // Once the download is over, the same plan goes through.
+            std::fs::remove_file(repo.join("blobs/n.incomplete")).ok();
+            let (report, done) = plan_then_execute(&base, || {});
+            assert_eq!(done.len(), 1, "{how}: {report:?}");
+            assert!(
+                !repo.exists(),
+                "{how}: the repo went with its last revision"
+            );
+            std::fs::remove_dir_all(&base).unwrap();
+        }
     }
 }

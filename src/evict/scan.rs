@@ -323,7 +323,7 @@ pub fn read_ref(refs: &Node, rel: &Path) -> io::Result<Option<String>> {
 }
 
 /// A repo's blobs: where each leads, and the first download in progress, if any.
-fn blobs_of(
+pub(crate) fn blobs_of(
     hub: &Node,
     repo: &Node,
     now: SystemTime,
