@@ -231,10 +231,11 @@ fn fuse_config(o: &MountOptions) -> Config {
 pub fn run(o: &MountOptions) -> Result<(), Error> {
     init_logging(o.debug);
     let gid = prepare(o)?;
-    let tracker = (o.record && !o.read_only).then(|| Arc::new(Tracker::default()));
+    let records = eviction_records(o)?;
+    let tracker = records.as_ref().map(|_| Arc::new(Tracker::default()));
     let (fs, store) = open_store(o, gid, tracker.clone())?;
     let session = mount(o, fs, gid)?;
-    serve(o, session, tracker.map(|t| (t, store)))
+    serve(o, session, records.zip(tracker).map(|(r, t)| (r, t, store)))
 }
 
 /// Checks what mounting needs before anything is mounted: root, the log of a background
@@ -279,7 +280,7 @@ fn open_store(
     let mut store =
         Store::new(root, policy, fd_budget(), &o.private).map_err(|e| failed("store", e))?;
     if let Some(t) = tracker {
-        store = store.with_tracker(t);
+        store = store.with_tracker(t, o.record);
     }
     if !o.read_only {
         store.probe_ownership().map_err(|e| {
@@ -336,7 +337,7 @@ fn mount(o: &MountOptions, fs: HfCacheFs, gid: u32) -> Result<Session<HfCacheFs>
 fn serve(
     o: &MountOptions,
     mut session: Session<HfCacheFs>,
-    tracker: Option<(Arc<Tracker>, Arc<Store>)>,
+    records: Option<(Records, Arc<Tracker>, Arc<Store>)>,
 ) -> Result<(), Error> {
     if !o.foreground {
         detach()?;
@@ -346,8 +347,8 @@ fn serve(
         .map_err(|e| Error::Runtime(format!("cannot drop capabilities: {e}")))?;
     spawn_unmounter(&mut session, &o.mountpoint)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let background = match tracker {
-        Some((t, store)) => {
+    let background = match records {
+        Some((records, t, store)) => {
             let notifier = session.notifier();
             // What an eviction removed leaves the kernel's caches at once.
             let forget = move |dir: u64, name: &std::ffi::OsStr| {
@@ -355,7 +356,7 @@ fn serve(
                     let _ = notifier.inval_entry(fuser::INodeNo(node), name);
                 }
             };
-            spawn_eviction(o, t, Box::new(forget), Arc::clone(&stop))?
+            spawn_eviction(records, t, Box::new(forget), Arc::clone(&stop))?
         }
         None => Vec::new(),
     };
@@ -377,16 +378,27 @@ const EVICT_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// The least time between two automatic eviction checks (each walks the store).
 const EVICT_CHECK_GAP: Duration = Duration::from_secs(2);
 
-/// Starts the recorder thread (the access and open-file records, and `forget` called for
-/// each entry an eviction removed) and, with `max_size=` or
-/// `min_free=`, the eviction thread. Both stop once `stop` is set; the recorder writes its
-/// last batch first.
-fn spawn_eviction(
-    o: &MountOptions,
-    tracker: Arc<Tracker>,
-    mut forget: Forget,
-    stop: Arc<AtomicBool>,
-) -> Result<Vec<thread::JoinHandle<()>>, Error> {
+/// What the eviction threads start from, checked before mounting: a store whose
+/// `.hfcachefs/` cannot be used fails the mount command, not the detached daemon.
+struct Records {
+    /// The store root the records are kept in (the recorder is made after detaching: its
+    /// records are named by the daemon's pid).
+    root: std::os::fd::OwnedFd,
+    /// The store root automatic eviction walks, with its goals (none: no eviction thread).
+    evict: Option<(crate::cache::walk::Node, Vec<Target>)>,
+}
+
+/// The records of this mount: the open-file record always (what keeps `gc` from removing
+/// files open through it, `ro` and `record=off` mounts too), the access record unless
+/// `record=off`. When `.hfcachefs/` cannot be used, a mount asking for `max_size`/`min_free`
+/// is refused; any other mounts without records (a warning says so).
+fn eviction_records(o: &MountOptions) -> Result<Option<Records>, Error> {
+    let targets: Vec<Target> = o
+        .max_size
+        .map(Target::MaxSize)
+        .into_iter()
+        .chain(o.min_free.map(Target::FreePercent))
+        .collect();
     let open_root = || {
         let c = CString::new(o.store.as_os_str().as_bytes())
             .map_err(|_| Error::Usage("store path contains a NUL byte".into()))?;
@@ -398,11 +410,47 @@ fn spawn_eviction(
             ))
         })
     };
-    let root = open_root()?;
+    let root = open_root().and_then(|root| {
+        Recorder::new(root.as_fd()).map(|_| root).map_err(|e| {
+            let why = match e {
+                libc::EIO => "it must be a directory of root's, closed to others (chown root: and chmod 700 it)".to_owned(),
+                e => io::Error::from_raw_os_error(e).to_string(),
+            };
+            Error::Runtime(format!(
+                "cannot keep eviction records in {}/.hfcachefs: {why}",
+                o.store.display(),
+            ))
+        })
+    });
+    let root = match root {
+        Ok(r) => r,
+        Err(e) if targets.is_empty() => {
+            warn!("{e}; files open through this mount are not known to `hfcachefs gc`");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let evict = if targets.is_empty() {
+        None
+    } else {
+        Some((walk_root(open_root()?)?, targets))
+    };
+    Ok(Some(Records { root, evict }))
+}
+
+/// Starts the recorder thread (the access and open-file records, and `forget` called for
+/// each entry an eviction removed) and, with `max_size=` or `min_free=`, the eviction
+/// thread. Both stop once `stop` is set; the recorder writes its last batch first.
+fn spawn_eviction(
+    records: Records,
+    tracker: Arc<Tracker>,
+    mut forget: Forget,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<thread::JoinHandle<()>>, Error> {
+    let Records { root, evict } = records;
     let mut recorder = Recorder::new(root.as_fd()).map_err(|e| {
         Error::Runtime(format!(
-            "cannot keep eviction records in {}/.hfcachefs: {}",
-            o.store.display(),
+            "cannot keep eviction records: {}",
             io::Error::from_raw_os_error(e)
         ))
     })?;
@@ -434,16 +482,9 @@ fn spawn_eviction(
             }
         });
     handles.push(spawned.map_err(|e| Error::Runtime(format!("cannot start the recorder: {e}")))?);
-    let targets: Vec<Target> = o
-        .max_size
-        .map(Target::MaxSize)
-        .into_iter()
-        .chain(o.min_free.map(Target::FreePercent))
-        .collect();
-    if targets.is_empty() {
+    let Some((root, targets)) = evict else {
         return Ok(handles);
-    }
-    let root = walk_root(open_root()?)?;
+    };
     info!(
         "automatic eviction: {}",
         targets

@@ -88,8 +88,8 @@ pub struct MountOptions {
     pub max_size: Option<u64>,
     /// Automatic eviction: keep this percentage of the store's disk free (`min_free=`).
     pub min_free: Option<f64>,
-    /// Whether the daemon keeps the access record and open-file records eviction reads
-    /// (`record=on|off`; off only to measure what they cost).
+    /// Whether the daemon keeps the access record eviction reads (`record=on|off`; off only
+    /// to measure what it costs). The open-file record is kept either way.
     pub record: bool,
 }
 

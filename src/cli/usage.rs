@@ -59,8 +59,9 @@ Eviction options:
                       the store's files take on disk (as du) passes SIZE (500M, 2G, 1.5T:
                       powers of 1024)
   min_free=PERCENT    ... when less than PERCENT of the store's disk is free
-  record=on|off       the access and open-file records eviction reads (default on; off
-                      only to measure them: gc then knows no open file of this mount)
+  record=on|off       the access record eviction reads (default on; off only to measure
+                      it: revisions then count from their files' times); files open
+                      through any mount are always recorded, so gc never removes them
 ";
 
 pub const DOCTOR: &str = "\

@@ -88,6 +88,13 @@ impl Tracker {
             .filter_map(|k| self.used.remove(&k))
             .collect()
     }
+
+    /// An open of inode `ino` noted as open only, not as a use (`record=off`: no access
+    /// record, the open-file record still kept).
+    pub fn held(&self, ino: u64) {
+        *self.open.entry(ino).or_insert(0) += 1;
+        self.open_changed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Writes a daemon's records into its store.

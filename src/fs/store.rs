@@ -87,8 +87,10 @@ pub struct Store {
     files: DashMap<u64, Arc<OpenFile>>,
     dirs: DashMap<u64, Arc<OpenDir>>,
     next_handle: AtomicU64,
-    /// Opens and downloads noted for eviction (`record=on`).
+    /// Opens and downloads noted for eviction.
     tracker: Option<Arc<Tracker>>,
+    /// Whether opens count as uses in the access record (`record=on`), besides being open.
+    access: bool,
 }
 
 fn kind_of(st: &Stat) -> u32 {
@@ -116,13 +118,17 @@ impl Store {
             dirs: DashMap::new(),
             next_handle: AtomicU64::new(1),
             tracker: None,
+            access: false,
         })
     }
 
-    /// Notes every open of a shared file (a create too: a download is a use), every
-    /// release, and every download published into a repo's `blobs/`, in `tracker`.
-    pub fn with_tracker(mut self, tracker: Arc<Tracker>) -> Store {
+    /// Notes every open of a shared file, every release, and every download published
+    /// into a repo's `blobs/`, in `tracker`; with `access`, opens (a create too: a download
+    /// is a use) count as uses as well. Open files are noted either way: they are what
+    /// keeps eviction from removing a file in use.
+    pub fn with_tracker(mut self, tracker: Arc<Tracker>, access: bool) -> Store {
         self.tracker = Some(tracker);
+        self.access = access;
         self
     }
 
@@ -488,7 +494,11 @@ impl Store {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let recorded = match &self.tracker {
             Some(t) if inode.place() != Place::Private => {
-                t.opened(inode.ino());
+                if self.access {
+                    t.opened(inode.ino());
+                } else {
+                    t.held(inode.ino());
+                }
                 Some(inode.ino())
             }
             _ => None,
