@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -346,6 +347,18 @@ fn a_held_lock_keeps_its_repo() {
     // Released, it goes.
     holder.kill(libc::SIGKILL);
     assert!(holder.wait_timeout(Duration::from_secs(10)).is_some());
+    // The kernel tells the daemon of the last close (and so of the lock's end)
+    // asynchronously: wait until the store's lock file is free.
+    let store_lock = m.s("hub/.locks/models--o--held/0123abcd.lock");
+    let free = (0..100).any(|_| {
+        let f = fs::File::open(&store_lock).unwrap();
+        let ok = flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(free, "the lock was not released within 5 s of its holder's death");
     let o = hf(&["gc", &mnt, "--max-size", "0", "--json"]);
     let j = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(removed(&j), [c("h1")], "{}", out_str(&o));
