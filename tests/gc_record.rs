@@ -358,7 +358,10 @@ fn a_held_lock_keeps_its_repo() {
         }
         ok
     });
-    assert!(free, "the lock was not released within 5 s of its holder's death");
+    assert!(
+        free,
+        "the lock was not released within 5 s of its holder's death"
+    );
     let o = hf(&["gc", &mnt, "--max-size", "0", "--json"]);
     let j = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(removed(&j), [c("h1")], "{}", out_str(&o));

@@ -382,9 +382,20 @@ fn a_full_disk_does_not_stop_removal() {
     fs::create_dir(&store).unwrap();
     fs::set_permissions(&store, fs::Permissions::from_mode(0o700)).unwrap();
     let hub = store.join("hub");
+    // gc works on a mounted store: one daemon serves it from a mountpoint outside the tmpfs.
+    let mnt = std::env::temp_dir().join(format!("hfit-enospc-mnt-{:x}", random_u64()));
+    fs::create_dir(&mnt).unwrap();
+    let mut daemon = Command::new(BIN);
+    daemon
+        .arg(&store)
+        .arg(&mnt)
+        .arg("-o")
+        .arg(format!("group={}", users().group));
+    let o = run_timeout(daemon, Duration::from_secs(30));
+    assert_eq!(code(&o), 0, "mount: {}", out_str(&o));
     let result = std::panic::catch_unwind(|| {
         let (_, etag) = make_rev(&hub, "models--o--a", "a", 512 * KB, true);
-        let s = store.display().to_string();
+        let s = mnt.display().to_string();
         assert_eq!(
             code(&hf(&["gc", &s, "--max-size", "1P"])),
             0,
@@ -412,9 +423,9 @@ fn a_full_disk_does_not_stop_removal() {
         assert_eq!(code(&o), 0, "the next run: {}", out_str(&o));
     });
     let _ = sh(&format!(
-        "umount '{}' && rmdir '{}'",
-        dir.display(),
-        dir.display()
+        "umount '{m}' && rmdir '{m}'; umount '{d}' && rmdir '{d}'",
+        m = mnt.display(),
+        d = dir.display()
     ));
     if let Err(e) = result {
         std::panic::resume_unwind(e);
