@@ -194,7 +194,7 @@ pub fn run(
         _ => p.remove.clone(),
     };
     let item = |i: usize, bytes: u64, reason: String| Item {
-        repo: inv.revisions[i].repo.clone(),
+        repo: inv.repo_path(i),
         commit: inv.revisions[i].commit.clone(),
         last_used: inv.revisions[i].last_used,
         bytes,
@@ -218,7 +218,10 @@ pub fn run(
     }
     report.met = match goal {
         Goal::Free(n) => report.freed >= n,
-        Goal::UnusedSince(_) => report.kept.is_empty() && report.removed.len() == p.remove.len(),
+        // Pinned revisions are the administrator's choice: kept, not in the way.
+        Goal::UnusedSince(_) => {
+            p.met && report.kept.len() == p.kept.len() && report.removed.len() == p.remove.len()
+        }
     };
     // The plan counts what revisions take with them; a store's size also holds what no
     // revision does, some of which goes with a repo's last revision (an abandoned
@@ -328,25 +331,28 @@ fn execute(
     if p.remove.is_empty() {
         return Ok(done);
     }
-    let Some(hub) = inv.hub(root)? else {
-        return Ok(done);
-    };
+    let hubs = (0..inv.hubs.len())
+        .map(|h| inv.hub_at(root, h))
+        .collect::<io::Result<Vec<_>>>()?;
     let trash = trash_node(s)?;
     let mut gone = Gone::new();
-    let mut candidates: BTreeMap<String, BTreeSet<OsString>> = BTreeMap::new();
+    // By hub cache, the repos revisions went from, with the blobs they linked to.
+    let mut candidates: BTreeMap<usize, BTreeMap<String, BTreeSet<OsString>>> = BTreeMap::new();
     for &(i, bytes) in &p.remove {
         let r = &inv.revisions[i];
         let place = &inv.places[i];
+        let h = inv.repos[place.repo].hub;
+        let Some(hub) = &hubs[h] else { continue };
         let open = s.open_inodes(SystemTime::now()).map_err(io_err)?;
         let keep = if r.files.iter().any(|f| open.contains(f)) {
             Some(Keep::Open("opened while evicting".into()))
         } else {
-            download_in_progress(&hub, &r.repo, SystemTime::now())?
+            download_in_progress(hub, &r.repo, SystemTime::now())?
                 .map(|why| Keep::Downloading(format!("{}: {why}, started while evicting", r.repo)))
         };
         if let Some(k) = keep {
             report.kept.push(Item {
-                repo: r.repo.clone(),
+                repo: inv.repo_path(i),
                 commit: r.commit.clone(),
                 last_used: r.last_used,
                 bytes: 0,
@@ -354,9 +360,11 @@ fn execute(
             });
             continue;
         }
-        match remove_revision(&hub, &trash, &r.repo, &r.commit, &place.refs, &mut gone) {
+        match remove_revision(hub, &trash, &r.repo, &r.commit, &place.refs, &mut gone) {
             Ok(()) => {
                 candidates
+                    .entry(h)
+                    .or_default()
                     .entry(r.repo.clone())
                     .or_default()
                     .extend(place.blob_names.iter().cloned());
@@ -371,24 +379,29 @@ fn execute(
         std::thread::sleep(RECORDS_SETTLE);
     }
     let open = s.open_inodes(SystemTime::now()).map_err(io_err)?;
-    let mut sw = Sweep {
-        trash: &trash,
-        open: &open,
-        errors: &mut report.errors,
-        gone: &mut gone,
-        left: Left::default(),
-    };
-    sweep(&hub, &candidates, BTreeSet::new(), &mut sw)?;
-    let left = sw.left;
-    let busy: HashSet<&str> = inv
+    let busy: HashSet<(usize, &str)> = inv
         .repos
         .iter()
         .filter(|r| r.busy.is_some())
-        .map(|r| r.name.as_str())
+        .map(|r| (r.hub, r.name.as_str()))
         .collect();
-    for repo in candidates.keys().filter(|r| !busy.contains(r.as_str())) {
-        if let Err(e) = remove_if_empty(&hub, &trash, repo, now, &mut gone) {
-            report.errors.push(format!("{repo}: {e}"));
+    let mut left = Left::default();
+    for (h, repos) in &candidates {
+        let Some(hub) = &hubs[*h] else { continue };
+        let mut sw = Sweep {
+            trash: &trash,
+            open: &open,
+            errors: &mut report.errors,
+            gone: &mut gone,
+            left: Left::default(),
+        };
+        sweep(hub, repos, BTreeSet::new(), &mut sw)?;
+        left.blobs.extend(sw.left.blobs);
+        left.payloads.extend(sw.left.payloads);
+        for repo in repos.keys().filter(|r| !busy.contains(&(*h, r.as_str()))) {
+            if let Err(e) = remove_if_empty(hub, &trash, repo, now, &mut gone) {
+                report.errors.push(format!("{repo}: {e}"));
+            }
         }
     }
     drop(trash);

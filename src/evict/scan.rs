@@ -7,7 +7,8 @@
 //!
 //! Every hub cache the layout recognises is inventoried (see `place_of`): `hub/` anywhere
 //! outside another hub cache (an `HF_HOME` at the root, a team's deeper down), and the root
-//! itself when it holds repos; revisions of all of them are planned together.
+//! itself when it holds repos; revisions of all of them are planned together, and each is
+//! removed from its own.
 //!
 //! Bytes are what files take on disk (`st_blocks` x 512, as `du` counts them), each inode
 //! once: the store total a `max_size` limits, what a revision's removal frees, and so what
@@ -26,8 +27,8 @@ use std::time::SystemTime;
 use super::plan::{FileId, Keep, Revision};
 use super::state::{self, StateDir};
 use crate::cache::layout::{
-    self, BLOBS, LOCK_SUFFIX, LOCKS, NO_EXIST, Place, REFS, REFS_SUFFIX, SNAPSHOTS, TREE_SUFFIX,
-    TREES,
+    self, BLOBS, HUB, LOCK_SUFFIX, LOCKS, NO_EXIST, Place, REFS, REFS_SUFFIX, SNAPSHOTS,
+    TREE_SUFFIX, TREES,
 };
 use crate::cache::walk::{self, Node, Visit};
 use crate::sys::{self, Name};
@@ -90,13 +91,15 @@ impl Inventory {
         Ok(Some(dir))
     }
 
-    /// The store's one hub cache (`None` when it has none, or several: removing a revision
-    /// from the wrong one, where a repo and commit of the same names may be, must not
-    /// happen; removal across several goes by [`Inventory::hub_at`]).
-    pub fn hub(&self, root: &Node) -> io::Result<Option<Node>> {
-        match self.hubs.len() {
-            1 => self.hub_at(root, 0),
-            _ => Ok(None),
+    /// The repo of revision `i` as people know it: its directory, after the hub cache's
+    /// path unless that is `HF_HOME/hub` or the root (`team/hub/models--org--name`).
+    pub fn repo_path(&self, i: usize) -> String {
+        let repo = &self.repos[self.places[i].repo];
+        let hub = &self.hubs[repo.hub];
+        if hub.as_os_str().is_empty() || hub == Path::new(HUB) {
+            repo.name.clone()
+        } else {
+            format!("{}/{}", hub.display(), repo.name)
         }
     }
 }
@@ -724,7 +727,6 @@ mod tests {
                 (3, "datasets--o--d")
             ]
         );
-        assert!(inv.hub(&root).unwrap().is_none(), "several: no one hub");
         let team = inv.hub_at(&root, 3).unwrap().unwrap();
         assert_eq!(
             team.id(),
