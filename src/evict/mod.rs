@@ -425,12 +425,7 @@ fn download_in_progress(hub: &Node, repo: &str, now: SystemTime) -> io::Result<O
     let Some(rl) = child(&locks, repo)?.filter(Node::is_dir) else {
         return Ok(None);
     };
-    Ok(rl
-        .names()
-        .map_err(io_err)?
-        .into_iter()
-        .find(|x| layout::is_lock(x.as_bytes()) && scan::lock_held(&rl, x))
-        .map(|x| format!("lock {} held", x.to_string_lossy())))
+    scan::held_lock(&rl)
 }
 
 fn trash_node(s: &StateDir) -> io::Result<Node> {
@@ -881,10 +876,8 @@ fn remove_if_empty(
         None => None,
     };
     if let Some(rl) = &rlocks {
-        for n in rl.names().map_err(io_err)? {
-            if scan::lock_held(rl, &n) {
-                return Ok(());
-            }
+        if scan::held_lock(rl)?.is_some() {
+            return Ok(());
         }
     }
     to_trash(hub, OsStr::new(repo), trash, ("repo", repo, ""), gone)?;

@@ -130,6 +130,17 @@ pub fn lock_held(dir: &Node, n: &OsStr) -> bool {
     )
 }
 
+/// Why a download into a repo is in progress, if one is: a held lock in its lock directory
+/// `rl` (`.locks/<repo>/`), named.
+pub fn held_lock(rl: &Node) -> io::Result<Option<String>> {
+    Ok(rl
+        .names()
+        .map_err(io_err)?
+        .into_iter()
+        .find(|x| layout::is_lock(x.as_bytes()) && lock_held(rl, x))
+        .map(|x| format!("lock {} held", x.to_string_lossy())))
+}
+
 /// What a size goal counts, added up over a walk of the store: what its regular files take
 /// on disk (`st_blocks`, as `du`), each inode once (hard links, payloads shared by several
 /// repos), hfcachefs's own (`.hfcachefs/`, members' private copies) not counted.
@@ -457,12 +468,7 @@ fn repos_of(
                 .transpose()?
                 .flatten()
             {
-                busy = l
-                    .names()
-                    .map_err(io_err)?
-                    .into_iter()
-                    .find(|x| layout::is_lock(x.as_bytes()) && lock_held(&l, x))
-                    .map(|x| format!("lock {} held", x.to_string_lossy()));
+                busy = held_lock(&l)?;
             }
         }
         repos.push(Repo {
