@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -421,4 +421,120 @@ fn a_goal_is_given_once() {
     );
     let o = hf(&["gc", &mnt, "--dry-run", "--max-size", "1G"]);
     assert_eq!(code(&o), 0, "{}", out_str(&o));
+}
+
+/// A killed run's trash, across two hub caches holding a repo of the same name: each entry
+/// names its hub cache, and the next run sweeps each in its own (an older run's entry,
+/// which names none, in `hub/`).
+#[test]
+fn a_killed_run_across_hub_caches_is_finished_in_each() {
+    let m = Mount::new();
+    let mnt = m.mnt.display().to_string();
+    let ha = make_rev(&m, "hub", "models--o--a", "ha", 20 * KB, 1_000_000, false);
+    let ta = make_rev(
+        &m,
+        "team/hub",
+        "models--o--a",
+        "ta",
+        20 * KB,
+        1_000_000,
+        true,
+    );
+    let tp = make_rev(
+        &m,
+        "team/hub",
+        "models--o--p",
+        "tp",
+        20 * KB,
+        1_000_000,
+        true,
+    );
+    let old = make_rev(
+        &m,
+        "hub",
+        "models--o--old",
+        "old",
+        20 * KB,
+        1_000_000,
+        false,
+    );
+    let hk = make_rev(&m, "hub", "models--o--k", "hk", 20 * KB, 1_000_000, false);
+    let tk = make_rev(
+        &m,
+        "team/hub",
+        "models--o--k",
+        "tk",
+        20 * KB,
+        1_000_000,
+        true,
+    );
+    let o = hf(&["gc", &mnt, "--max-size", "1P"]);
+    assert_eq!(code(&o), 0, "makes .hfcachefs: {}", out_str(&o));
+    let trash = m.s(".hfcachefs/trash");
+    fs::create_dir_all(&trash).unwrap();
+    fs::set_permissions(&trash, fs::Permissions::from_mode(0o700)).unwrap();
+    // Refs gone, snapshots moved: `team/hub` escaped as one name.
+    let killed = |hub: &str, repo: &str, tag: &str, entry: String| {
+        fs::remove_file(m.s(&format!("{hub}/{repo}/refs/main"))).unwrap();
+        fs::rename(
+            m.s(&format!("{hub}/{repo}/snapshots/{}", c(tag))),
+            trash.join(entry),
+        )
+        .unwrap();
+    };
+    killed(
+        "hub",
+        "models--o--a",
+        "ha",
+        format!("snap@hub@models--o--a@{}@1.0", c("ha")),
+    );
+    killed(
+        "team/hub",
+        "models--o--a",
+        "ta",
+        format!("snap@team%2Fhub@models--o--a@{}@1.0", c("ta")),
+    );
+    killed(
+        "hub",
+        "models--o--old",
+        "old",
+        format!("snap@models--o--old@{}@1.0", c("old")),
+    );
+    // p's run got further: its blob gone, its payload listed.
+    killed(
+        "team/hub",
+        "models--o--p",
+        "tp",
+        format!("snap@team%2Fhub@models--o--p@{}@1.0", c("tp")),
+    );
+    let tp_name = Path::new(&tp)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    fs::remove_file(m.s(&format!("team/hub/models--o--p/blobs/{tp_name}"))).unwrap();
+    fs::write(
+        trash.join("payloads@team%2Fhub@@@1.0"),
+        format!("{}/{tp_name}\n", &tp_name[..2]),
+    )
+    .unwrap();
+
+    let o = hf(&["gc", &mnt, "--max-size", "1P"]);
+    assert_eq!(code(&o), 0, "{}", out_str(&o));
+    assert!(o.stderr.is_empty(), "{}", out_str(&o));
+    for (repo, file) in [
+        ("hub/models--o--a", &ha),
+        ("team/hub/models--o--a", &ta),
+        ("team/hub/models--o--p", &tp),
+        ("hub/models--o--old", &old),
+    ] {
+        assert!(!exists(&m.s(repo)), "{repo} emptied and removed");
+        assert!(!exists(&m.s(file)), "{file} swept");
+    }
+    assert!(!exists(&m.s(&format!("{tp}.refs"))), "its hint too");
+    for (repo, file) in [("hub/models--o--k", &hk), ("team/hub/models--o--k", &tk)] {
+        assert!(exists(&m.s(repo)) && exists(&m.s(file)), "{repo} untouched");
+    }
+    assert!(!exists(&trash), "trash emptied");
 }

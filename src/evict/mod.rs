@@ -10,8 +10,8 @@
 //! even if eviction is killed half way: first the refs pointing at a revision (a ref to a
 //! missing snapshot is what `scan_cache_dir` calls corrupted), then its snapshot, moved in
 //! one rename to `.hfcachefs/trash/`; only then the blobs and shared payloads no remaining
-//! snapshot links to (read from the trash, so a killed run's next run finishes them);
-//! then repos left empty; the trash is emptied last.
+//! snapshot links to (read from the trash, so a killed run's next run finishes them, each
+//! entry naming its hub cache); then repos left empty; the trash is emptied last.
 //!
 //! A revision is checked again for open files and a download just before it goes (a scan
 //! of a big store takes minutes). Blobs and payloads go under the lock the hub client holds
@@ -30,11 +30,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::cache::layout::{
-    self, BLOBS, LOCK_SUFFIX, LOCKS, NO_EXIST, REFS, SNAPSHOTS, TREE_SUFFIX, TREES,
+    self, BLOBS, LOCK_SUFFIX, LOCKS, NO_EXIST, REFS, SNAPSHOTS, STATE_DIR, TREE_SUFFIX, TREES,
 };
 use crate::cache::walk::{Node, Visit, walk};
 use crate::sys::{self, Name};
@@ -272,10 +273,25 @@ type Gone = Vec<(u64, OsString)>;
 /// The trash entry listing shared payloads about to lose their links.
 const PAYLOADS: &str = "payloads";
 
-/// A trash name no other entry has: `<kind>@<repo>@<rest>@<pid>.<n>`.
-fn trash_name(trash: &Node, kind: &str, repo: &str, rest: &str) -> io::Result<OsString> {
+/// A trash name no other entry has: `<kind>@<hub>@<repo>@<rest>@<pid>.<n>`, `hub` the path
+/// of the hub cache it is from below the store root (empty: the root), each field
+/// [`escaped`]. Older runs wrote `<kind>@<repo>@<rest>@<pid>.<n>`, for `hub/` or the root.
+fn trash_name(
+    trash: &Node,
+    kind: &str,
+    hub: &Path,
+    repo: &str,
+    rest: &str,
+) -> io::Result<OsString> {
+    let (hub, repo) = (
+        escaped(hub.as_os_str().as_bytes()),
+        escaped(repo.as_bytes()),
+    );
     for n in 0.. {
-        let candidate = OsString::from(format!("{kind}@{repo}@{rest}@{}.{n}", std::process::id()));
+        let candidate = OsString::from(format!(
+            "{kind}@{hub}@{repo}@{rest}@{}.{n}",
+            std::process::id()
+        ));
         if child(trash, &candidate)?.is_none() {
             return Ok(candidate);
         }
@@ -283,15 +299,57 @@ fn trash_name(trash: &Node, kind: &str, repo: &str, rest: &str) -> io::Result<Os
     unreachable!("some name is free")
 }
 
+/// `b` as a field of a trash name: `%`, `/`, `@` and what is not printable ASCII as `%XX`,
+/// so that a path is one name, and the name splits at its `@`s.
+fn escaped(b: &[u8]) -> String {
+    b.iter()
+        .map(|&c| match c {
+            b'%' | b'/' | b'@' | ..=b' ' | 0x7f.. => format!("%{c:02X}"),
+            c => char::from(c).to_string(),
+        })
+        .collect()
+}
+
+/// The bytes an [`escaped`] field stands for (`None`: it cannot be one).
+fn unescaped(f: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(f.len());
+    let mut it = f.iter();
+    while let Some(&c) = it.next() {
+        if c == b'%' {
+            let hex = [*it.next()?, *it.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// What a trash name says: its kind, the hub cache it is from (`None`: an older run's
+/// name, which does not say) and its repo; `None` if it is no such name.
+fn trash_entry(n: &OsStr) -> Option<(String, Option<PathBuf>, String)> {
+    let fields: Vec<&[u8]> = n.as_bytes().split(|&c| c == b'@').collect();
+    let (kind, hub, repo) = match fields[..] {
+        [kind, hub, repo, _, _] => (kind, Some(unescaped(hub)?), unescaped(repo)?),
+        [kind, repo, _, _] => (kind, None, repo.to_vec()),
+        _ => return None,
+    };
+    Some((
+        String::from_utf8(kind.to_vec()).ok()?,
+        hub.map(|h| PathBuf::from(OsString::from_vec(h))),
+        String::from_utf8(repo).ok()?,
+    ))
+}
+
 /// Moves the entry `n` of `dir` into the trash as a `kind` entry; false if it was gone.
 fn to_trash(
     dir: &Node,
     n: &OsStr,
     trash: &Node,
-    (kind, repo, rest): (&str, &str, &str),
+    (kind, hub, repo, rest): (&str, &Path, &str, &str),
     gone: &mut Gone,
 ) -> io::Result<bool> {
-    let t = trash_name(trash, kind, repo, rest)?;
+    let t = trash_name(trash, kind, hub, repo, rest)?;
     let (from, to) = (name(n)?, name(&t)?);
     let moved = match sys::rename_at(dir.fd(), &from, trash.fd(), &to, libc::RENAME_NOREPLACE) {
         // A filesystem without renameat2's flags (GlusterFS's FUSE client): the name was
@@ -360,7 +418,8 @@ fn execute(
             });
             continue;
         }
-        match remove_revision(hub, &trash, &r.repo, &r.commit, &place.refs, &mut gone) {
+        let at = (hub, inv.hubs[h].as_path());
+        match remove_revision(at, &trash, &r.repo, &r.commit, &place.refs, &mut gone) {
             Ok(()) => {
                 candidates
                     .entry(h)
@@ -385,21 +444,22 @@ fn execute(
         .filter(|r| r.busy.is_some())
         .map(|r| (r.hub, r.name.as_str()))
         .collect();
-    let mut left = Left::default();
+    let mut left = BTreeMap::new();
     for (h, repos) in &candidates {
         let Some(hub) = &hubs[*h] else { continue };
+        let at = inv.hubs[*h].as_path();
         let mut sw = Sweep {
             trash: &trash,
+            hub: at,
             open: &open,
             errors: &mut report.errors,
             gone: &mut gone,
             left: Left::default(),
         };
         sweep(hub, repos, BTreeSet::new(), &mut sw)?;
-        left.blobs.extend(sw.left.blobs);
-        left.payloads.extend(sw.left.payloads);
+        left.insert(at.to_owned(), sw.left);
         for repo in repos.keys().filter(|r| !busy.contains(&(*h, r.as_str()))) {
-            if let Err(e) = remove_if_empty(hub, &trash, repo, now, &mut gone) {
+            if let Err(e) = remove_if_empty((hub, at), &trash, repo, now, &mut gone) {
                 report.errors.push(format!("{repo}: {e}"));
             }
         }
@@ -440,7 +500,7 @@ fn trash_node(s: &StateDir) -> io::Result<Node> {
 /// Takes one revision out of the cache: refs pointing at it, then its snapshot (one
 /// rename), then its `.no_exist/` markers and cached tree listing.
 fn remove_revision(
-    hub: &Node,
+    (hub, at): (&Node, &Path),
     trash: &Node,
     repo: &str,
     commit: &str,
@@ -473,7 +533,7 @@ fn remove_revision(
             &snaps,
             OsStr::new(commit),
             trash,
-            ("snap", repo, commit),
+            ("snap", at, repo, commit),
             gone,
         )?;
     }
@@ -482,7 +542,7 @@ fn remove_revision(
             &ne,
             OsStr::new(commit),
             trash,
-            ("noexist", repo, commit),
+            ("noexist", at, repo, commit),
             gone,
         )?;
     }
@@ -510,6 +570,8 @@ const BLOB_LIST: &str = "blobs";
 /// What a sweep works with and what it leaves.
 struct Sweep<'a> {
     trash: &'a Node,
+    /// The path of the hub cache swept, for what is listed in the trash.
+    hub: &'a Path,
     /// The store inodes open through a mount now.
     open: &'a HashSet<u64>,
     errors: &'a mut Vec<String>,
@@ -716,7 +778,7 @@ fn list_payloads(listed: &BTreeSet<(OsString, OsString)>, sw: &mut Sweep) {
         .iter()
         .flat_map(|(d, p)| [d.as_bytes(), b"/", p.as_bytes(), b"\n"].concat())
         .collect();
-    let written = trash_name(sw.trash, PAYLOADS, "", "").and_then(|n| {
+    let written = trash_name(sw.trash, PAYLOADS, sw.hub, "", "").and_then(|n| {
         state::write_file(sw.trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)
     });
     if let Err(e) = written {
@@ -847,7 +909,7 @@ fn linked_payloads(hub: &Node) -> io::Result<HashSet<(OsString, OsString)>> {
 /// Removes a repo whose last revision went (and its lock directory), unless something
 /// came into it meanwhile: a snapshot, a download.
 fn remove_if_empty(
-    hub: &Node,
+    (hub, at): (&Node, &Path),
     trash: &Node,
     repo: &str,
     now: SystemTime,
@@ -880,86 +942,101 @@ fn remove_if_empty(
             return Ok(());
         }
     }
-    to_trash(hub, OsStr::new(repo), trash, ("repo", repo, ""), gone)?;
+    to_trash(hub, OsStr::new(repo), trash, ("repo", at, repo, ""), gone)?;
     if let (Some(l), Some(_)) = (&locks, rlocks) {
-        to_trash(l, OsStr::new(repo), trash, ("locks", repo, ""), gone)?;
+        to_trash(l, OsStr::new(repo), trash, ("locks", at, repo, ""), gone)?;
     }
     Ok(())
 }
 
 /// Finishes what a killed eviction left in the trash: the blobs its trashed snapshots
-/// linked to and the payloads it listed are swept, repos it emptied removed, then the
-/// trash is emptied. So is what an earlier run left for later (open, or locked). An entry
-/// that cannot be read or names nothing valid is reported and dropped with the trash.
+/// linked to and the payloads it listed are swept, each in the hub cache the entry names,
+/// repos it emptied removed, then the trash is emptied. So is what an earlier run left for
+/// later (open, or locked). An entry that cannot be read or names nothing valid is
+/// reported and dropped with the trash.
 fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Result<()> {
     let Some(fd) = s.subdir(TRASH_DIR, false).map_err(io_err)? else {
         return Ok(());
     };
     let st = sys::fstat(fd.as_fd()).map_err(io_err)?;
     let trash = Node { fd, st };
-    let mut candidates: BTreeMap<String, BTreeSet<OsString>> = BTreeMap::new();
-    let mut payloads = BTreeSet::new();
+    // By the hub cache the entries name, the repos' blobs and the payloads to sweep.
+    let mut found: BTreeMap<Option<PathBuf>, ToSweep> = BTreeMap::new();
     let mut snapshots = false;
     for n in trash.names().map_err(io_err)? {
         let text = n.to_string_lossy();
-        let mut parts = text.split('@');
-        let (kind, repo) = (parts.next(), parts.next());
-        if let (Some(BLOB_LIST | "snap"), Some(r)) = (kind, repo) {
-            if !layout::is_repo_dir(r.as_bytes()) {
-                errors.push(format!("trash entry {text}: skipped: {r} is not a repo"));
-                continue;
+        let Some((kind, hub, repo)) = trash_entry(&n) else {
+            if text.starts_with(&format!("{BLOB_LIST}@"))
+                || text.starts_with(&format!("{PAYLOADS}@"))
+                || text.starts_with("snap@")
+            {
+                errors.push(format!("trash entry {text}: skipped: not a trash name"));
             }
+            continue;
+        };
+        if matches!(kind.as_str(), BLOB_LIST | "snap") && !layout::is_repo_dir(repo.as_bytes()) {
+            errors.push(format!("trash entry {text}: skipped: {repo} is not a repo"));
+            continue;
         }
-        let found = match (kind, repo) {
-            (Some(PAYLOADS), _) => list_of(&trash, &text).map(|list| {
+        let (candidates, payloads) = found.entry(hub).or_default();
+        let read = match kind.as_str() {
+            PAYLOADS => list_of(&trash, &text).map(|list| {
                 for l in list.lines() {
                     if let Some((d, p)) = l.split_once('/') {
                         payloads.insert((OsString::from(d), OsString::from(p)));
                     }
                 }
             }),
-            (Some(BLOB_LIST), Some(repo)) => list_of(&trash, &text).map(|list| {
-                let names = candidates.entry(repo.to_owned()).or_default();
+            BLOB_LIST => list_of(&trash, &text).map(|list| {
+                let names = candidates.entry(repo).or_default();
                 names.extend(list.lines().map(OsString::from));
             }),
-            (Some("snap"), Some(repo)) => {
+            "snap" => {
                 snapshots = true;
-                let names = candidates.entry(repo.to_owned()).or_default();
-                trashed_links(&trash, &n, names)
+                trashed_links(&trash, &n, candidates.entry(repo).or_default())
             }
             _ => Ok(()),
         };
-        if let Err(e) = found {
+        if let Err(e) = read {
             errors.push(format!("trash entry {text}: {e}"));
         }
     }
-    let mut left = Left::default();
-    if !candidates.is_empty() || !payloads.is_empty() {
-        let hub = match child(root, layout::HUB)?.filter(Node::is_dir) {
-            Some(h) => h,
-            None => root.try_clone().map_err(io_err)?,
-        };
+    found.retain(|_, (c, p)| !c.is_empty() || !p.is_empty());
+    let mut left = BTreeMap::new();
+    if !found.is_empty() {
         if snapshots {
             // A killed run may have moved them just now (see `execute`).
             std::thread::sleep(RECORDS_SETTLE);
         }
         let open = s.open_inodes(SystemTime::now()).map_err(io_err)?;
         let mut gone = Gone::new();
-        let mut sw = Sweep {
-            trash: &trash,
-            open: &open,
-            errors,
-            gone: &mut gone,
-            left: Left::default(),
-        };
-        sweep(&hub, &candidates, payloads, &mut sw)?;
-        left = sw.left;
-        for repo in candidates
-            .keys()
-            .filter(|r| Name::new(OsStr::new(r)).is_ok())
-        {
-            if let Err(e) = remove_if_empty(&hub, &trash, repo, SystemTime::now(), &mut gone) {
-                errors.push(format!("{repo}: {e}"));
+        for (hub, (candidates, payloads)) in found {
+            let (at, node) = match trashed_hub(root, hub) {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(format!("trash entries: skipped: {e}"));
+                    continue;
+                }
+            };
+            let mut sw = Sweep {
+                trash: &trash,
+                hub: &at,
+                open: &open,
+                errors,
+                gone: &mut gone,
+                left: Left::default(),
+            };
+            sweep(&node, &candidates, payloads, &mut sw)?;
+            left.insert(at.clone(), sw.left);
+            for repo in candidates
+                .keys()
+                .filter(|r| Name::new(OsStr::new(r)).is_ok())
+            {
+                let now = SystemTime::now();
+                if let Err(e) = remove_if_empty((&node, &at), &trash, repo, now, &mut gone) {
+                    errors.push(format!("{repo}: {e}"));
+                }
             }
         }
         publish(s, &gone, errors);
@@ -967,6 +1044,46 @@ fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Resu
     drop(trash);
     empty_trash(s, &left, errors);
     Ok(())
+}
+
+/// Repo blobs by repo, and shared payloads, to sweep in one hub cache.
+type ToSweep = (
+    BTreeMap<String, BTreeSet<OsString>>,
+    BTreeSet<(OsString, OsString)>,
+);
+
+/// The hub cache a trash entry names, with its path (`None`: it is gone). An older run's
+/// entry names none: `hub/` then, or the root.
+fn trashed_hub(root: &Node, hub: Option<PathBuf>) -> io::Result<Option<(PathBuf, Node)>> {
+    let Some(path) = hub else {
+        return Ok(Some(match child(root, layout::HUB)?.filter(Node::is_dir) {
+            Some(h) => (PathBuf::from(layout::HUB), h),
+            None => (PathBuf::new(), root.try_clone().map_err(io_err)?),
+        }));
+    };
+    let mut dir = root.try_clone().map_err(io_err)?;
+    let comps = path.as_os_str().as_bytes().split(|&b| b == b'/');
+    for (i, c) in comps.enumerate().filter(|_| !path.as_os_str().is_empty()) {
+        let c = OsStr::from_bytes(c);
+        Name::new(c).map_err(|e| {
+            io::Error::other(format!(
+                "{}: not a path in the store ({})",
+                path.display(),
+                io_err(e)
+            ))
+        })?;
+        if i == 0 && c == STATE_DIR {
+            return Err(io::Error::other(format!(
+                "{}: not a hub cache",
+                path.display()
+            )));
+        }
+        match child(&dir, c)?.filter(Node::is_dir) {
+            Some(d) => dir = d,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((path, dir)))
 }
 
 /// The text of the trash's list `n`.
@@ -1007,39 +1124,48 @@ fn publish(s: &StateDir, gone: &Gone, errors: &mut Vec<String>) {
     }
 }
 
-/// Empties the trash, then lists in it what a sweep left for the next run.
-fn empty_trash(s: &StateDir, left: &Left, errors: &mut Vec<String>) {
+/// Empties the trash, then lists in it what the sweeps left for the next run, by hub cache.
+fn empty_trash(s: &StateDir, left: &BTreeMap<PathBuf, Left>, errors: &mut Vec<String>) {
     if let Err(e) = state::remove_tree(s.fd(), OsStr::new(TRASH_DIR)) {
         errors.push(format!("emptying the trash: {}", io_err(e)));
     }
-    if left.blobs.is_empty() && left.payloads.is_empty() {
+    if left
+        .values()
+        .all(|l| l.blobs.is_empty() && l.payloads.is_empty())
+    {
         return;
     }
     let listed = trash_node(s).and_then(|trash| {
-        for (repo, names) in &left.blobs {
-            let list: Vec<u8> = names
-                .iter()
-                .flat_map(|n| [n.as_bytes(), b"\n"].concat())
-                .collect();
-            let n = trash_name(&trash, BLOB_LIST, repo, "")?;
-            state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
-        }
-        if !left.payloads.is_empty() {
-            let list: Vec<u8> = left
-                .payloads
-                .iter()
-                .flat_map(|(d, p)| [d.as_bytes(), b"/", p.as_bytes(), b"\n"].concat())
-                .collect();
-            let n = trash_name(&trash, PAYLOADS, "", "")?;
-            state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
-        }
-        Ok(())
+        left.iter()
+            .try_for_each(|(hub, left)| list_left(&trash, hub, left))
     });
     if let Err(e) = listed {
         errors.push(format!(
             "cannot list what was left for a later run in the trash ({e}): it stays, unlinked"
         ));
     }
+}
+
+/// Lists in the trash what a sweep of the hub cache `hub` left.
+fn list_left(trash: &Node, hub: &Path, left: &Left) -> io::Result<()> {
+    for (repo, names) in &left.blobs {
+        let list: Vec<u8> = names
+            .iter()
+            .flat_map(|n| [n.as_bytes(), b"\n"].concat())
+            .collect();
+        let n = trash_name(trash, BLOB_LIST, hub, repo, "")?;
+        state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
+    }
+    if !left.payloads.is_empty() {
+        let list: Vec<u8> = left
+            .payloads
+            .iter()
+            .flat_map(|(d, p)| [d.as_bytes(), b"/", p.as_bytes(), b"\n"].concat())
+            .collect();
+        let n = trash_name(trash, PAYLOADS, hub, "", "")?;
+        state::write_file(trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1076,6 +1202,38 @@ mod tests {
         let mut report = Report::default();
         let done = execute(&root, &s, &inv, &p, now, &mut report).unwrap();
         (report, done)
+    }
+
+    #[test]
+    fn trash_names_say_their_hub_cache() {
+        let hub = Path::new("te@m/100%/hub\n");
+        let f = escaped(hub.as_os_str().as_bytes());
+        assert_eq!(f, "te%40m%2F100%25%2Fhub%0A");
+        assert_eq!(
+            unescaped(f.as_bytes()).as_deref(),
+            Some(hub.as_os_str().as_bytes())
+        );
+        for bad in ["%", "%4", "%zz"] {
+            assert_eq!(unescaped(bad.as_bytes()), None, "{bad}");
+        }
+        let e = |n: &str| trash_entry(OsStr::new(n));
+        let entry = |kind: &str, hub: Option<&str>, repo: &str| {
+            Some((kind.to_owned(), hub.map(PathBuf::from), repo.to_owned()))
+        };
+        assert_eq!(
+            e("snap@team%2Fhub@models--o--a@c@1.0"),
+            entry("snap", Some("team/hub"), "models--o--a")
+        );
+        assert_eq!(e("payloads@@@@1.0"), entry("payloads", Some(""), ""));
+        // An older run's: no hub cache named.
+        assert_eq!(
+            e("snap@models--o--a@c@1.0"),
+            entry("snap", None, "models--o--a")
+        );
+        assert_eq!(e("payloads@@@1.0"), entry("payloads", None, ""));
+        for bad in ["snap@x@1.0", "snap@a@b@c@d@e", "snap@%zz@r@c@1.0"] {
+            assert_eq!(e(bad), None, "{bad}");
+        }
     }
 
     #[test]
