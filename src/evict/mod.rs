@@ -11,7 +11,8 @@
 //! missing snapshot is what `scan_cache_dir` calls corrupted), then its snapshot, moved in
 //! one rename to `.hfcachefs/trash/`; only then the blobs and shared payloads no remaining
 //! snapshot links to (read from the trash, so a killed run's next run finishes them, each
-//! entry naming its hub cache); then repos left empty; the trash is emptied last.
+//! entry naming its hub cache); then repos left empty; the trash is emptied last (kept: a
+//! full disk may not let the next run make it again).
 //!
 //! A revision is checked again for open files and a download just before it goes (a scan
 //! of a big store takes minutes). Blobs and payloads go under the lock the hub client holds
@@ -955,8 +956,12 @@ fn remove_if_empty(
 /// later (open, or locked). An entry that cannot be read or names nothing valid is
 /// reported and dropped with the trash.
 fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Result<()> {
-    let Some(fd) = s.subdir(TRASH_DIR, false).map_err(io_err)? else {
-        return Ok(());
+    // Made at the first run and kept: a later one on a full disk may not be able to make
+    // it (and then, with nothing in it, there is nothing to finish).
+    let fd = match s.subdir(TRASH_DIR, true) {
+        Ok(Some(fd)) => fd,
+        Ok(None) | Err(libc::ENOSPC | libc::EDQUOT) => return Ok(()),
+        Err(e) => return Err(io_err(e)),
     };
     let st = sys::fstat(fd.as_fd()).map_err(io_err)?;
     let trash = Node { fd, st };
@@ -1126,8 +1131,15 @@ fn publish(s: &StateDir, gone: &Gone, errors: &mut Vec<String>) {
 
 /// Empties the trash, then lists in it what the sweeps left for the next run, by hub cache.
 fn empty_trash(s: &StateDir, left: &BTreeMap<PathBuf, Left>, errors: &mut Vec<String>) {
-    if let Err(e) = state::remove_tree(s.fd(), OsStr::new(TRASH_DIR)) {
-        errors.push(format!("emptying the trash: {}", io_err(e)));
+    // Kept, not removed: on a full disk the next run could not make it again.
+    let emptied = trash_node(s).and_then(|trash| {
+        for n in trash.names().map_err(io_err)? {
+            state::remove_tree(trash.fd(), &n).map_err(io_err)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = emptied {
+        errors.push(format!("emptying the trash: {e}"));
     }
     if left
         .values()
