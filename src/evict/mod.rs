@@ -215,6 +215,8 @@ pub fn run(
         ));
         report.freed += bytes;
     }
+    // Kept by `execute`: opened or a download started since the scan.
+    let late_kept = report.kept.len();
     for (i, k) in &p.kept {
         report.kept.push(item(*i, 0, k.reason()));
     }
@@ -248,19 +250,55 @@ pub fn run(
         }
     }
     if !report.met {
-        report.reason = Some(if report.kept.is_empty() {
-            match left {
-                Some(b) => format!("not enough revisions left to remove ({b})"),
-                None => "not enough revisions left to remove".to_owned(),
-            }
-        } else {
-            format!(
-                "{} revision(s) that would have gone are kept (open, downloading or pinned)",
-                report.kept.len()
-            )
-        });
+        let pinned = p.kept.iter().filter(|(_, k)| !k.in_the_way()).count();
+        let failed = p.remove.len().saturating_sub(done.len() + late_kept);
+        let in_the_way = report.kept.len() - pinned;
+        report.reason = Some(unmet(goal, in_the_way, pinned, failed, left));
     }
     Ok(report)
+}
+
+/// Why the goal was not met: the revisions open or downloading that stayed (with
+/// `--older-than`, only those: pinned ones are excluded by choice, and said apart), those
+/// that failed to go, or else the plan fell short (`left`: what the store or disk says now).
+fn unmet(
+    goal: Goal,
+    in_the_way: usize,
+    pinned: usize,
+    failed: usize,
+    left: Option<String>,
+) -> String {
+    let mut why = Vec::new();
+    let would = match goal {
+        Goal::Free(_) => "that would have gone",
+        Goal::UnusedSince(_) => "unused since then",
+    };
+    if in_the_way > 0 {
+        why.push(format!(
+            "{in_the_way} revision(s) {would} are kept (open or downloading)"
+        ));
+    }
+    match goal {
+        Goal::Free(_) if pinned > 0 => {
+            why.push(format!("{pinned} revision(s) {would} are kept (pinned)"))
+        }
+        Goal::UnusedSince(_) if pinned > 0 && !why.is_empty() => why.push(format!(
+            "{pinned} pinned one(s) stay by choice, not counted"
+        )),
+        _ => {}
+    }
+    if failed > 0 {
+        why.push(format!(
+            "{failed} revision(s) could not be removed (see the errors)"
+        ));
+    }
+    if why.is_empty() {
+        return match left {
+            Some(b) => format!("not enough revisions left to remove ({b})"),
+            None => "not enough revisions left to remove".to_owned(),
+        };
+    }
+    why.join("; ")
 }
 
 fn name(n: &OsStr) -> io::Result<Name> {
@@ -1214,6 +1252,35 @@ mod tests {
         let mut report = Report::default();
         let done = execute(&root, &s, &inv, &p, now, &mut report).unwrap();
         (report, done)
+    }
+
+    #[test]
+    fn an_unmet_goal_counts_what_was_in_the_way_and_says_pinned_ones_apart() {
+        let free = Goal::Free(10);
+        let old = Goal::UnusedSince(10);
+        assert_eq!(
+            unmet(free, 2, 1, 0, None),
+            "2 revision(s) that would have gone are kept (open or downloading); \
+             1 revision(s) that would have gone are kept (pinned)"
+        );
+        assert_eq!(
+            unmet(free, 0, 1, 0, None),
+            "1 revision(s) that would have gone are kept (pinned)"
+        );
+        assert_eq!(
+            unmet(old, 2, 3, 0, None),
+            "2 revision(s) unused since then are kept (open or downloading); \
+             3 pinned one(s) stay by choice, not counted"
+        );
+        assert_eq!(
+            unmet(old, 0, 3, 1, None),
+            "1 revision(s) could not be removed (see the errors)",
+            "pinned ones alone are not why"
+        );
+        assert_eq!(
+            unmet(free, 0, 0, 0, Some("x".into())),
+            "not enough revisions left to remove (x)"
+        );
     }
 
     #[test]
