@@ -576,3 +576,62 @@ fn doctor_warns_when_the_disk_is_under_min_free_and_the_daemon_could_not_help() 
         "{t}"
     );
 }
+
+/// A store whose `.hfcachefs/` is not a directory of root's closed to others: the daemon
+/// mounts without eviction and records no open files; doctor (as root) says so, with the
+/// fix, and is clean once it is fixed.
+#[test]
+fn doctor_warns_when_the_stores_records_are_unusable() {
+    let mut m = Mount::new();
+    let mnt = m.mnt.display().to_string();
+    let records = m.s(".hfcachefs");
+    let r = records.display().to_string();
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    assert_healthy(&o, "fresh mount");
+    assert!(
+        text(&o).contains(&format!("[ OK ] eviction records: {r} is 0700 root")),
+        "{}",
+        out_str(&o)
+    );
+
+    // Opened to others, then remounted: the daemon warns and keeps no records.
+    fs::set_permissions(&records, fs::Permissions::from_mode(0o755)).unwrap();
+    m.unmount().unwrap();
+    m.remount_same();
+    let log = fs::read_to_string(&m.log).unwrap_or_default();
+    assert!(
+        log.contains("files open through this mount are not known to `hfcachefs gc`"),
+        "the daemon warned\n{log}"
+    );
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    assert_finding(
+        &o,
+        &format!("[WARN] eviction records: {r} is owned by uid 0 with mode 0755"),
+        &format!("chown root:root {r} && chmod 0700 {r}, then remount {mnt}"),
+        "records open to others",
+    );
+    assert!(
+        text(&o).contains("gc will not know its open files"),
+        "{}",
+        out_str(&o)
+    );
+
+    // Gone (or never made), the same.
+    fs::remove_dir_all(&records).unwrap();
+    let o = hf_root(Some(&m.mnt), &["doctor", &mnt]);
+    assert_finding(
+        &o,
+        &format!("[WARN] eviction records: {r} is missing"),
+        &format!("mkdir -m 0700 {r}"),
+        "records missing",
+    );
+
+    fs::create_dir(&records).unwrap();
+    fs::set_permissions(&records, fs::Permissions::from_mode(0o700)).unwrap();
+    m.unmount().unwrap();
+    m.remount_same();
+    assert_healthy(
+        &hf_root(Some(&m.mnt), &["doctor", &mnt]),
+        "fixed, remounted",
+    );
+}

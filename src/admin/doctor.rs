@@ -521,6 +521,18 @@ impl Doctor {
             None => check("store", Status::Ok, format!("{s} is 0700 root")),
         };
         self.push(c);
+        if !self.root {
+            // Closed to members, as the store.
+            return;
+        }
+        let records = store.join(layout::STATE_DIR);
+        let found = match std::fs::symlink_metadata(&records) {
+            Ok(m) => Ok(Some((m.is_dir(), m.uid(), m.mode() & 0o7777))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
+        let c = records_verdict(&records.display().to_string(), &self.mnt_s(), found);
+        self.push(c);
     }
 
     fn check_passthrough(&mut self) {
@@ -1141,6 +1153,45 @@ pub fn store_policy_check(store: &Path, s: &Scan) -> Check {
     ))
 }
 
+/// Whether the store's `.hfcachefs/` (at `dir`) can hold the records of the mount at `mnt`,
+/// as the daemon requires it (`found`: whether a directory, its owner and mode; `None`:
+/// missing). Without it the daemon mounts with no eviction and records no open files, so
+/// `gc` could remove files open through the mount.
+pub fn records_verdict(
+    dir: &str,
+    mnt: &str,
+    found: Result<Option<(bool, u32, u32)>, String>,
+) -> Check {
+    const NAME: &str = "eviction records";
+    let lost = "the mount runs without eviction, and gc will not know its open files";
+    let remount = format!("then remount {mnt} (a mount started without it keeps no records)");
+    match found {
+        Ok(Some((true, 0, mode))) if mode & 0o077 == 0 => {
+            check(NAME, Status::Ok, format!("{dir} is 0700 root"))
+        }
+        Ok(Some((true, uid, mode))) => check(
+            NAME,
+            Status::Warn,
+            format!("{dir} is owned by uid {uid} with mode {mode:04o}, not 0700 root: {lost}"),
+        )
+        .fix(format!(
+            "chown root:root {dir} && chmod 0700 {dir}, {remount}"
+        )),
+        Ok(Some((false, _, _))) => check(
+            NAME,
+            Status::Warn,
+            format!("{dir} is not a directory: {lost}"),
+        )
+        .fix(format!(
+            "move it away, then: mkdir -m 0700 {dir} && chown root:root {dir}, {remount}"
+        )),
+        Ok(None) => check(NAME, Status::Warn, format!("{dir} is missing: {lost}")).fix(format!(
+            "mkdir -m 0700 {dir} && chown root:root {dir}, {remount}"
+        )),
+        Err(e) => check(NAME, Status::Fail, format!("{dir}: {e}")),
+    }
+}
+
 /// Checks the shared cache mounted at `mnt` and prints the report.
 pub fn run(mnt: &Path) -> CmdResult {
     let mnt = mounts::absolute(mnt);
@@ -1307,6 +1358,29 @@ mod tests {
                 .starts_with("2 directories 128 levels down, e.g. /hf/datasets/d/d")
         );
         assert!(c.fix.unwrap().ends_with("rm -r -- '/hf/datasets/d/d'"));
+    }
+
+    #[test]
+    fn records_must_be_a_root_only_directory() {
+        let v = |found| records_verdict("/s/.hfcachefs", "/hf", found);
+        assert_eq!(v(Ok(Some((true, 0, 0o700)))).status, Status::Ok);
+        for (found, fix) in [
+            (Some((true, 0, 0o755)), "chmod 0700 /s/.hfcachefs"),
+            (Some((true, 1000, 0o700)), "chown root:root /s/.hfcachefs"),
+            (Some((false, 0, 0o600)), "move it away"),
+            (None, "mkdir -m 0700 /s/.hfcachefs"),
+        ] {
+            let c = v(Ok(found));
+            assert_eq!(c.status, Status::Warn, "{found:?}");
+            assert!(
+                c.detail.contains("gc will not know its open files"),
+                "{}",
+                c.detail
+            );
+            let f = c.fix.unwrap();
+            assert!(f.contains(fix) && f.contains("remount /hf"), "{f}");
+        }
+        assert_eq!(v(Err("EACCES".into())).status, Status::Fail);
     }
 
     #[test]
