@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -425,7 +426,8 @@ fn a_goal_is_given_once() {
 
 /// A killed run's trash, across two hub caches holding a repo of the same name: each entry
 /// names its hub cache, and the next run sweeps each in its own (an older run's entry,
-/// which names none, in `hub/`).
+/// which names none, in `hub/`); what it leaves (a locked blob) is listed under its hub
+/// cache, and swept there by the run after.
 #[test]
 fn a_killed_run_across_hub_caches_is_finished_in_each() {
     let m = Mount::new();
@@ -521,9 +523,59 @@ fn a_killed_run_across_hub_caches_is_finished_in_each() {
     )
     .unwrap();
 
+    // l's blob is locked by a download: left, listed in the trash under team/hub.
+    let tl = make_rev(
+        &m,
+        "team/hub",
+        "models--o--l",
+        "tl",
+        20 * KB,
+        1_000_000,
+        false,
+    );
+    killed(
+        "team/hub",
+        "models--o--l",
+        "tl",
+        format!("snap@team%2Fhub@models--o--l@{}@1.0", c("tl")),
+    );
+    let tl_name = Path::new(&tl)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let locks = m.s("team/hub/.locks/models--o--l");
+    fs::create_dir_all(&locks).unwrap();
+    let lock = open(
+        &locks.join(format!("{tl_name}.lock")),
+        libc::O_RDONLY | libc::O_CREAT,
+        0o660,
+    )
+    .unwrap();
+    flock(lock.as_raw_fd(), libc::LOCK_EX).unwrap();
+
     let o = hf(&["gc", &mnt, "--max-size", "1P"]);
     assert_eq!(code(&o), 0, "{}", out_str(&o));
-    assert!(o.stderr.is_empty(), "{}", out_str(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "hfcachefs gc: team/hub: models--o--l/blobs/{tl_name}: left for a later run \
+             (its download lock is held)"
+        ),
+        "{}",
+        out_str(&o)
+    );
+    assert!(exists(&m.s(&tl)), "a locked blob stays");
+    let listed: Vec<String> = fs::read_dir(&trash)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        listed.len() == 1 && listed[0].starts_with("blobs@team%2Fhub@models--o--l@"),
+        "{listed:?}"
+    );
     for (repo, file) in [
         ("hub/models--o--a", &ha),
         ("team/hub/models--o--a", &ta),
@@ -537,8 +589,12 @@ fn a_killed_run_across_hub_caches_is_finished_in_each() {
     for (repo, file) in [("hub/models--o--k", &hk), ("team/hub/models--o--k", &tk)] {
         assert!(exists(&m.s(repo)) && exists(&m.s(file)), "{repo} untouched");
     }
-    assert!(
-        fs::read_dir(&trash).unwrap().next().is_none(),
-        "trash emptied, and kept"
-    );
+
+    // Released: the next run removes it, from team/hub.
+    drop(lock);
+    let o = hf(&["gc", &mnt, "--max-size", "1P"]);
+    assert_eq!(code(&o), 0, "{}", out_str(&o));
+    assert!(o.stderr.is_empty(), "{}", out_str(&o));
+    assert!(!exists(&m.s(&tl)) && !exists(&m.s("team/hub/models--o--l")));
+    assert!(fs::read_dir(&trash).unwrap().next().is_none());
 }

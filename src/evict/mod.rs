@@ -468,7 +468,9 @@ fn execute(
                     .extend(place.blob_names.iter().cloned());
                 done.push((i, bytes));
             }
-            Err(e) => report.errors.push(format!("{}@{}: {e}", r.repo, r.commit)),
+            Err(e) => report
+                .errors
+                .push(format!("{}@{}: {e}", inv.repo_path(i), r.commit)),
         }
     }
     if !done.is_empty() {
@@ -499,7 +501,7 @@ fn execute(
         left.insert(at.to_owned(), sw.left);
         for repo in repos.keys().filter(|r| !busy.contains(&(*h, r.as_str()))) {
             if let Err(e) = remove_if_empty((hub, at), &trash, repo, now, &mut gone) {
-                report.errors.push(format!("{repo}: {e}"));
+                report.errors.push(in_hub(at, format!("{repo}: {e}")));
             }
         }
     }
@@ -595,6 +597,16 @@ fn remove_revision(
     Ok(())
 }
 
+/// `what` happened in the hub cache `hub`: said after its path unless that is `HF_HOME/hub`
+/// or the root (as reports name repos).
+fn in_hub(hub: &Path, what: String) -> String {
+    if hub.as_os_str().is_empty() || hub == Path::new(layout::HUB) {
+        what
+    } else {
+        format!("{}: {what}", hub.display())
+    }
+}
+
 /// What a sweep left for a later run (open through a mount, or its lock held): listed in
 /// the trash once it is emptied, so that the next run removes it if it is free by then.
 #[derive(Default)]
@@ -619,8 +631,12 @@ struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
+    fn err(&mut self, what: String) {
+        self.errors.push(in_hub(self.hub, what));
+    }
+
     fn leave_blob(&mut self, repo: &str, n: &OsStr, why: &str) {
-        self.errors.push(format!(
+        self.err(format!(
             "{repo}/blobs/{}: left for a later run ({why})",
             n.to_string_lossy()
         ));
@@ -629,7 +645,7 @@ impl Sweep<'_> {
     }
 
     fn leave_payload(&mut self, d: &OsStr, p: &OsStr, why: &str) {
-        self.errors.push(format!(
+        self.err(format!(
             "blobs/{}/{}: left for a later run ({why})",
             d.to_string_lossy(),
             p.to_string_lossy()
@@ -642,7 +658,7 @@ impl Sweep<'_> {
         match Name::new(n) {
             Ok(_) => true,
             Err(e) => {
-                self.errors.push(format!(
+                self.err(format!(
                     "{}: skipped: not a valid name ({})",
                     at(),
                     io_err(e)
@@ -726,7 +742,7 @@ fn sweep(
             continue;
         }
         if let Err(e) = sweep_repo(hub, repo, names, &mut payloads, sw) {
-            sw.errors.push(format!("{repo}: {e}"));
+            sw.err(format!("{repo}: {e}"));
             let left = sw.left.blobs.entry(repo.clone()).or_default();
             left.extend(names.iter().cloned());
         }
@@ -764,7 +780,7 @@ fn sweep_repo(
             match try_lock(&locks, &lock_name(n)) {
                 Ok(Some(fd)) => held.push((n, fd)),
                 Ok(None) => sw.leave_blob(repo, n, "its download lock is held"),
-                Err(e) => sw.errors.push(format!(
+                Err(e) => sw.err(format!(
                     "{repo}/blobs/{}: skipped: its lock: {e}",
                     n.to_string_lossy()
                 )),
@@ -795,7 +811,7 @@ fn sweep_repo(
         for n in doomed {
             match sys::unlink_at(blobs.fd(), &name(n)?, false) {
                 Ok(()) => sw.gone.push((blobs.st.st_ino, n.clone())),
-                Err(e) => sw.errors.push(format!(
+                Err(e) => sw.err(format!(
                     "{repo}/blobs/{}: {}",
                     n.to_string_lossy(),
                     io_err(e)
@@ -821,7 +837,7 @@ fn list_payloads(listed: &BTreeSet<(OsString, OsString)>, sw: &mut Sweep) {
         state::write_file(sw.trash.fd(), &n.to_string_lossy(), &list).map_err(io_err)
     });
     if let Err(e) = written {
-        sw.errors.push(format!(
+        sw.err(format!(
             "cannot list the shared payloads in the trash ({e}); removing them anyway (a run \
              killed now would leave them for `hf cache prune`)"
         ));
@@ -863,7 +879,7 @@ fn sweep_payloads(
             match try_lock(&sub, &lock_name(p)) {
                 Ok(Some(fd)) => held.push((d, p, sub, fd)),
                 Ok(None) => sw.leave_payload(d, p, "its lock is held"),
-                Err(e) => sw.errors.push(format!(
+                Err(e) => sw.err(format!(
                     "blobs/{}/{}: skipped: its lock: {e}",
                     d.to_string_lossy(),
                     p.to_string_lossy()
@@ -887,7 +903,7 @@ fn sweep_payloads(
                     // one, and finds the payload gone.
                     let _ = sys::unlink_at(sub.fd(), &name(&lock_name(p))?, false);
                 }
-                Err(e) => sw.errors.push(format!(
+                Err(e) => sw.err(format!(
                     "blobs/{}/{}: {}",
                     d.to_string_lossy(),
                     p.to_string_lossy(),
@@ -908,7 +924,7 @@ fn remove_hint(sub: &Node, d: &OsStr, p: &OsStr, sw: &mut Sweep) {
         Err(e) => Err(io_err(e)),
     });
     if let Err(e) = removed {
-        sw.errors.push(format!(
+        sw.err(format!(
             "blobs/{}/{}: {e}",
             d.to_string_lossy(),
             hint.to_string_lossy()
@@ -1078,7 +1094,7 @@ fn finish_trash(root: &Node, s: &StateDir, errors: &mut Vec<String>) -> io::Resu
             {
                 let now = SystemTime::now();
                 if let Err(e) = remove_if_empty((&node, &at), &trash, repo, now, &mut gone) {
-                    errors.push(format!("{repo}: {e}"));
+                    errors.push(in_hub(&at, format!("{repo}: {e}")));
                 }
             }
         }
