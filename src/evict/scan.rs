@@ -119,7 +119,7 @@ fn child_dir(dir: &Node, n: &str) -> io::Result<Option<Node>> {
 }
 
 /// Whether someone holds a flock on the file `n` of `dir` (a download in progress).
-pub fn lock_held(dir: &Node, n: &OsStr) -> bool {
+fn lock_held(dir: &Node, n: &OsStr) -> bool {
     let Ok(name) = Name::new(n) else { return false };
     let Ok(fd) = sys::open_at(dir.fd(), &name, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
         return false;
