@@ -144,11 +144,15 @@ fn prepare_store(o: &MountOptions) -> Result<(), Error> {
     Ok(())
 }
 
+/// `f_type` of a FUSE filesystem: the kernel's passthrough opens of its files are checked
+/// with the caller's credentials (`HfCacheFs::backing`).
+const FUSE_MAGIC: i64 = 0x6573_5546;
+
 /// Filesystems whose files other hosts may change behind this kernel's back, by `f_type`.
 fn shared_filesystem(magic: i64) -> Option<&'static str> {
     Some(match magic {
         0x6969 => "NFS",
-        0x6573_5546 => "a FUSE filesystem (GlusterFS, ...)",
+        FUSE_MAGIC => "a FUSE filesystem (GlusterFS, ...)",
         0x0BD0_0BD0 => "Lustre",
         0x00C3_6400 => "CephFS",
         0xFE53_4D42 | 0xFF53_4D42 => "SMB",
@@ -272,7 +276,8 @@ fn open_store(
         ))
     };
     let root = sys::open_root(&store_c).map_err(|e| failed("cannot open store", e))?;
-    let timeouts = cache_timeouts(o, sys::fs_type(root.as_fd()).unwrap_or(0));
+    let fs_magic = sys::fs_type(root.as_fd()).unwrap_or(0);
+    let timeouts = cache_timeouts(o, fs_magic);
     let policy = Policy {
         gid,
         others: o.others,
@@ -295,6 +300,7 @@ fn open_store(
     let settings = FuseSettings {
         timeouts,
         passthrough: o.passthrough == Passthrough::Auto,
+        store_checks_caller: fs_magic == FUSE_MAGIC,
     };
     let store = Arc::new(store);
     Ok((HfCacheFs::new(Arc::clone(&store), settings), store))

@@ -30,6 +30,18 @@ use crate::sys::{self, Stat, TimeSet};
 pub struct FuseSettings {
     pub timeouts: Timeouts,
     pub passthrough: bool,
+    /// The store is itself a FUSE filesystem (GlusterFS): see [`HfCacheFs::backing`].
+    pub store_checks_caller: bool,
+}
+
+/// How an open of a regular file is served.
+enum Io {
+    /// By the kernel, from this backing file.
+    Passthrough(Arc<BackingId>),
+    /// By the daemon, through the kernel's page cache (passthrough is off).
+    Cached,
+    /// By the daemon, past the page cache: such opens coexist with passthrough ones.
+    Direct,
 }
 
 /// Backing files for kernel passthrough: the kernel demands one per inode while any of its
@@ -155,8 +167,16 @@ impl HfCacheFs {
         }
     }
 
-    /// The backing file for a passthrough open of `inode`, shared with its other opens;
-    /// `Ok(None)`: serve this open from the daemon.
+    /// The backing file for a passthrough open of `inode`, shared with its other opens, or
+    /// how else to serve this open.
+    ///
+    /// For each passthrough open the kernel opens the backing file anew, as the caller and
+    /// not as the daemon, and fails the open with EIO if that fails (`fuse_passthrough_open`
+    /// -> `backing_file_open`, in `fuse_file_io_open`). A local store does not check that
+    /// open; a FUSE store (GlusterFS) checks it against the file as stored
+    /// ([`Store::store_permits`]). An open the store would refuse the caller is served by
+    /// the daemon instead, with direct I/O, which the kernel lets coexist with passthrough
+    /// opens of the inode. A live backing is reused regardless: the kernel demands it.
     ///
     /// The kernel keeps the registered file open as long as the backing lives, so it gets a
     /// descriptor of its own: were it an open's lock descriptor, that open's flock would
@@ -167,8 +187,9 @@ impl HfCacheFs {
         &self,
         inode: u64,
         fh: u64,
+        (caller, flags): (Caller, i32),
         open: impl FnOnce(&dyn AsFd) -> std::io::Result<BackingId>,
-    ) -> Result<Option<Arc<BackingId>>, i32> {
+    ) -> Result<Io, i32> {
         // The entry's shard lock is held until a new backing is recorded, so two opens of
         // one inode cannot make two. A dead weak entry means the last open was released:
         // the kernel has dropped that backing already, so a new one is right.
@@ -179,7 +200,12 @@ impl HfCacheFs {
         };
         let backing = match live {
             Some(b) => b,
-            None if !self.passthrough.load(Ordering::Relaxed) => return Ok(None),
+            None if !self.passthrough.load(Ordering::Relaxed) => return Ok(Io::Cached),
+            None if self.settings.store_checks_caller
+                && !self.store.store_permits(inode, caller, flags)? =>
+            {
+                return Ok(Io::Direct);
+            }
             None => {
                 let fd = self.store.backing_fd(inode)?;
                 let b = match open(&fd) {
@@ -204,7 +230,7 @@ impl HfCacheFs {
                                 std::io::Error::from_raw_os_error(e)
                             );
                         }
-                        return Ok(None);
+                        return Ok(Io::Cached);
                     }
                 };
                 entry.insert(Arc::downgrade(&b));
@@ -212,7 +238,7 @@ impl HfCacheFs {
             }
         };
         self.backings.by_handle.insert(fh, Arc::clone(&backing));
-        Ok(Some(backing))
+        Ok(Io::Passthrough(backing))
     }
 
     fn release_backing(&self, inode: u64, fh: u64) {
@@ -432,14 +458,18 @@ impl Filesystem for HfCacheFs {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fh = match self.store.open(ino.0, flags.0) {
             Ok(fh) => fh,
             Err(e) => return reply.error(errno(e)),
         };
-        match self.backing(ino.0, fh, |fd| reply.open_backing(fd.as_fd())) {
-            Ok(Some(b)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b),
-            Ok(None) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        let how = (caller(req), flags.0);
+        match self.backing(ino.0, fh, how, |fd| reply.open_backing(fd.as_fd())) {
+            Ok(Io::Passthrough(b)) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b)
+            }
+            Ok(Io::Cached) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(Io::Direct) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => {
                 self.store.release(fh);
                 reply.error(errno(e));
@@ -709,8 +739,10 @@ impl Filesystem for HfCacheFs {
         // As in `open`: a failure fails this create. Daemon I/O instead would put the inode
         // in the kernel's cached mode while passthrough is on, and every passthrough open of
         // it (other users of a lock file) would then fail with EIO while this one lasts.
-        match self.backing(id, fh, |fd| reply.open_backing(fd.as_fd())) {
-            Ok(Some(b)) => reply.created_passthrough(
+        match self.backing(id, fh, (caller(req), flags), |fd| {
+            reply.open_backing(fd.as_fd())
+        }) {
+            Ok(Io::Passthrough(b)) => reply.created_passthrough(
                 &ttl,
                 &a,
                 Generation(0),
@@ -718,7 +750,16 @@ impl Filesystem for HfCacheFs {
                 FopenFlags::FOPEN_NOFLUSH,
                 &b,
             ),
-            Ok(None) => reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok(Io::Cached) => {
+                reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
+            }
+            Ok(Io::Direct) => reply.created(
+                &ttl,
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
             Err(e) => {
                 self.store.release(fh);
                 self.store.forget(id, 1);

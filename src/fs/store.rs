@@ -466,24 +466,7 @@ impl Store {
     /// The kernel checks permissions from our attributes (default_permissions) everywhere
     /// except on the rare create that found an existing file: check that one like it would.
     fn check_access(&self, st: &Stat, caller: Caller, flags: i32) -> SysResult<()> {
-        if caller.uid == 0 {
-            return Ok(());
-        }
-        let want = match flags & libc::O_ACCMODE {
-            libc::O_RDONLY => 0o4,
-            libc::O_WRONLY => 0o2,
-            _ => 0o6,
-        };
-        let bits = if caller.uid == st.st_uid {
-            st.st_mode >> 6
-        } else if caller.gid == self.policy.gid
-            || sys::process_in_group(caller.pid, self.policy.gid)
-        {
-            st.st_mode >> 3
-        } else {
-            st.st_mode
-        } & 0o7;
-        if bits & want == want {
+        if caller.uid == 0 || permits(st, caller, flags) {
             Ok(())
         } else {
             Err(libc::EACCES)
@@ -535,6 +518,17 @@ impl Store {
             return Err(libc::EINVAL);
         }
         sys::reopen(inode.fd()?.as_fd(), libc::O_RDONLY)
+    }
+
+    /// Whether the store itself, by the file's own owner, group and mode, lets `caller` open
+    /// regular file `id` with `flags`. Members are shown the policy's view, which may grant
+    /// more: a file another host's daemon has just made and not yet handed over is root's,
+    /// and one put in the store by other means (an old cache, 0644 lock files of old
+    /// filelock versions) is shown group-writable.
+    pub fn store_permits(&self, id: u64, caller: Caller, flags: i32) -> SysResult<bool> {
+        let inode = self.inode(id)?;
+        let st = sys::fstat(inode.fd()?.as_fd())?;
+        Ok(caller.uid == 0 || permits(&st, caller, flags))
     }
 
     pub fn file(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
@@ -935,6 +929,24 @@ fn xattr_name(name: &OsStr) -> SysResult<CString> {
     CString::new(name.as_bytes()).map_err(|_| libc::EINVAL)
 }
 
+/// Whether the owner, group and mode bits of `st` let a non-root `caller` open it with
+/// `flags`, as the kernel's permission check would.
+fn permits(st: &Stat, caller: Caller, flags: i32) -> bool {
+    let want = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => 0o4,
+        libc::O_WRONLY => 0o2,
+        _ => 0o6,
+    };
+    let bits = if caller.uid == st.st_uid {
+        st.st_mode >> 6
+    } else if caller.gid == st.st_gid || sys::process_in_group(caller.pid, st.st_gid) {
+        st.st_mode >> 3
+    } else {
+        st.st_mode
+    } & 0o7;
+    bits & want == want
+}
+
 /// Clears setuid/setgid on a regular file about to be written or truncated.
 ///
 /// Files made through the mount never have them, but one put in the store by other means
@@ -956,4 +968,33 @@ fn drop_setid(fd: BorrowedFd<'_>) -> SysResult<()> {
 /// the kernel already bypasses its page cache for an O_DIRECT open of a FUSE file.
 fn open_flags(flags: i32) -> i32 {
     flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC | libc::O_DIRECT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_by_the_files_own_owner_group_and_mode() {
+        let st = |uid: u32, gid: u32, mode: u32| {
+            let mut st = sys::empty_stat();
+            (st.st_uid, st.st_gid, st.st_mode) = (uid, gid, libc::S_IFREG | mode);
+            st
+        };
+        // pid 0 has no /proc entry: group membership by the primary group alone.
+        let member = Caller {
+            uid: 1000,
+            gid: 500,
+            pid: 0,
+        };
+        let (rd, rw) = (libc::O_RDONLY, libc::O_RDWR);
+        assert!(permits(&st(2000, 500, 0o660), member, rw));
+        assert!(permits(&st(1000, 0, 0o600), member, rw));
+        // Another host's fresh file, not handed over yet: root's group.
+        assert!(!permits(&st(0, 0, 0o660), member, rd));
+        // An old 0644 lock file of another member: readable, not writable.
+        assert!(permits(&st(2000, 500, 0o644), member, rd));
+        assert!(!permits(&st(2000, 500, 0o644), member, rw));
+        assert!(!permits(&st(2000, 500, 0o644), member, libc::O_WRONLY));
+    }
 }
