@@ -51,7 +51,7 @@ def diagnose(path) -> dict | None:
 def one(who: str, repo: str) -> dict:
     t0 = time.time()
     try:
-        res = hf_user.act_snapshot(SimpleNamespace(repo=repo, repo_type=None, who=who))
+        res = hf_user.act_snapshot(SimpleNamespace(repo=repo, repo_type=None, who=who, local_files_only=False))
         return {"ok": True, "seconds": time.time() - t0, **res}
     except BaseException as e:  # noqa: BLE001 - report everything
         diag = diagnose(getattr(e, "filename", None))
