@@ -202,7 +202,7 @@ impl HfCacheFs {
             Some(b) => b,
             None if !self.passthrough.load(Ordering::Relaxed) => return Ok(Io::Cached),
             None if self.settings.store_checks_caller
-                && !self.store.store_permits(inode, caller, flags)? =>
+                && !self.store.store_permits(fh, caller, flags) =>
             {
                 return Ok(Io::Direct);
             }

@@ -521,14 +521,17 @@ impl Store {
     }
 
     /// Whether the store itself, by the file's own owner, group and mode, lets `caller` open
-    /// regular file `id` with `flags`. Members are shown the policy's view, which may grant
-    /// more: a file another host's daemon has just made and not yet handed over is root's,
-    /// and one put in the store by other means (an old cache, 0644 lock files of old
-    /// filelock versions) is shown group-writable.
-    pub fn store_permits(&self, id: u64, caller: Caller, flags: i32) -> SysResult<bool> {
-        let inode = self.inode(id)?;
-        let st = sys::fstat(inode.fd()?.as_fd())?;
-        Ok(caller.uid == 0 || permits(&st, caller, flags))
+    /// the file open as `fh` with `flags` again. Members are shown the policy's view, which
+    /// may grant more: a file another host's daemon has just made and not yet handed over is
+    /// root's, and one put in the store by other means (an old cache, 0644 lock files of old
+    /// filelock versions) is shown group-writable. No, too, if the file cannot be examined
+    /// (replaced on another host since): only `fh`'s descriptor still reaches it.
+    pub fn store_permits(&self, fh: u64, caller: Caller, flags: i32) -> bool {
+        caller.uid == 0
+            || self
+                .file(fh)
+                .and_then(|f| sys::fstat(f.fd.as_fd()))
+                .is_ok_and(|st| permits(&st, caller, flags))
     }
 
     pub fn file(&self, fh: u64) -> SysResult<Arc<OpenFile>> {
