@@ -546,14 +546,17 @@ def step_downloads(rep: S.Report, cl: Cluster, members, base: Path, summary: dic
         refusals = cl.passthrough_refusals()
         errnos = set(S.failed_errnos(r))
         # An EIO is BUG_D only with its signature: that host's gluster client logged an OPEN of
-        # that very file failing with ESTALE (the kernel's open of the backing file).
+        # that very file failing with ESTALE (the kernel's open of the backing file). A
+        # snapshot's file is its blob (the symlink resolved); a blob is replaced when it was
+        # downloaded twice (BUG_B).
         opens = gluster_open_failures(gl_since)
         eio_files = re.findall(r"errno=5 file=(\S+)", "\n".join(errors))
         sub = cl.state["HFGL_STORE_SUBDIR"]
 
         def stale_open(f: str) -> bool:
             host, mnt = ("A", cl.hf_a) if f.startswith(f"{cl.hf_a}/") else ("B", cl.hf_b)
-            return bool(opens[host].get(f"/{sub}/{os.path.relpath(f, mnt)} => -1 (Stale file handle)"))
+            return any(opens[host].get(f"/{sub}/{os.path.relpath(p, mnt)} => -1 (Stale file handle)")
+                       for p in {f, os.path.realpath(f)})
         stale = all(stale_open(f) for f in eio_files)
         if strict or not errors or not errnos <= {errno.EIO, errno.EEXIST, errno.ENOENT} \
                 or (errno.EIO in errnos and not refusals and not stale):
