@@ -8,13 +8,17 @@
 #
 # Environment: BENCH_FILES=10000, BENCH_ROUNDS=15, HFCACHEFS_BIN (default: a release build
 # made here), BENCH_DIR=/var/tmp/hfcachefs-bench-record (must not be tmpfs),
-# BENCH_OUT=bench/results/record.md (the result, with the commit and the machine's load).
+# BENCH_OUT=bench/results/record.md (the result, with the commit and the machine's load),
+# BENCH_CPU=N: run both daemons and the workload on CPU N only (taskset), which takes the
+# scheduler's placement, the main source of noise on a small VM, out of the comparison.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ "$(id -u)" -eq 0 ] || { echo "bench-record.sh: must run as root" >&2; exit 1; }
 FILES="${BENCH_FILES:-10000}"
 ROUNDS="${BENCH_ROUNDS:-15}"
 OUT="${BENCH_OUT:-$REPO/bench/results/record.md}"
+PIN=()
+[ -n "${BENCH_CPU:-}" ] && PIN=(taskset -c "$BENCH_CPU")
 DIR="${BENCH_DIR:-/var/tmp/hfcachefs-bench-record}"
 if [ -z "${HFCACHEFS_BIN:-}" ]; then
     (cd "$REPO" && cargo build --release -q)
@@ -40,10 +44,10 @@ fi
 cleanup() { umount "$DIR/on" 2>/dev/null || true; umount "$DIR/off" 2>/dev/null || true; }
 trap cleanup EXIT
 cleanup
-"$HFCACHEFS_BIN" "$DIR/store" "$DIR/on" -o group=hfbench,record=on,logfile="$DIR/on.log"
-"$HFCACHEFS_BIN" "$DIR/store" "$DIR/off" -o group=hfbench,record=off,logfile="$DIR/off.log"
+"${PIN[@]}" "$HFCACHEFS_BIN" "$DIR/store" "$DIR/on" -o group=hfbench,record=on,logfile="$DIR/on.log"
+"${PIN[@]}" "$HFCACHEFS_BIN" "$DIR/store" "$DIR/off" -o group=hfbench,record=off,logfile="$DIR/off.log"
 load0="$(cut -d" " -f1 /proc/loadavg)"
-python3 - "$DIR" "$ROUNDS" <<'PY' | tee "$OUT.tmp"
+"${PIN[@]}" python3 - "$DIR" "$ROUNDS" <<'PY' | tee "$OUT.tmp"
 import os, statistics, sys, time
 d, rounds = sys.argv[1], int(sys.argv[2])
 rel = "hub/models--bench--small/snapshots/" + "0" * 40
@@ -74,6 +78,7 @@ PY
     echo "# Access record overhead (issue 11)"
     echo
     echo "\`scripts/bench-record.sh\`, $(date -u '+%Y-%m-%d %H:%M UTC'), hfcachefs $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src || echo ' (src modified)'), kernel $(uname -r), $(nproc) CPUs; load average $load0 at start, $(cut -d" " -f1 /proc/loadavg) at end."
+    [ -n "${BENCH_CPU:-}" ] && echo "Daemons and workload pinned to CPU $BENCH_CPU (\`BENCH_CPU\`)."
     echo "Open/read/close of each small cached file through a mount with \`record=on\` and one with \`record=off\` of the same store, alternating rounds:"
     echo
     echo '```'
