@@ -235,9 +235,14 @@ fn fuse_config(o: &MountOptions) -> Config {
 pub fn run(o: &MountOptions) -> Result<(), Error> {
     init_logging(o.debug);
     let gid = prepare(o)?;
-    let records = eviction_records(o)?;
+    let (records, unrecorded) = eviction_records(o)?;
     let tracker = records.as_ref().map(|_| Arc::new(Tracker::default()));
     let (fs, store) = open_store(o, gid, tracker.clone())?;
+    // Only once the store itself is known to be usable: its own failure is the cause to
+    // report first.
+    if let Some(why) = unrecorded {
+        warn!("{why}; files open through this mount are not known to `hfcachefs gc`");
+    }
     let session = mount(o, fs, gid)?;
     serve(o, session, records.zip(tracker).map(|(r, t)| (r, t, store)))
 }
@@ -397,8 +402,9 @@ struct Records {
 /// The records of this mount: the open-file record always (what keeps `gc` from removing
 /// files open through it, `ro` and `record=off` mounts too), the access record unless
 /// `record=off`. When `.hfcachefs/` cannot be used, a mount asking for `max_size`/`min_free`
-/// is refused; any other mounts without records (a warning says so).
-fn eviction_records(o: &MountOptions) -> Result<Option<Records>, Error> {
+/// is refused; any other mounts without records, and the reason is returned for the
+/// warning the caller gives once the store itself has proved usable.
+fn eviction_records(o: &MountOptions) -> Result<(Option<Records>, Option<Error>), Error> {
     let targets: Vec<Target> = o
         .max_size
         .map(Target::MaxSize)
@@ -430,10 +436,7 @@ fn eviction_records(o: &MountOptions) -> Result<Option<Records>, Error> {
     });
     let root = match root {
         Ok(r) => r,
-        Err(e) if targets.is_empty() => {
-            warn!("{e}; files open through this mount are not known to `hfcachefs gc`");
-            return Ok(None);
-        }
+        Err(e) if targets.is_empty() => return Ok((None, Some(e))),
         Err(e) => return Err(e),
     };
     let evict = if targets.is_empty() {
@@ -441,7 +444,7 @@ fn eviction_records(o: &MountOptions) -> Result<Option<Records>, Error> {
     } else {
         Some((walk_root(open_root()?)?, targets))
     };
-    Ok(Some(Records { root, evict }))
+    Ok((Some(Records { root, evict }), None))
 }
 
 /// Starts the recorder thread (the access and open-file records, and `forget` called for
