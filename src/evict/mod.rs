@@ -30,7 +30,7 @@ pub mod state;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -672,6 +672,13 @@ impl Sweep<'_> {
 /// Locks held at once by a sweep, each an open descriptor.
 const LOCKS_AT_ONCE: usize = 128;
 
+/// Gives what eviction made in `dir` (a missing lock file or lock directory) the owner and
+/// group of `dir` (a member's, as if that member's client had made it), then `mode`.
+fn give_like_dir(fd: BorrowedFd<'_>, dir: &Node, mode: u32) -> io::Result<()> {
+    sys::chown(fd, Some(dir.st.st_uid), Some(dir.st.st_gid)).map_err(io_err)?;
+    sys::chmod(fd, mode).map_err(io_err)
+}
+
 /// An exclusive flock on the lock file `n` of `dir`, taken without waiting (`None`: someone
 /// holds it). Made when missing, as the hub client makes it, so that a client making it
 /// meanwhile takes this same lock.
@@ -682,7 +689,7 @@ fn try_lock(dir: &Node, n: &OsStr) -> io::Result<Option<OwnedFd>> {
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
             match sys::open_at(dir.fd(), &n, flags, 0o600) {
                 // The modes of its directory, as the store's policy has them.
-                Ok(fd) => sys::chmod(fd.as_fd(), dir.st.st_mode & 0o666).map_err(io_err)?,
+                Ok(fd) => give_like_dir(fd.as_fd(), dir, dir.st.st_mode & 0o666)?,
                 Err(libc::EEXIST) => {}
                 Err(e) => return Err(io_err(e)),
             }
@@ -701,8 +708,8 @@ fn try_lock(dir: &Node, n: &OsStr) -> io::Result<Option<OwnedFd>> {
     }
 }
 
-/// The directory `n` of `dir`, made when missing with the modes of `dir` (its group
-/// comes from the setgid parent), as the store's policy has them.
+/// The directory `n` of `dir`, made when missing with the owner, group and modes of `dir`,
+/// as the store's policy has them.
 fn dir_made(dir: &Node, n: &str) -> io::Result<Node> {
     let made = child(dir, n)?.is_none()
         && match sys::mkdir_at(dir.fd(), &name(OsStr::new(n))?, 0o700) {
@@ -714,7 +721,7 @@ fn dir_made(dir: &Node, n: &str) -> io::Result<Node> {
         .filter(Node::is_dir)
         .ok_or_else(|| io_err(libc::ENOTDIR))?;
     if made {
-        sys::chmod(d.fd(), dir.st.st_mode & 0o7777).map_err(io_err)?;
+        give_like_dir(d.fd(), dir, dir.st.st_mode & 0o7777)?;
     }
     Ok(d)
 }
