@@ -10,7 +10,9 @@
 # made here), BENCH_DIR=/var/tmp/hfcachefs-bench-record (must not be tmpfs),
 # BENCH_OUT=bench/results/record.md (the result, with the commit and the machine's load),
 # BENCH_CPU=N: run both daemons and the workload on CPU N only (taskset), which takes the
-# scheduler's placement, the main source of noise on a small VM, out of the comparison.
+# scheduler's placement, the main source of noise on a small VM, out of the comparison;
+# BENCH_AA=1: both mounts with record=on (an A/A run: how far apart two identical mounts
+# measure on this machine, the noise any on/off difference must stand out from).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ "$(id -u)" -eq 0 ] || { echo "bench-record.sh: must run as root" >&2; exit 1; }
@@ -45,7 +47,9 @@ cleanup() { umount "$DIR/on" 2>/dev/null || true; umount "$DIR/off" 2>/dev/null 
 trap cleanup EXIT
 cleanup
 "${PIN[@]}" "$HFCACHEFS_BIN" "$DIR/store" "$DIR/on" -o group=hfbench,record=on,logfile="$DIR/on.log"
-"${PIN[@]}" "$HFCACHEFS_BIN" "$DIR/store" "$DIR/off" -o group=hfbench,record=off,logfile="$DIR/off.log"
+OFF=off
+[ -n "${BENCH_AA:-}" ] && OFF=on
+"${PIN[@]}" "$HFCACHEFS_BIN" "$DIR/store" "$DIR/off" -o group=hfbench,record=$OFF,logfile="$DIR/off.log"
 load0="$(cut -d" " -f1 /proc/loadavg)"
 "${PIN[@]}" python3 - "$DIR" "$ROUNDS" <<'PY' | tee "$OUT.tmp"
 import os, statistics, sys, time
@@ -78,6 +82,7 @@ PY
     echo "# Access record overhead (issue 11)"
     echo
     echo "\`scripts/bench-record.sh\`, $(date -u '+%Y-%m-%d %H:%M UTC'), hfcachefs $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src || echo ' (src modified)'), kernel $(uname -r), $(nproc) CPUs; load average $load0 at start, $(cut -d" " -f1 /proc/loadavg) at end."
+    [ -n "${BENCH_AA:-}" ] && echo "A/A run (\`BENCH_AA=1\`): the mount labelled record=off runs with record=on too."
     [ -n "${BENCH_CPU:-}" ] && echo "Daemons and workload pinned to CPU $BENCH_CPU (\`BENCH_CPU\`)."
     echo "Open/read/close of each small cached file through a mount with \`record=on\` and one with \`record=off\` of the same store, alternating rounds:"
     echo
