@@ -119,20 +119,7 @@ fn open(path: &Path, dry_run: bool) -> Result<(PathBuf, Node, Option<StateDir>, 
             )));
         }
     };
-    let (walked, node) = match mounts::mount_at(&mountpoint) {
-        Some(m) if m.is_hfcachefs() && root => {
-            let n = Node::open_trusted(&m.source);
-            (m.source, n)
-        }
-        _ => (mountpoint.clone(), Node::open_untrusted(&mountpoint)),
-    };
-    let node = node.map_err(|e| Error::Usage(format!("{}: {e}", walked.display())))?;
-    if !node.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} is not a directory",
-            walked.display()
-        )));
-    }
+    let (walked, node) = mounts::open_tree(&mountpoint).map_err(Error::Usage)?;
     let state = if root {
         StateDir::open(node.fd(), !dry_run).map_err(|e| {
             Error::Runtime(format!(

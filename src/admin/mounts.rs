@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::probe;
+use crate::cache::walk::Node;
 use crate::options::{self, Command, DEFAULT_GROUP, GroupSpec, MountOptions};
 use crate::policy::{Others, Policy};
 use crate::sys::{self, Name};
@@ -128,6 +129,25 @@ pub fn absolute(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The directory tree an admin command walks for `path` (a mountpoint or a directory),
+/// with the path it really is: root reads the store behind an hfcachefs mount directly
+/// (faster, and the on-disk truth); any other path may lead through a tree users control,
+/// so only root's symlinks are followed on the way there.
+pub fn open_tree(path: &Path) -> Result<(PathBuf, Node), String> {
+    let (walked, node) = match mount_at(path) {
+        Some(m) if m.is_hfcachefs() && sys::is_root() => {
+            let node = Node::open_trusted(&m.source);
+            (m.source, node)
+        }
+        _ => (path.to_path_buf(), Node::open_untrusted(path)),
+    };
+    let node = node.map_err(|e| format!("{}: {e}", walked.display()))?;
+    if !node.is_dir() {
+        return Err(format!("{} is not a directory", walked.display()));
+    }
+    Ok((walked, node))
 }
 
 /// The topmost mount on `mountpoint` (the last one listed), if any.

@@ -350,23 +350,7 @@ impl Stats {
 /// Prints the statistics of the cache at `path` (a mountpoint or a directory).
 pub fn run(path: &Path, json: bool) -> CmdResult {
     let path = path.to_path_buf();
-    // Root reads the store behind a mount directly: faster, and the on-disk truth.
-    // Any other path may lead through a tree users control: only root's symlinks are
-    // followed on the way there.
-    let (walked, root) = match mounts::mount_at(&path) {
-        Some(m) if m.is_hfcachefs() && sys::is_root() => {
-            let root = Node::open_trusted(&m.source);
-            (m.source, root)
-        }
-        _ => (path.clone(), Node::open_untrusted(&path)),
-    };
-    let root = root.map_err(|e| Error::Usage(format!("{}: {e}", walked.display())))?;
-    if !root.is_dir() {
-        return Err(Error::Usage(format!(
-            "{} is not a directory",
-            walked.display()
-        )));
-    }
+    let (walked, root) = mounts::open_tree(&path).map_err(Error::Usage)?;
     let stats =
         collect(&root).map_err(|e| Error::Runtime(format!("reading {}: {e}", walked.display())))?;
     if let Some(w) = stats.walked.warning() {

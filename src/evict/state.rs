@@ -120,9 +120,13 @@ impl StateDir {
         Ok(all)
     }
 
-    /// The open records, each with whether it is fresh at `now` (refreshed within
-    /// [`OPEN_RECORD_TTL`]: its daemon is running).
-    fn open_records(&self, dir: BorrowedFd<'_>, now: SystemTime) -> SysResult<Vec<(String, bool)>> {
+    /// The records in `dir`, each with whether it is fresh at `now` (written within
+    /// [`OPEN_RECORD_TTL`]; for an open record: its daemon is running).
+    fn records_by_age(
+        &self,
+        dir: BorrowedFd<'_>,
+        now: SystemTime,
+    ) -> SysResult<Vec<(String, bool)>> {
         let mut out = Vec::new();
         for n in list(dir)? {
             let Ok(st) = sys::stat_at(dir, &name(&n)?) else {
@@ -143,7 +147,7 @@ impl StateDir {
         let Some(dir) = self.subdir(OPEN_DIR, false)? else {
             return Ok(open);
         };
-        for (n, fresh) in self.open_records(dir.as_fd(), now)? {
+        for (n, fresh) in self.records_by_age(dir.as_fd(), now)? {
             if !fresh {
                 continue;
             }
@@ -168,7 +172,7 @@ impl StateDir {
         // Access records first: a daemon writes its open record before its access record,
         // so one listed here and running has a fresh open record below.
         let names = list(access.as_fd())?;
-        let records = self.open_records(open.as_fd(), now)?;
+        let records = self.records_by_age(open.as_fd(), now)?;
         let running: HashSet<&str> = records
             .iter()
             .filter(|(_, fresh)| *fresh)
@@ -207,15 +211,8 @@ impl StateDir {
     /// lists older than [`OPEN_RECORD_TTL`].
     pub fn publish_removed(&self, gone: &[(u64, OsString)], now: SystemTime) -> SysResult<()> {
         let dir = self.subdir(REMOVED_DIR, true)?.ok_or(libc::ENOENT)?;
-        for n in list(dir.as_fd())? {
-            let Ok(st) = sys::stat_at(dir.as_fd(), &name(&n)?) else {
-                continue;
-            };
-            let written = sys::system_time(st.st_mtime, st.st_mtime_nsec);
-            if now
-                .duration_since(written)
-                .is_ok_and(|age| age > OPEN_RECORD_TTL)
-            {
+        for (n, fresh) in self.records_by_age(dir.as_fd(), now)? {
+            if !fresh {
                 let _ = sys::unlink_at(dir.as_fd(), &name(&n)?, false);
             }
         }
