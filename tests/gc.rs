@@ -4,37 +4,16 @@
 
 mod common;
 
+use common::gc::*;
 use common::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PY: &str = "/opt/hfcachefs-e2e/venv-new/bin/python";
 const KB: usize = 1024;
-
-fn hf(args: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    run_timeout(c, Duration::from_secs(120))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn sha256(data: &[u8]) -> String {
-    let mut c = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(data).unwrap();
-    let out = c.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
-}
 
 /// A commit hash for a test's revision `tag` (the Hub libraries want 40 hex digits).
 fn c(tag: &str) -> String {
@@ -136,20 +115,6 @@ fn store_names(m: &Mount) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn json_u64(j: &str, key: &str) -> u64 {
-    let at = j
-        .find(&format!("\"{key}\":"))
-        .unwrap_or_else(|| panic!("{key} in {j}"))
-        + key.len()
-        + 3;
-    j[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
 }
 
 /// huggingface_hub's view of the cache at `hub` (through the mount): no warnings (a ref

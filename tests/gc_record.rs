@@ -5,28 +5,19 @@
 
 mod common;
 
+use common::gc::*;
 use common::*;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PY: &str = "/opt/hfcachefs-e2e/venv-new/bin/python";
 const KB: usize = 1024;
 const DAY: i64 = 86400;
 const BASE: i64 = 1_700_000_000;
-
-fn hf(args: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    run_timeout(c, Duration::from_secs(120))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
 
 fn hex(seed: u64, digits: usize) -> String {
     let mut s = String::new();
@@ -94,20 +85,6 @@ fn make_rev(m: &Mount, repo: &str, tag: &str, files: usize, size: usize, t: i64,
 
 fn readable(m: &Mount) {
     sh(&format!("chmod -R a+rX '{}'", m.s("hub").display()));
-}
-
-fn json_u64(j: &str, key: &str) -> u64 {
-    let at = j
-        .find(&format!("\"{key}\":"))
-        .unwrap_or_else(|| panic!("{key} in {j}"))
-        + key.len()
-        + 3;
-    j[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
 }
 
 /// The commits a `gc --json` answer lists as removed, in its order.

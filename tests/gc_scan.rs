@@ -5,37 +5,19 @@
 
 mod common;
 
+use common::gc::*;
 use common::*;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Output;
 
 const KB: usize = 1024;
 const DAY: i64 = 86400;
 
-fn hf(args: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    run_timeout(c, Duration::from_secs(120))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn sha256(data: &[u8]) -> String {
-    let dir = std::env::temp_dir().join(format!("hfit-sha-{}", random_u64()));
-    fs::write(&dir, data).unwrap();
-    let o = run_ok(cmd("sha256sum", &[&dir.display().to_string()]));
-    fs::remove_file(&dir).unwrap();
-    o[..64].to_owned()
 }
 
 /// A commit hash for a test's revision `tag`.
@@ -97,24 +79,6 @@ fn make_rev(
     let top = hub.split('/').next().unwrap();
     sh(&format!("chmod -R a+rX '{}'", m.s(top).display()));
     file
-}
-
-fn exists(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok()
-}
-
-fn json_u64(j: &str, key: &str) -> u64 {
-    let at = j
-        .find(&format!("\"{key}\":"))
-        .unwrap_or_else(|| panic!("{key} in {j}"))
-        + key.len()
-        + 3;
-    j[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
 }
 
 /// The bytes a dry run says removing `commit` frees.

@@ -4,41 +4,20 @@
 
 mod common;
 
+use common::gc::*;
 use common::*;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
 const KB: usize = 1024;
 
-fn hf(args: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    run_timeout(c, Duration::from_secs(120))
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn sha256(data: &[u8]) -> String {
-    let mut c = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(data).unwrap();
-    let out = c.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
 }
 
 /// A commit hash for a test's revision `tag`.
@@ -94,10 +73,6 @@ fn gc(m: &Mount, goal: &[&str]) -> Output {
 /// Whether the store's trash is there, empty (gc empties it, and keeps it for the next run).
 fn trash_empty(m: &Mount) -> bool {
     fs::read_dir(m.s(".hfcachefs/trash")).is_ok_and(|mut d| d.next().is_none())
-}
-
-fn exists(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok()
 }
 
 /// A file opened through the mount just before gc runs is in no daemon's open-file record

@@ -15,6 +15,8 @@
 //! * [`lst`] & co: stat helpers for the on-disk truth in the store.
 #![allow(dead_code)]
 
+pub mod gc;
+
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fmt::Debug;
