@@ -23,7 +23,7 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -2106,11 +2106,37 @@ fn daemon_works_with_only_the_proposed_capabilities() {
     assert!(!is_mounted(&mnt), "umount with reduced capabilities");
 }
 
+/// The lines of a strace with each call another thread interrupted put back together:
+/// strace writes "<tid> sys(args <unfinished ...>" and later "<tid> <... sys resumed>rest",
+/// and the flags a rule needs (AT_EMPTY_PATH, O_NOFOLLOW) may be in the second half.
+fn strace_joined(text: &str) -> Vec<String> {
+    let mut pending: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let tid = line.split_whitespace().next().unwrap_or("").to_string();
+        if let Some(head) = line.strip_suffix("<unfinished ...>") {
+            pending.insert(tid, head.to_string());
+            continue;
+        }
+        if let Some(i) = line.find(" resumed>") {
+            if let Some(head) = pending.remove(&tid) {
+                out.push(format!("{head}{}", &line[i + " resumed>".len()..]));
+                continue;
+            }
+        }
+        out.push(line.to_string());
+    }
+    // Never resumed (the trace ended): judged as they are.
+    out.extend(pending.into_values());
+    out
+}
+
 /// Store-relative discipline, from a strace of the daemon: (dirfd, name) pairs of every traced
 /// file syscall. Returns the lines that break a rule.
 fn strace_violations(text: &str) -> Vec<String> {
     let mut bad = Vec::new();
-    for line in text.lines() {
+    for line in &strace_joined(text) {
+        let line = line.as_str();
         // "<tid> syscall(args) = ret"
         let Some(rest) = line.split_once(' ').map(|(_, r)| r.trim_start()) else {
             continue;
